@@ -1,0 +1,1 @@
+"""The serving side: torch-free runtime, data plane and protocol adapters (HTTP, gRPC)."""

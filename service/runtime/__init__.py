@@ -1,0 +1,1 @@
+"""Torch-free model runtime: onnxruntime + tokenizers + numpy, one module per task."""

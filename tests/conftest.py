@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny checkpoints and their ONNX exports, built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Tiny checkpoint kind -> our task name.
+TINY_TASKS = {
+    "bert-classifier": "text-classification",
+    "distilbert-classifier": "text-classification",
+    "distilbert-qa": "question-answering",
+    "bert-embedder": "feature-extraction",
+    "gpt2": "text-generation",
+    "llama-chat": "text-generation",
+    "t5": "translation",
+    "marian": "translation",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_root):
+    """`tiny_checkpoint(kind)` -> folder of the PyTorch checkpoint (built on first use)."""
+    from models.tiny import build_checkpoint
+
+    def get(kind: str) -> Path:
+        path = tiny_root / "checkpoints" / kind
+        if not (path / "config.json").exists():
+            build_checkpoint(kind, path)
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_exported(tiny_root, tiny_checkpoint):
+    """`tiny_exported(kind)` -> ONNX serving folder exported from the tiny checkpoint."""
+    from models.export import export_onnx
+
+    def get(kind: str) -> Path:
+        path = tiny_root / "exported" / kind
+        if not (path / "config.json").exists():
+            export_onnx(tiny_checkpoint(kind), path, TINY_TASKS[kind])
+        return path
+
+    return get
