@@ -9,10 +9,16 @@ seed and writes a plain Hugging Face folder that `from_pretrained` and Optimum b
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 CORPUS = Path(__file__).parent / "data" / "sentences_en.tsv"
+TRAINED_TOKENIZERS = Path(__file__).parent / "data" / "tiny_tokenizers"
 VOCAB_SIZE = 1200
 MAX_POSITIONS = 128
 SEED = 0
@@ -37,6 +43,20 @@ def corpus_sentences() -> list[str]:
     return [line.split("\t", 2)[2] for line in lines]
 
 
+def _trained(name: str, train: Callable[[], Tokenizer]) -> Tokenizer:
+    """A tokenizer trained once on the corpus and kept in the repository.
+
+    The WordPiece and Unigram trainers break frequency ties differently from run to run, so the
+    tiny models would not be reproducible if every build trained its own; delete the file to
+    train it again.
+    """
+    path = TRAINED_TOKENIZERS / f"{name}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        train().save(str(path))
+    return Tokenizer.from_file(str(path))
+
+
 def _seed() -> None:
     import torch
 
@@ -44,19 +64,24 @@ def _seed() -> None:
 
 
 def _wordpiece_tokenizer(out: Path, distil: bool = False):
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
     from tokenizers.trainers import WordPieceTrainer
     from transformers import BertTokenizerFast, DistilBertTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(
-        corpus_sentences(), WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials)
-    )
+
+    def train() -> Tokenizer:
+        tok = Tokenizer(WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        tok.train_from_iterator(
+            corpus_sentences(), WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials)
+        )
+        return tok
+
+    tok = _trained("wordpiece", train)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -79,7 +104,7 @@ def _wordpiece_tokenizer(out: Path, distil: bool = False):
 
 
 def _byte_bpe_tokenizer(out: Path, specials: list[str], eos: str, chat_template: str | None):
-    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers import decoders, pre_tokenizers, processors
     from tokenizers.models import BPE
     from tokenizers.trainers import BpeTrainer
     from transformers import GPT2TokenizerFast
@@ -112,23 +137,28 @@ def _byte_bpe_tokenizer(out: Path, specials: list[str], eos: str, chat_template:
 
 
 def _unigram_t5_tokenizer(out: Path):
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
     from tokenizers.trainers import UnigramTrainer
     from transformers import T5TokenizerFast
 
-    tok = Tokenizer(Unigram())
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.NFKC(), normalizers.Replace(" {2,}", " ")]
-    )
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.train_from_iterator(
-        corpus_sentences() + _french_words(),
-        UnigramTrainer(
-            vocab_size=VOCAB_SIZE, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
-        ),
-    )
+    def train() -> Tokenizer:
+        tok = Tokenizer(Unigram())
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.NFKC(), normalizers.Replace(" {2,}", " ")]
+        )
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+        tok.train_from_iterator(
+            corpus_sentences() + _french_words(),
+            UnigramTrainer(
+                vocab_size=VOCAB_SIZE, special_tokens=["<pad>", "</s>", "<unk>"],
+                unk_token="<unk>",
+            ),
+        )
+        return tok
+
+    tok = _trained("unigram", train)
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
@@ -159,31 +189,36 @@ def _marian_tokenizer(out: Path):
     from transformers import MarianTokenizer
 
     out.mkdir(parents=True, exist_ok=True)
-    text = out / "_corpus.txt"
-    text.write_text("\n".join(corpus_sentences() + _french_words()), encoding="utf-8")
-    prefix = out / "_spm"
-    spm.SentencePieceTrainer.train(
-        input=str(text),
-        model_prefix=str(prefix),
-        vocab_size=VOCAB_SIZE,
-        model_type="unigram",
-        eos_id=0,
-        unk_id=1,
-        bos_id=-1,
-        pad_id=2,
-        eos_piece="</s>",
-        unk_piece="<unk>",
-        pad_piece="<pad>",
-        num_threads=1,
-        minloglevel=2,
-    )
-    sp = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
+    work = Path(tempfile.mkdtemp())
+    (work / "corpus.txt").write_text("\n".join(corpus_sentences() + _french_words()),
+                                     encoding="utf-8")
+    # Relative names: the model file records its training paths, and must not vary.
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        spm.SentencePieceTrainer.train(
+            input="corpus.txt",
+            model_prefix="spm",
+            vocab_size=VOCAB_SIZE,
+            model_type="unigram",
+            eos_id=0,
+            unk_id=1,
+            bos_id=-1,
+            pad_id=2,
+            eos_piece="</s>",
+            unk_piece="<unk>",
+            pad_piece="<pad>",
+            num_threads=1,
+            minloglevel=2,
+        )
+    finally:
+        os.chdir(cwd)
+    sp = spm.SentencePieceProcessor(model_file=str(work / "spm.model"))
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     for name in ("source.spm", "target.spm"):
-        (out / name).write_bytes(Path(f"{prefix}.model").read_bytes())
-    for leftover in (text, Path(f"{prefix}.model"), Path(f"{prefix}.vocab")):
-        leftover.unlink()
+        (out / name).write_bytes((work / "spm.model").read_bytes())
+    shutil.rmtree(work)
     tok = MarianTokenizer(
         source_spm=str(out / "source.spm"),
         target_spm=str(out / "target.spm"),
@@ -275,7 +310,8 @@ def build_bert_embedder(out: Path) -> None:
     _save(BertModel(config), out)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 1, "name": "1", "path": "1_Pooling",
+         "type": "sentence_transformers.models.Pooling"},
         {"idx": 2, "name": "2", "path": "2_Normalize",
          "type": "sentence_transformers.models.Normalize"},
     ]
