@@ -1,0 +1,1 @@
+"""HTTP adapters over the data plane: Hugging Face task payloads and OpenAI routes."""

@@ -1,0 +1,194 @@
+"""An encoder-only ONNX model (BERT family) run over many inputs in length-sorted batches.
+
+Classification, question answering and embeddings all do the same thing between their own pre-
+and post-processing: tokenize, refuse or truncate what is too long, and run the graph. How the
+graph is run decides throughput on CPU: a batch padded to its longest member computes every pad
+token, so batches taken in arrival order cost more than running inputs one by one. Here inputs are
+sorted by length and cut into groups bounded by size and by padded tokens, each padded only to its
+own longest member, and results come back in the caller's order.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.onnx_session import create_session
+from service.runtime.text_tokenizer import TextTokenizer
+
+MAX_BATCH = 32
+# Padded tokens per ORT call: 32 inputs of 128 tokens, or 8 of 512.
+MAX_BATCH_TOKENS = 4096
+
+_ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def length_sorted_groups(
+    lengths: Sequence[int], max_batch: int = MAX_BATCH, max_tokens: int = MAX_BATCH_TOKENS
+) -> list[list[int]]:
+    """Indices grouped longest first, each group within `max_batch` items and `max_tokens` padded.
+
+    An input longer than `max_tokens` still gets a group of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    groups: list[list[int]] = []
+    for index in order:
+        group = groups[-1] if groups else None
+        # Sorted longest first, so a group's padded length is its first member's length.
+        if group and len(group) < max_batch and lengths[group[0]] * (len(group) + 1) <= max_tokens:
+            group.append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _position_limit(config: dict[str, Any]) -> int | None:
+    for key in ("max_position_embeddings", "n_positions"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
+@dataclass
+class EncoderModel:
+    """An ORT session and its tokenizer, plus the rules for feeding it batches."""
+
+    session: ort.InferenceSession = field(repr=False)
+    tokenizer: TextTokenizer = field(repr=False)
+    config: dict[str, Any] = field(repr=False)
+    max_input_tokens: int
+    max_batch: int = MAX_BATCH
+    max_batch_tokens: int = MAX_BATCH_TOKENS
+    _input_types: dict[str, type] = field(init=False, repr=False)
+    _truncating: dict[tuple[int, int, str], Tokenizer] = field(
+        init=False, repr=False, default_factory=dict
+    )
+    _truncating_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._input_types = {}
+        for declared in self.session.get_inputs():
+            if declared.name not in _KNOWN_INPUTS or declared.type not in _ORT_INT_TYPES:
+                raise ModelLoadError(
+                    f"encoder graph input {declared.name!r} ({declared.type}) is not one of "
+                    f"{', '.join(_KNOWN_INPUTS)} as integers"
+                )
+            self._input_types[declared.name] = _ORT_INT_TYPES[declared.type]
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, threads: int | None = None, max_input_tokens: int | None = None
+    ) -> EncoderModel:
+        """Load `model.onnx` and its tokenizer; `max_input_tokens` can only lower the limit."""
+        model_dir = Path(model_dir)
+        graph = model_dir / "model.onnx"
+        if not graph.exists() or not (model_dir / "tokenizer.json").exists():
+            raise ModelLoadError(f"{model_dir} needs model.onnx and tokenizer.json")
+        tokenizer = TextTokenizer.load(model_dir)
+        config = _read_json(model_dir / "config.json")
+        limits = [tokenizer.model_max_length, _position_limit(config), max_input_tokens]
+        return cls(
+            session=create_session(graph, threads),
+            tokenizer=tokenizer,
+            config=config,
+            max_input_tokens=min(limit for limit in limits if limit is not None),
+        )
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def truncating_tokenizer(
+        self, max_length: int, stride: int = 0, strategy: str = "longest_first"
+    ) -> Tokenizer:
+        """A copy of the tokenizer that truncates like `transformers` does with these settings.
+
+        Copies, cached per setting, keep the shared tokenizer untouched for concurrent callers.
+        """
+        key = (max_length, stride, strategy)
+        with self._truncating_lock:
+            copy = self._truncating.get(key)
+            if copy is None:
+                copy = Tokenizer.from_str(self.tokenizer.tokenizer.to_str())
+                direction = self.tokenizer.config.get("truncation_side", "right")
+                copy.enable_truncation(
+                    max_length, stride=stride, strategy=strategy, direction=direction
+                )
+                if len(self._truncating) >= 8:
+                    self._truncating.pop(next(iter(self._truncating)))
+                self._truncating[key] = copy
+        return copy
+
+    def encode(
+        self, texts: Sequence[str], truncate: Sequence[bool], field_name: str = "inputs"
+    ) -> list[Encoding]:
+        """Tokenize with special tokens; inputs over the limit are cut if asked, else refused."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        limit = self.max_input_tokens
+        for i, encoding in enumerate(encodings):
+            if len(encoding) <= limit:
+                continue
+            if not truncate[i]:
+                raise InvalidInput(
+                    f"input is {len(encoding)} tokens long, more than this model's limit of "
+                    f"{limit} tokens; send truncate=true to cut it to the limit",
+                    field=field_name,
+                )
+            encodings[i] = self.truncating_tokenizer(limit).encode(texts[i])
+        return encodings
+
+    def run(
+        self, encodings: Sequence[Encoding], outputs: Sequence[str], per_token: bool = False
+    ) -> list[tuple[np.ndarray, ...]]:
+        """Each encoding's rows of `outputs`, in input order.
+
+        With `per_token`, outputs are (batch, sequence, ...) and each row is cut back to its own
+        length, so callers never see padding.
+        """
+        results: list[tuple[np.ndarray, ...]] = [()] * len(encodings)
+        lengths = [len(e) for e in encodings]
+        for group in length_sorted_groups(lengths, self.max_batch, self.max_batch_tokens):
+            arrays = self.session.run(list(outputs), self._feed([encodings[i] for i in group]))
+            for row, index in enumerate(group):
+                if per_token:
+                    results[index] = tuple(a[row, : lengths[index]] for a in arrays)
+                else:
+                    results[index] = tuple(a[row] for a in arrays)
+        return results
+
+    def _feed(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+        """Right-padded arrays for exactly the inputs the graph declares."""
+        width = max(len(e) for e in encodings)
+        pad_id = self.tokenizer.pad_id or 0
+        ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            n = len(encoding)
+            ids[row, :n] = encoding.ids
+            mask[row, :n] = 1
+            types[row, :n] = encoding.type_ids
+        available = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "token_type_ids": types,
+            "position_ids": np.tile(np.arange(width, dtype=np.int64), (len(encodings), 1)),
+        }
+        return {
+            name: available[name].astype(dtype, copy=False)
+            for name, dtype in self._input_types.items()
+        }

@@ -1,0 +1,1 @@
+"""One module per task: its parameters schema, pre/post-processing and ONNX Runtime calls."""

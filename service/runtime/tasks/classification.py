@@ -1,0 +1,118 @@
+"""Text classification: the `transformers` text-classification pipeline's results, without torch.
+
+Scores are computed exactly as the pipeline's post-processing does (same default function, same
+float32 numpy arithmetic, same stable sort), so labels match and scores agree to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from service.runtime.encoder_batches import EncoderModel
+from service.runtime.errors import ModelLoadError
+
+ScoreFunction = Literal["softmax", "sigmoid", "none"]
+
+
+class ClassificationParameters(BaseModel):
+    """The `parameters` of a classify request (Hugging Face text-classification payload)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # None returns the best label only, like the pipeline called without `top_k`.
+    top_k: int | None = Field(default=None, ge=1)
+    # None lets the model's config decide, as the pipeline does.
+    function_to_apply: ScoreFunction | None = None
+    truncate: bool = Field(default=False, validation_alias=AliasChoices("truncate", "truncation"))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+_SCORE_FUNCTIONS = {"softmax": _softmax, "sigmoid": _sigmoid, "none": lambda logits: logits}
+
+
+def default_function(config: dict[str, Any], num_labels: int) -> ScoreFunction:
+    """The function the pipeline applies when the caller names none."""
+    problem_type = config.get("problem_type")
+    if problem_type == "regression":
+        return "none"
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return "sigmoid"
+    if problem_type == "single_label_classification" or num_labels > 1:
+        return "softmax"
+    configured = str(config.get("function_to_apply", "none")).lower()
+    return configured if configured in _SCORE_FUNCTIONS else "none"
+
+
+def _labels(config: dict[str, Any], width: Any) -> list[str]:
+    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+    if not id2label and isinstance(width, int):
+        id2label = {i: f"LABEL_{i}" for i in range(width)}
+    if sorted(id2label) != list(range(len(id2label))) or not id2label:
+        raise ModelLoadError("config.json needs id2label with ids 0..n-1 for a classifier")
+    return [id2label[i] for i in range(len(id2label))]
+
+
+@dataclass
+class TextClassifier:
+    encoder: EncoderModel
+    labels: list[str]
+    default_function: ScoreFunction
+
+    @classmethod
+    def load(cls, model_dir: Path, threads: int | None = None) -> TextClassifier:
+        encoder = EncoderModel.load(model_dir, threads)
+        logits = next((o for o in encoder.session.get_outputs() if o.name == "logits"), None)
+        if logits is None:
+            raise ModelLoadError(f"{model_dir}/model.onnx has no 'logits' output")
+        labels = _labels(encoder.config, logits.shape[-1])
+        return cls(
+            encoder=encoder,
+            labels=labels,
+            default_function=default_function(encoder.config, len(labels)),
+        )
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.encoder.max_input_tokens
+
+    def warmup(self) -> None:
+        self.classify([("warm up", ClassificationParameters())])
+
+    def classify(
+        self, items: Sequence[tuple[str, ClassificationParameters]]
+    ) -> list[list[dict[str, Any]]]:
+        """Labels with scores, best first, for independent requests batched together."""
+        if not items:
+            return []
+        encodings = self.encoder.encode(
+            [text for text, _ in items], [params.truncate for _, params in items]
+        )
+        rows = self.encoder.run(encodings, ["logits"])
+        return [
+            self._ranked(logits, params) for (logits,), (_, params) in zip(rows, items, strict=True)
+        ]
+
+    def _ranked(self, logits: np.ndarray, params: ClassificationParameters) -> list[dict[str, Any]]:
+        function = params.function_to_apply or self.default_function
+        scores = _SCORE_FUNCTIONS[function](logits.astype(np.float32, copy=False))
+        ranked = [
+            {"label": label, "score": score.item()}
+            for label, score in zip(self.labels, scores, strict=True)
+        ]
+        # Stable sort, as the pipeline's: equal scores keep label order.
+        ranked.sort(key=lambda x: x["score"], reverse=True)
+        return ranked[: params.top_k or 1]

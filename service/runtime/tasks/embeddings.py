@@ -1,0 +1,145 @@
+"""Sentence embeddings: what `SentenceTransformer.encode` returns, without torch.
+
+Pooling is computed here from the graph's per-token output rather than taken from a pooled graph
+output, so a plain `BertModel` export serves as well as a sentence-transformers one. The pooling
+modes and the normalisation step come from the model's sentence-transformers files, like
+text-embeddings-inference's `/embed`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from service.runtime.encoder_batches import EncoderModel
+from service.runtime.errors import ModelLoadError
+
+TOKEN_OUTPUTS = ("token_embeddings", "last_hidden_state")
+# Legacy `pooling_mode_*` flags, in the order sentence-transformers concatenates them.
+_LEGACY_MODES = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+class EmbeddingParameters(BaseModel):
+    """The `parameters` of an embed request (text-embeddings-inference `/embed`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # None follows the model: normalised when its modules.json has a Normalize step.
+    normalize: bool | None = None
+    truncate: bool = Field(default=False, validation_alias=AliasChoices("truncate", "truncation"))
+
+
+def _weighted_mean(tokens: np.ndarray) -> np.ndarray:
+    weights = np.arange(1, len(tokens) + 1, dtype=tokens.dtype)[:, None]
+    return (tokens * weights).sum(axis=0) / max(weights.sum(), 1e-9)
+
+
+# Each maps one input's (tokens, hidden) array, padding already removed, to a vector.
+POOLING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "cls": lambda tokens: tokens[0],
+    "max": lambda tokens: tokens.max(axis=0),
+    "mean": lambda tokens: tokens.sum(axis=0) / max(len(tokens), 1e-9),
+    "mean_sqrt_len_tokens": lambda tokens: tokens.sum(axis=0) / np.sqrt(max(len(tokens), 1e-9)),
+    "weightedmean": _weighted_mean,
+    "lasttoken": lambda tokens: tokens[-1],
+}
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def pooling_modes(model_dir: Path) -> list[str]:
+    """Pooling modes from the Pooling module's config; mean when the folder has none."""
+    modules = _read_json(model_dir / "modules.json") or []
+    folder = next(
+        (m.get("path", "") for m in modules if str(m.get("type", "")).endswith("Pooling")),
+        "1_Pooling",
+    )
+    config = _read_json(model_dir / folder / "config.json") or {}
+    mode = config.get("pooling_mode")
+    if mode is None:
+        modes = [name for key, name in _LEGACY_MODES.items() if config.get(key)] or ["mean"]
+    else:
+        modes = [mode] if isinstance(mode, str) else list(mode)
+    unknown = [m for m in modes if m not in POOLING]
+    if unknown:
+        raise ModelLoadError(f"unsupported pooling mode(s) {unknown} in {model_dir / folder}")
+    return modes
+
+
+def normalizes_by_default(model_dir: Path) -> bool:
+    modules = _read_json(model_dir / "modules.json") or []
+    return any(str(m.get("type", "")).endswith("Normalize") for m in modules)
+
+
+@dataclass
+class Embedder:
+    encoder: EncoderModel
+    token_output: str
+    modes: list[str]
+    normalize_default: bool
+    dimension: int
+
+    @classmethod
+    def load(cls, model_dir: Path, threads: int | None = None) -> Embedder:
+        model_dir = Path(model_dir)
+        st_config = _read_json(model_dir / "sentence_bert_config.json") or {}
+        encoder = EncoderModel.load(model_dir, threads, st_config.get("max_seq_length"))
+        outputs = {o.name: o for o in encoder.session.get_outputs()}
+        token_output = next((name for name in TOKEN_OUTPUTS if name in outputs), None)
+        if token_output is None:
+            raise ModelLoadError(f"{model_dir}/model.onnx has none of the outputs {TOKEN_OUTPUTS}")
+        hidden = outputs[token_output].shape[-1]
+        if not isinstance(hidden, int):
+            hidden = encoder.config.get("hidden_size") or encoder.config.get("dim")
+        modes = pooling_modes(model_dir)
+        return cls(
+            encoder=encoder,
+            token_output=token_output,
+            modes=modes,
+            normalize_default=normalizes_by_default(model_dir),
+            dimension=int(hidden) * len(modes),
+        )
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.encoder.max_input_tokens
+
+    def warmup(self) -> None:
+        self.embed([("warm up", EmbeddingParameters())])
+
+    def embed(self, items: Sequence[tuple[str, EmbeddingParameters]]) -> list[list[float]]:
+        """One vector per input, for independent requests batched together."""
+        if not items:
+            return []
+        encodings = self.encoder.encode(
+            [text for text, _ in items], [params.truncate for _, params in items]
+        )
+        rows = self.encoder.run(encodings, [self.token_output], per_token=True)
+        return [
+            self._vector(tokens, params).tolist()
+            for (tokens,), (_, params) in zip(rows, items, strict=True)
+        ]
+
+    def _vector(self, tokens: np.ndarray, params: EmbeddingParameters) -> np.ndarray:
+        tokens = tokens.astype(np.float32, copy=False)
+        vector = np.concatenate([POOLING[mode](tokens) for mode in self.modes])
+        normalize = self.normalize_default if params.normalize is None else params.normalize
+        if normalize:
+            # torch.nn.functional.normalize's epsilon, as sentence-transformers' Normalize uses.
+            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return vector
