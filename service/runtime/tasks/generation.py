@@ -1,0 +1,469 @@
+"""Causal text generation: the `transformers` text-generation pipeline's tokens, without torch.
+
+Why our own loop: Optimum's `ORTModelForCausalLM.generate` needs torch and wraps every ORT call in
+transformers' generic generation machinery (torch tensors in and out, cache objects, stopping
+criteria); on a tiny GPT-2 FACTS.md measured it about 4x slower than this plain numpy loop, and
+it cannot stream. The loop is short: prefill the left-padded prompts once, then feed each step's
+`present.*` outputs back as `past_key_values.*` with one new token per sequence. Greedy choices
+equal `generate(do_sample=False)` (see `service.runtime.sampling`); the text equals the pipeline's
+`generated_text` with `return_full_text=False`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.onnx_session import create_session
+from service.runtime.sampling import TokenChooser
+from service.runtime.text_tokenizer import TextTokenizer, clean_up_tokenization
+
+# TGI's historical default (and the pipeline's max_length=20 budget for short prompts).
+DEFAULT_MAX_NEW_TOKENS = 20
+DEFAULT_MAX_NEW_TOKENS_CAP = 512
+# Prompt tokens decoded with the generated ones, so that decoders that look at the previous
+# token (leading-space rules, clean-up of " ." etc.) see the same context as a full decode.
+PROMPT_CONTEXT_TOKENS = 8
+# Proper prefixes of `clean_up_tokenization`'s patterns, longest first: text ending in one of
+# these may still change when the next token arrives, so it is held back from the stream.
+_CLEAN_UP_PENDING = (" n'", " 'v", " 'r", " n", " '", " ")
+_ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                    "tensor(double)": np.float64}
+
+FinishReason = Literal["length", "eos_token", "stop_sequence"]
+StopSequence = Annotated[str, StringConstraints(min_length=1)]
+
+
+class GenerationParameters(BaseModel):
+    """The `parameters` of a generate request (TGI schema; transformers semantics).
+
+    - `do_sample` decides greedy vs sampling, as in transformers: temperature/top_k/top_p are
+      ignored when it is false (TGI would switch sampling on for them).
+    - `stop`: generation ends at the first token whose text completes one of these strings; like
+      TGI, `generated_text` keeps the stop string (and the rest of that last token).
+    - `return_full_text` is honoured by the protocol adapter (prompt + `generated_text`); the
+      runtime always returns the new text only.
+    - `truncate`: true keeps the last tokens that fit beside `max_new_tokens`; a number keeps at
+      most that many last tokens (TGI). Without it, a prompt that does not fit is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, ge=1)
+    do_sample: bool = False
+    temperature: float | None = Field(default=None, gt=0)
+    top_k: int | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    repetition_penalty: float | None = Field(default=None, gt=0)
+    seed: int | None = Field(default=None, ge=0, lt=2**64)
+    stop: list[StopSequence] = Field(default_factory=list)
+    return_full_text: bool = False
+    details: bool = False
+    truncate: bool | Annotated[int, Field(ge=1)] | None = Field(
+        default=None, validation_alias=AliasChoices("truncate", "truncation"))
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class GeneratedToken:
+    """One generated token as streamed. `text` is the new text it released: "" while a character
+    is still incomplete or for special tokens (which `generated_text` skips), so the texts of all
+    tokens concatenate to `generated_text`."""
+
+    id: int
+    text: str
+    logprob: float
+    special: bool
+    is_token: ClassVar[bool] = True
+
+
+@dataclass
+class GenerationResult:
+    """A finished sequence. `finish_reason` is checked in the order eos, stop, length."""
+
+    generated_text: str
+    finish_reason: FinishReason
+    generated_tokens: int
+    prompt_tokens: int
+    seed: int | None
+    tokens: list[GeneratedToken]
+    stop_sequence: str | None = None
+    is_token: ClassVar[bool] = False
+
+
+class IncrementalText:
+    """The text of generated tokens, released only once no later token can change it.
+
+    Decoding token by token is wrong for byte-level BPE (one character may span tokens) and for
+    decoders with context rules, so each step decodes a short window and keeps the difference,
+    as TGI does; text ending in U+FFFD waits for the rest of its bytes. The final text is the
+    pipeline's: prompt tail plus generated tokens decoded, cleaned up, then cut after the prompt.
+    """
+
+    def __init__(self, tokenizer: TextTokenizer, prompt_ids: Sequence[int],
+                 clean_up: bool) -> None:
+        self._tokenizer = tokenizer.tokenizer
+        self._ids = list(prompt_ids[-PROMPT_CONTEXT_TOKENS:])
+        self._prefix = 0
+        self._read = len(self._ids)
+        self._prefix_text = self._decode(self._ids)
+        self._context = self._prefix_text
+        self._clean_up = clean_up
+        self._context_length = len(self._clean(self._context))
+        self._raw = ""
+        self.released = ""
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _clean(self, text: str) -> str:
+        return clean_up_tokenization(text) if self._clean_up else text
+
+    def add(self, token_id: int) -> None:
+        self._ids.append(token_id)
+        text = self._decode(self._ids[self._prefix:])
+        if len(text) > len(self._prefix_text) and not text.endswith("\ufffd"):
+            self._raw += text[len(self._prefix_text):]
+            self._prefix, self._read = self._read, len(self._ids)
+            self._prefix_text = self._decode(self._ids[self._prefix:self._read])
+
+    def flush(self) -> None:
+        """Take in bytes still waiting for the rest of a character (decoded as U+FFFD)."""
+        if self._read < len(self._ids):
+            text = self._decode(self._ids[self._prefix:])
+            self._raw += text[len(self._prefix_text):]
+            self._prefix, self._read = self._read, len(self._ids)
+            self._prefix_text = self._decode(self._ids[self._prefix:self._read])
+
+    @property
+    def text(self) -> str:
+        """All complete text so far, including what is still held back from the stream."""
+        if not self._clean_up:
+            return self._raw
+        return self._clean(self._context + self._raw)[self._context_length:]
+
+    def release(self, final: bool = False) -> str:
+        """The text that became final since the last call."""
+        text = self.text
+        if not final and self._clean_up:
+            for pending in _CLEAN_UP_PENDING:
+                if text.endswith(pending):
+                    text = text[: -len(pending)]
+                    break
+        if len(text) <= len(self.released) or not text.startswith(self.released):
+            return ""
+        piece = text[len(self.released):]
+        self.released = text
+        return piece
+
+
+@dataclass
+class _Sequence:
+    """One prompt's decoding state inside a batch."""
+
+    prompt_ids: list[int]
+    params: GenerationParameters
+    chooser: TokenChooser
+    detokenizer: IncrementalText
+    eos_ids: frozenset[int]
+    special_ids: frozenset[int]
+    history: np.ndarray = field(init=False)
+    length: int = field(init=False)
+    tokens: list[GeneratedToken] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    stop_sequence: str | None = None
+
+    def __post_init__(self) -> None:
+        # Prompt + generated ids, for the repetition penalty (without padding, as unbatched).
+        self.history = np.zeros(len(self.prompt_ids) + self.params.max_new_tokens, np.int64)
+        self.history[: len(self.prompt_ids)] = self.prompt_ids
+        self.length = len(self.prompt_ids)
+
+    def advance(self, logits: np.ndarray) -> GeneratedToken:
+        token_id, logprob = self.chooser.choose(logits, self.history[: self.length])
+        self.history[self.length] = token_id
+        self.length += 1
+        text = self.detokenizer
+        text.add(token_id)
+        if token_id in self.eos_ids:
+            self.finish_reason = "eos_token"
+        elif (stop := self._stop_found()) is not None:
+            self.finish_reason, self.stop_sequence = "stop_sequence", stop
+        elif len(self.tokens) + 1 >= self.params.max_new_tokens:
+            self.finish_reason = "length"
+        if self.finish_reason is not None:
+            text.flush()
+        token = GeneratedToken(id=token_id, text=text.release(final=self.finish_reason is not None),
+                               logprob=logprob, special=token_id in self.special_ids)
+        self.tokens.append(token)
+        return token
+
+    def _stop_found(self) -> str | None:
+        if not self.params.stop:
+            return None
+        text, released = self.detokenizer.text, len(self.detokenizer.released)
+        for stop in self.params.stop:
+            # Text already released was searched before; a match may straddle its end.
+            if stop in text[max(0, released - len(stop) + 1):]:
+                return stop
+        return None
+
+    def result(self) -> GenerationResult:
+        assert self.finish_reason is not None
+        return GenerationResult(
+            generated_text=self.detokenizer.text,
+            finish_reason=self.finish_reason,
+            generated_tokens=len(self.tokens),
+            prompt_tokens=len(self.prompt_ids),
+            seed=self.chooser.seed if self.params.do_sample else None,
+            tokens=self.tokens,
+            stop_sequence=self.stop_sequence,
+        )
+
+
+@dataclass(frozen=True)
+class _CacheLayout:
+    """Names and shape of the graph's key/value cache inputs and outputs."""
+
+    past_names: tuple[str, ...]
+    present_names: tuple[str, ...]
+    heads: int
+    head_dim: int
+    dtype: type
+
+    @classmethod
+    def read(cls, session: ort.InferenceSession, config: dict[str, Any]) -> _CacheLayout:
+        inputs = [i for i in session.get_inputs() if i.name.startswith("past_key_values.")]
+        outputs = {o.name for o in session.get_outputs()}
+        if not inputs:
+            raise ModelLoadError("the generation graph has no past_key_values inputs; export it "
+                                 "with the text-generation-with-past task")
+        past = tuple(i.name for i in inputs)
+        present = tuple(name.replace("past_key_values.", "present.", 1) for name in past)
+        missing = [name for name in present if name not in outputs]
+        if missing:
+            raise ModelLoadError(f"the generation graph lacks outputs {missing}")
+        shape = inputs[0].shape
+        heads = shape[1] if isinstance(shape[1], int) else config.get(
+            "num_key_value_heads", config.get("num_attention_heads", config.get("n_head")))
+        if isinstance(shape[3], int):
+            head_dim = shape[3]
+        else:
+            hidden = config.get("hidden_size", config.get("n_embd"))
+            attention_heads = config.get("num_attention_heads", config.get("n_head"))
+            head_dim = config.get("head_dim") or hidden // attention_heads
+        dtype = _ORT_FLOAT_TYPES.get(inputs[0].type, np.float32)
+        return cls(past, present, int(heads), int(head_dim), dtype)
+
+    def empty(self, batch: int) -> dict[str, np.ndarray]:
+        array = np.zeros((batch, self.heads, 0, self.head_dim), self.dtype)
+        return dict.fromkeys(self.past_names, array)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _id_list(value: Any) -> list[int]:
+    """An id field of config.json/generation_config.json: one id, a list of ids or null."""
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _position_limit(config: dict[str, Any], tokenizer: TextTokenizer) -> int:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return tokenizer.model_max_length
+
+
+@dataclass
+class TextGenerator:
+    """A causal LM served from an Optimum `text-generation-with-past` export."""
+
+    session: ort.InferenceSession
+    tokenizer: TextTokenizer
+    eos_token_ids: frozenset[int]
+    pad_token_id: int
+    max_positions: int
+    cache: _CacheLayout
+    max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP
+    # The pipeline's postprocess decodes with clean_up_tokenization_spaces=True whatever the
+    # tokenizer config says; keep that for identical text.
+    clean_up_tokenization_spaces: bool = True
+    special_ids: frozenset[int] = field(init=False)
+    _input_names: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._input_names = frozenset(i.name for i in self.session.get_inputs())
+        self.special_ids = frozenset(
+            token_id for token_id, token in self.tokenizer.tokenizer.get_added_tokens_decoder()
+            .items() if token.special)
+
+    @classmethod
+    def load(cls, model_dir: Path, threads: int | None = None,
+             max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP) -> TextGenerator:
+        model_dir = Path(model_dir)
+        if not (model_dir / "model.onnx").exists():
+            raise ModelLoadError(f"{model_dir} has no model.onnx")
+        config = _read_json(model_dir / "config.json")
+        generation = _read_json(model_dir / "generation_config.json")
+        tokenizer = TextTokenizer.load(model_dir)
+        eos = _id_list(generation.get("eos_token_id", config.get("eos_token_id")))
+        if not eos and tokenizer.eos_id is not None:
+            eos = [tokenizer.eos_id]
+        # As generate(): the model's pad id, else the first eos id. Padding is masked, so the
+        # choice never shows in the output.
+        pad = next((v for v in (generation.get("pad_token_id"), config.get("pad_token_id"),
+                                tokenizer.pad_id, *eos) if v is not None), 0)
+        session = create_session(model_dir / "model.onnx", threads)
+        return cls(session=session, tokenizer=tokenizer, eos_token_ids=frozenset(eos),
+                   pad_token_id=int(pad), max_positions=_position_limit(config, tokenizer),
+                   cache=_CacheLayout.read(session, config), max_new_tokens_cap=max_new_tokens_cap)
+
+    # --- chat and counting ----------------------------------------------------------------------
+    @property
+    def chat_template(self) -> str | None:
+        return self.tokenizer.chat_template
+
+    def apply_chat_template(self, messages: list[dict[str, Any]],
+                            add_generation_prompt: bool = True) -> str:
+        """The prompt text for a conversation; tokenize it with `add_special_tokens=False` (the
+        template already holds the special tokens, as in transformers' chat pipeline)."""
+        if not self.chat_template:
+            raise InvalidInput("this model has no chat template", field="messages")
+        from jinja2.exceptions import TemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt)
+        except TemplateError as exc:
+            raise InvalidInput(f"chat template refused the messages: {exc}",
+                               field="messages") from exc
+
+    def count_tokens(self, text: str, add_special_tokens: bool = True) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def warmup(self) -> None:
+        """One short generation, so the first request does not pay ORT's first-run costs."""
+        self.generate(["Hello"], GenerationParameters(max_new_tokens=min(2,
+                                                                        self.max_new_tokens_cap)))
+
+    # --- generation -----------------------------------------------------------------------------
+    def stream(self, prompt: str, params: GenerationParameters | None = None, *,
+               add_special_tokens: bool = True) -> Iterator[GeneratedToken | GenerationResult]:
+        """Tokens as they are generated, then the `GenerationResult`.
+
+        The prompt is validated now (InvalidInput is raised by this call, not by iteration);
+        closing the iterator stops generation.
+        """
+        sequence = self._prepare(prompt, params or GenerationParameters(), add_special_tokens)
+        return self._stream(sequence)
+
+    def _stream(self, sequence: _Sequence) -> Iterator[GeneratedToken | GenerationResult]:
+        for step in self._run([sequence]):
+            yield from step
+        yield sequence.result()
+
+    def generate(self, prompts: Sequence[str],
+                 params: GenerationParameters | Sequence[GenerationParameters] | None = None, *,
+                 add_special_tokens: bool = True) -> list[GenerationResult]:
+        """Several prompts decoded together (left-padded, one KV cache); each stops on its own.
+        `params` is one set for all prompts or one per prompt."""
+        if params is None or isinstance(params, GenerationParameters):
+            params = [params or GenerationParameters()] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError("give one GenerationParameters per prompt")
+        sequences = [self._prepare(prompt, p, add_special_tokens)
+                     for prompt, p in zip(prompts, params, strict=True)]
+        if sequences:
+            for _ in self._run(sequences):
+                pass
+        return [s.result() for s in sequences]
+
+    def check(self, params: GenerationParameters) -> None:
+        """Refuse parameters beyond this deployment's limits."""
+        if params.max_new_tokens > self.max_new_tokens_cap:
+            raise InvalidInput(
+                f"max_new_tokens must be at most {self.max_new_tokens_cap} for this model, "
+                f"got {params.max_new_tokens}", field="parameters.max_new_tokens")
+        if params.max_new_tokens >= self.max_positions:
+            raise InvalidInput(
+                f"max_new_tokens must be less than this model's limit of {self.max_positions} "
+                f"tokens (prompt included), got {params.max_new_tokens}",
+                field="parameters.max_new_tokens")
+
+    def _prepare(self, prompt: str, params: GenerationParameters,
+                 add_special_tokens: bool) -> _Sequence:
+        self.check(params)
+        ids = self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids
+        room = self.max_positions - params.max_new_tokens
+        truncate = params.truncate
+        if truncate is True:
+            ids = ids[-room:]
+        elif truncate:  # a token count (bool False/None mean no truncation)
+            ids = ids[-truncate:]
+        if len(ids) > room:
+            raise InvalidInput(
+                f"input is {len(ids)} tokens long; with max_new_tokens={params.max_new_tokens} "
+                f"it exceeds this model's limit of {self.max_positions} tokens (at most {room} "
+                f"prompt tokens); send a shorter prompt, fewer max_new_tokens or truncate=true",
+                field="inputs")
+        if not ids:
+            raise InvalidInput("inputs must not be empty", field="inputs")
+        chooser = TokenChooser(do_sample=params.do_sample, temperature=params.temperature,
+                               top_k=params.top_k, top_p=params.top_p,
+                               repetition_penalty=params.repetition_penalty, seed=params.seed)
+        return _Sequence(prompt_ids=ids, params=params, chooser=chooser,
+                         detokenizer=IncrementalText(self.tokenizer, ids,
+                                                     self.clean_up_tokenization_spaces),
+                         eos_ids=self.eos_token_ids, special_ids=self.special_ids)
+
+    def _run(self, sequences: list[_Sequence]) -> Iterator[list[GeneratedToken]]:
+        """Decode steps; yields the tokens each step produced (finished sequences are skipped:
+        they keep decoding padding, as in generate(), until every sequence is done)."""
+        batch = len(sequences)
+        width = max(len(s.prompt_ids) for s in sequences)
+        input_ids = np.full((batch, width), self.pad_token_id, np.int64)
+        mask = np.zeros((batch, width), np.int64)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, width - len(sequence.prompt_ids):] = sequence.prompt_ids
+            mask[row, width - len(sequence.prompt_ids):] = 1
+        # As transformers' prepare_inputs_for_generation: padding positions are set to 1.
+        positions = np.where(mask == 1, np.cumsum(mask, axis=-1) - 1, 1)
+        outputs = ["logits", *self.cache.present_names]
+        past = self.cache.empty(batch)
+        for step in range(max(s.params.max_new_tokens for s in sequences)):
+            feed: dict[str, np.ndarray] = {"input_ids": input_ids, "attention_mask": mask, **past}
+            if "position_ids" in self._input_names:
+                feed["position_ids"] = positions
+            if "use_cache_branch" in self._input_names:
+                feed["use_cache_branch"] = np.array([step > 0])
+            logits, *present = self.session.run(outputs, feed)
+            past = dict(zip(self.cache.past_names, present, strict=True))
+            input_ids = np.full((batch, 1), self.pad_token_id, np.int64)
+            produced = []
+            for row, sequence in enumerate(sequences):
+                if sequence.finish_reason is None:
+                    token = sequence.advance(logits[row, -1])
+                    input_ids[row, 0] = token.id
+                    produced.append(token)
+            yield produced
+            if all(s.finish_reason is not None for s in sequences):
+                return
+            mask = np.concatenate([mask, np.ones((batch, 1), np.int64)], axis=-1)
+            positions = mask.sum(axis=-1, keepdims=True) - 1
