@@ -77,7 +77,8 @@ def _wordpiece_tokenizer(out: Path, distil: bool = False):
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
         tok.train_from_iterator(
-            corpus_sentences(), WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials)
+            corpus_sentences(),
+            WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials, show_progress=False),
         )
         return tok
 
@@ -119,6 +120,7 @@ def _byte_bpe_tokenizer(out: Path, specials: list[str], eos: str, chat_template:
             vocab_size=VOCAB_SIZE,
             special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
         ),
     )
     extra = [s for s in specials if s != eos]
@@ -153,7 +155,7 @@ def _unigram_t5_tokenizer(out: Path):
             corpus_sentences() + _french_words(),
             UnigramTrainer(
                 vocab_size=VOCAB_SIZE, special_tokens=["<pad>", "</s>", "<unk>"],
-                unk_token="<unk>",
+                unk_token="<unk>", show_progress=False,
             ),
         )
         return tok

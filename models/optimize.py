@@ -1,0 +1,233 @@
+"""ONNX Runtime graph optimization (O1-O3) and dynamic int8 quantization of a serving folder.
+
+Both rewrite the graphs in place, so the folder keeps the layout the runtime loads
+(`models/layout.py`). Seq2seq decoders are rewritten unmerged and merged again afterwards:
+ORT's transformer optimizer cannot walk the `If` node of a merged decoder (it returns an empty
+graph for T5 and crashes for Marian), and after optimization the quantizer cannot type the fused
+operators inside it either.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.layout import UNMERGED_DECODERS, graph_files, with_external_data
+
+LEVELS = ("O1", "O2", "O3")
+# Above this a graph's weights must go to an external-data file (protobuf's 2 GB limit).
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+class OptimizationError(RuntimeError):
+    """ONNX Runtime cannot optimize or quantize these graphs; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class QuantizationTarget:
+    """An Optimum `AutoQuantizationConfig` preset and the CPU feature it needs."""
+
+    name: str
+    cpu_flag: str
+    # Without VNNI, x86 int8 kernels (VPMADDUBSW) can saturate; ORT advises 7-bit weights there.
+    reduce_range: bool
+
+    def config(self, per_channel: bool):
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+        preset = getattr(AutoQuantizationConfig, self.name)
+        kwargs = {"is_static": False, "per_channel": per_channel}
+        if self.name in ("avx2", "avx512"):
+            kwargs["reduce_range"] = self.reduce_range
+        return preset(**kwargs)
+
+
+# Best first: the first whose flag the CPU reports is used.
+QUANTIZATION_TARGETS = (
+    QuantizationTarget("avx512_vnni", "avx512_vnni", reduce_range=False),
+    QuantizationTarget("avx512", "avx512f", reduce_range=True),
+    QuantizationTarget("avx2", "avx2", reduce_range=True),
+    QuantizationTarget("arm64", "asimd", reduce_range=False),
+)
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU feature flags Linux reports (x86 `flags`, ARM `Features`)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
+
+
+def quantization_target(flags: set[str] | None = None) -> QuantizationTarget:
+    """The quantization preset for this CPU (AVX2 when nothing better is reported)."""
+    flags = cpu_flags() if flags is None else flags
+    for target in QUANTIZATION_TARGETS:
+        if target.cpu_flag in flags:
+            return target
+    return QUANTIZATION_TARGETS[2]
+
+
+def optimize_graphs(folder: Path, task: str, level: str) -> dict:
+    """Replace the folder's graphs by ORT-optimized ones at `level` (O1, O2 or O3)."""
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig
+
+    if level not in LEVELS:
+        raise OptimizationError(f"optimization level must be one of {', '.join(LEVELS)}")
+    folder = Path(folder)
+    names, merge = _working_graphs(folder, task)
+    if _is_seq2seq(task) and not merge:
+        raise OptimizationError(
+            f"cannot optimize {folder}: the unmerged decoders {', '.join(UNMERGED_DECODERS)} are "
+            "missing (ONNX Runtime cannot optimize a merged decoder; optimize before pruning)"
+        )
+    with tempfile.TemporaryDirectory(prefix="optimize-", dir=folder.parent) as tmp:
+        try:
+            optimizer = ORTOptimizer.from_pretrained(folder, file_names=list(names))
+            optimizer.optimize(
+                AutoOptimizationConfig.with_optimization_level(level), tmp, file_suffix=None
+            )
+        except Exception as err:
+            raise OptimizationError(
+                f"ONNX Runtime cannot {level}-optimize the {_model_type(folder)} graphs "
+                f"{list(names)}: {type(err).__name__}: {err}"
+            ) from err
+        for name in names:
+            _replace(folder, Path(tmp), name)
+    if merge:
+        _merge_decoders(folder)
+    return {"level": level, "graphs": list(graph_files(task))}
+
+
+def quantize_graphs(folder: Path, task: str, per_channel: bool = True) -> dict:
+    """Replace the folder's graphs by dynamically int8-quantized ones (weights int8 ahead of
+    time, activations quantized per batch: no calibration data needed)."""
+    from optimum.onnxruntime import ORTQuantizer
+
+    folder = Path(folder)
+    target = quantization_target()
+    config = target.config(per_channel)
+    names, merge = _working_graphs(folder, task)
+    for name in names:
+        _add_type_information(folder / name)
+        size = sum(p.stat().st_size for p in with_external_data(folder, name))
+        with tempfile.TemporaryDirectory(prefix="quantize-", dir=folder.parent) as tmp:
+            try:
+                quantizer = ORTQuantizer.from_pretrained(folder, file_name=name)
+                with _untyped_tensors_are_float():
+                    quantizer.quantize(config, tmp, file_suffix=None,
+                                       use_external_data_format=size > EXTERNAL_DATA_BYTES)
+            except Exception as err:
+                raise OptimizationError(
+                    f"ONNX Runtime cannot int8-quantize {name} of {folder}: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+            _replace(folder, Path(tmp), name)
+    if merge:
+        _merge_decoders(folder)
+    return {
+        "dtype": "int8",
+        "mode": "dynamic",
+        "target": target.name,
+        "per_channel": per_channel,
+        "reduce_range": target.reduce_range,
+        "graphs": list(graph_files(task)),
+    }
+
+
+def _is_seq2seq(task: str) -> bool:
+    return "decoder_model_merged.onnx" in graph_files(task)
+
+
+def _working_graphs(folder: Path, task: str) -> tuple[tuple[str, ...], bool]:
+    """The graphs to rewrite and whether to merge the decoders afterwards: for seq2seq the
+    encoder and the unmerged decoders while they exist, else the graphs the runtime loads."""
+    if _is_seq2seq(task) and all((folder / name).exists() for name in UNMERGED_DECODERS):
+        return ("encoder_model.onnx", *UNMERGED_DECODERS), True
+    return graph_files(task), False
+
+
+def _add_type_information(path: Path) -> None:
+    """Annotate tensor types with ORT's symbolic shape inference, which knows the fused
+    `com.microsoft` operators of an optimized graph; without it the quantizer cannot type their
+    outputs. Best effort: an unoptimized graph quantizes fine as it is."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    if (path.parent / f"{path.name}_data").exists():
+        return  # Weights outside the protobuf: leave such large graphs to the quantizer as is.
+    try:
+        model = SymbolicShapeInference.infer_shapes(onnx.load(str(path)), auto_merge=True)
+    except Exception:  # ORT's inference does not cover every graph (e.g. `If` subgraphs)
+        return
+    onnx.save(model, str(path))
+
+
+@contextmanager
+def _untyped_tensors_are_float() -> Iterator[None]:
+    """Have ORT's quantizer treat tensors whose type inference could not reach as float32.
+
+    Symbolic shape inference fails on some optimized graphs (e.g. sentence-transformers pooling),
+    leaving the outputs of fused operators untyped; ORT's quantizer then refuses unless told the
+    default type (its `DefaultTensorType` option). Every activation of an fp32 export is float32,
+    and parity checks the result. Optimum does not pass that option through, so its quantizer
+    factory is wrapped for the duration of the call.
+    """
+    import onnx
+    import optimum.onnxruntime.quantization as optimum_quantization
+
+    original = optimum_quantization.ONNXQuantizer
+
+    def factory(*args, **kwargs):
+        extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, **(kwargs.get("extra_options") or {})}
+        return original(*args, **{**kwargs, "extra_options": extra})
+
+    optimum_quantization.ONNXQuantizer = factory
+    try:
+        yield
+    finally:
+        optimum_quantization.ONNXQuantizer = original
+
+
+def _model_type(folder: Path) -> str:
+    try:
+        return json.loads((folder / "config.json").read_text())["model_type"]
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+def _replace(folder: Path, produced: Path, name: str) -> None:
+    for old in with_external_data(folder, name):
+        old.unlink()
+    for new in with_external_data(produced, name):
+        shutil.move(str(new), folder / new.name)
+
+
+def _merge_decoders(folder: Path) -> None:
+    # strict=False, as Optimum's exporter does: the with-past decoder does not output the
+    # (constant) cross-attention cache that the first-step decoder does.
+    from optimum.onnx import merge_decoders
+
+    try:
+        merge_decoders(
+            folder / UNMERGED_DECODERS[0],
+            folder / UNMERGED_DECODERS[1],
+            save_path=folder / "decoder_model_merged.onnx",
+            strict=False,
+        )
+    except Exception as err:
+        raise OptimizationError(
+            f"cannot merge the optimized decoders of {folder}: {type(err).__name__}: {err}"
+        ) from err

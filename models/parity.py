@@ -1,0 +1,430 @@
+"""Parity of an exported serving folder with the PyTorch model it came from.
+
+Runs the ONNX graphs with plain ONNX Runtime (as the service does) and the checkpoint with
+`transformers` on the same token ids: a single sentence and a padded batch from the project's
+corpus. Generative graphs are also run a second step through their KV cache, the path serving uses.
+A result outside the stage's tolerance raises `ParityError`, so such an export never reaches the
+store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.layout import graph_files
+
+SAMPLE_SIZE = 16
+MAX_TOKENS = 48
+QUESTIONS = ("What is this about?", "Who is it?", "Why does it matter?", "What happened?")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Limits for one stage. max |onnx - torch| over every non-padding position must stay within
+    `atol + rtol * scale`, where scale is the output's largest |torch| value (float error grows
+    with magnitude: tiny T5's logits reach ~500). `min_agreement` bounds the fraction of rows
+    whose argmax (label, token, span position) agrees; `min_cosine` the worst cosine similarity
+    of vector outputs (hidden states, embeddings)."""
+
+    atol: float
+    rtol: float
+    min_agreement: float | None = None
+    min_cosine: float | None = None
+
+    def limit(self, scale: float) -> float:
+        return self.atol + self.rtol * scale
+
+
+# fp32 and O1/O2: the same arithmetic in another order (ORT kernels, fused attention and layer
+# norm). Measured here: BERT/DistilBERT/GPT-2/Llama/Marian (tiny) and MiniLM (real) stay within
+# 2e-5 of their scale, tiny T5 (hidden states ~40) within 5e-4; a wrong mask, cache or weight
+# moves outputs by 1e-2 of their scale or more.
+# O3 adds a tanh approximation of GELU (measured: up to 2e-3 of scale).
+# int8: weights and activations are rounded to 256 levels, so values move by percents of their
+# range; what must survive is the decision (argmax) and the direction of vectors. Measured:
+# MiniLM (real) cosine 0.97 per token and 0.99 per sentence; the tiny random DistilBERT
+# classifier, whose wide random weights make its labels fragile, agrees on 15 of 17 labels. A
+# broken quantization lands near chance (1/labels) and cosines far below 0.9.
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3),
+    "O1": Tolerance(atol=1e-4, rtol=1e-3),
+    "O2": Tolerance(atol=1e-4, rtol=1e-3),
+    "O3": Tolerance(atol=1e-3, rtol=1e-2),
+    "int8": Tolerance(atol=0.1, rtol=0.5, min_agreement=0.8, min_cosine=0.95),
+}
+
+
+class ParityError(RuntimeError):
+    """The ONNX export does not reproduce the PyTorch model within the stated tolerance."""
+
+
+@dataclass
+class Comparison:
+    """One output of both engines. `kind` says what argmax means: `scores` (last axis: labels or
+    vocabulary), `positions` (a distribution over the tokens of a row, as QA spans) or `vectors`
+    (hidden states and embeddings: compared by cosine). `mask` marks real (non-padding) tokens
+    over the leading axes."""
+
+    output: str
+    reference: np.ndarray
+    actual: np.ndarray
+    kind: str
+    mask: np.ndarray | None = None
+
+    def figures(self) -> dict:
+        ref, act = self.reference.astype(np.float32), self.actual.astype(np.float32)
+        if ref.shape != act.shape:
+            return {"max_abs_diff": float("inf"), "scale": float(np.abs(ref).max()),
+                    "shape": [list(ref.shape), list(act.shape)]}
+        if self.kind == "positions":
+            keep = self.mask.astype(bool) if self.mask is not None else np.ones(ref.shape, bool)
+            figures = {
+                "max_abs_diff": float(np.abs(ref - act)[keep].max()),
+                "scale": float(np.abs(ref)[keep].max()),
+            }
+            masked_ref, masked_act = np.where(keep, ref, -np.inf), np.where(keep, act, -np.inf)
+            agree = masked_ref.argmax(-1) == masked_act.argmax(-1)
+            return {**figures, "agreeing": int(agree.sum()), "rows": int(agree.size)}
+        if self.mask is not None:
+            keep = self.mask.astype(bool)
+            ref, act = ref[keep], act[keep]
+        ref, act = ref.reshape(-1, ref.shape[-1]), act.reshape(-1, act.shape[-1])
+        figures = {
+            "max_abs_diff": float(np.abs(ref - act).max()),
+            "scale": float(np.abs(ref).max()),
+        }
+        if self.kind == "scores":
+            agree = ref.argmax(-1) == act.argmax(-1)
+            figures.update(agreeing=int(agree.sum()), rows=int(agree.size))
+        else:
+            ref, act = ref.astype(np.float64), act.astype(np.float64)
+            norms = np.linalg.norm(ref, axis=-1) * np.linalg.norm(act, axis=-1)
+            cosine = (ref * act).sum(-1) / np.maximum(norms, 1e-12)
+            figures["min_cosine"] = float(cosine.min())
+        return figures
+
+
+def stage_name(optimize: str | None, quantize: str | None) -> str:
+    """`fp32`, `O2`, `int8`, `O2+int8`: the label of an export's numerics."""
+    return "+".join(part for part in (optimize, quantize) if part) or "fp32"
+
+
+def tolerance_for(optimize: str | None, quantize: str | None) -> Tolerance:
+    """Quantization dominates the error; otherwise the optimization level decides."""
+    return TOLERANCES[quantize or optimize or "fp32"]
+
+
+def check_parity(
+    checkpoint: Path,
+    folder: Path,
+    task: str,
+    optimize: str | None = None,
+    quantize: str | None = None,
+) -> dict:
+    """Compare the folder's graphs with the checkpoint; return the figures or raise ParityError."""
+    import torch
+
+    stage = stage_name(optimize, quantize)
+    tolerance = tolerance_for(optimize, quantize)
+    sessions = {name: _session(Path(folder) / name) for name in graph_files(task)}
+    with torch.inference_mode():
+        comparisons = COMPARISONS[task](Path(checkpoint), sessions, sample_texts())
+    outputs: dict[str, dict] = {}
+    for comparison in comparisons:
+        outputs[comparison.output] = _fold(outputs.get(comparison.output), comparison.figures())
+    outputs = {name: _summary(figures) for name, figures in outputs.items()}
+    report = {
+        "stage": stage,
+        "tolerance": {k: v for k, v in asdict(tolerance).items() if v is not None},
+        "samples": SAMPLE_SIZE,
+        "outputs": outputs,
+        "max_abs_diff": max(figures["max_abs_diff"] for figures in outputs.values()),
+    }
+    for output, figures in outputs.items():
+        failure = _violation(figures, tolerance)
+        if failure:
+            raise ParityError(
+                f"parity failed ({stage}): output {output!r} {failure} "
+                f"(ONNX Runtime vs PyTorch on {SAMPLE_SIZE} corpus sentences)"
+            )
+    return report
+
+
+def _violation(figures: dict, tolerance: Tolerance) -> str | None:
+    if "shape" in figures:
+        return f"has shape {figures['shape'][1]}, expected {figures['shape'][0]}"
+    diff, limit = figures["max_abs_diff"], tolerance.limit(figures["scale"])
+    if not diff <= limit:  # also catches NaN
+        return (
+            f"max|Δ|={diff:.3g} exceeds the tolerance {limit:.3g} "
+            f"(atol {tolerance.atol:g} + rtol {tolerance.rtol:g} × max|output| "
+            f"{figures['scale']:.3g})"
+        )
+    agreement = figures.get("agreement")
+    minimum = tolerance.min_agreement
+    if minimum is not None and agreement is not None and agreement < minimum:
+        return (
+            f"argmax agreement {agreement:.3f} is below the tolerance {minimum:g} "
+            f"(max|Δ|={diff:.3g})"
+        )
+    cosine = figures.get("min_cosine")
+    if tolerance.min_cosine is not None and cosine is not None and cosine < tolerance.min_cosine:
+        return (
+            f"cosine similarity {cosine:.4f} is below the tolerance {tolerance.min_cosine:g} "
+            f"(max|Δ|={diff:.3g})"
+        )
+    return None
+
+
+def sample_texts(n: int = SAMPLE_SIZE) -> list[str]:
+    """`n` corpus sentences spread over the file (different sources and lengths)."""
+    from models.tiny import corpus_sentences
+
+    sentences = corpus_sentences()
+    step = len(sentences) // n
+    return [sentences[i * step] for i in range(n)]
+
+
+# --- engines -------------------------------------------------------------------------------
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _tokenizer(checkpoint: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _encode(tokenizer, session, *texts) -> dict[str, np.ndarray]:
+    """Token ids for the inputs the graph declares (the torch model then gets the same)."""
+    limit = min(MAX_TOKENS * (2 if len(texts) > 1 else 1), tokenizer.model_max_length)
+    truncation = "only_second" if len(texts) > 1 else True
+    encoding = tokenizer(*texts, padding=True, truncation=truncation, max_length=limit,
+                         return_tensors="np")
+    names = {i.name for i in session.get_inputs()}
+    return {k: np.asarray(v, dtype=np.int64) for k, v in encoding.items() if k in names}
+
+
+def _torch(inputs: dict[str, np.ndarray]) -> dict:
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in inputs.items()}
+
+
+def _run(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def _empty_cache(session, batch: int) -> dict[str, np.ndarray]:
+    """Zero-length `past_key_values.*` inputs (heads and head size are fixed in the graph)."""
+    feeds = {}
+    for item in session.get_inputs():
+        if item.name.startswith("past_key_values"):
+            shape = [dim if isinstance(dim, int) else 0 for dim in item.shape]
+            shape[0] = batch
+            feeds[item.name] = np.zeros(shape, dtype=_NUMPY_TYPES.get(item.type, np.float32))
+    return feeds
+
+
+def _cache_from(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {
+        name.replace("present", "past_key_values", 1): value
+        for name, value in outputs.items()
+        if name.startswith("present")
+    }
+
+
+# --- one comparison per task ---------------------------------------------------------------
+
+
+def compare_classification(checkpoint: Path, sessions: dict, texts: list[str]) -> list[Comparison]:
+    from transformers import AutoModelForSequenceClassification
+
+    session = sessions["model.onnx"]
+    tokenizer = _tokenizer(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    comparisons = []
+    for batch in (texts[:1], texts):
+        inputs = _encode(tokenizer, session, batch)
+        expected = model(**_torch(inputs)).logits.numpy()
+        actual = _run(session, inputs)["logits"]
+        comparisons.append(Comparison("logits", expected, actual, "scores"))
+    return comparisons
+
+
+def compare_question_answering(
+    checkpoint: Path, sessions: dict, texts: list[str]
+) -> list[Comparison]:
+    from transformers import AutoModelForQuestionAnswering
+
+    session = sessions["model.onnx"]
+    tokenizer = _tokenizer(checkpoint)
+    model = AutoModelForQuestionAnswering.from_pretrained(checkpoint).eval()
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(len(texts))]
+    comparisons = []
+    for count in (1, len(texts)):
+        inputs = _encode(tokenizer, session, questions[:count], texts[:count])
+        expected = model(**_torch(inputs))
+        actual = _run(session, inputs)
+        mask = inputs["attention_mask"]
+        for name in ("start_logits", "end_logits"):
+            comparisons.append(
+                Comparison(name, getattr(expected, name).numpy(), actual[name], "positions", mask)
+            )
+    return comparisons
+
+
+def compare_feature_extraction(
+    checkpoint: Path, sessions: dict, texts: list[str]
+) -> list[Comparison]:
+    session = sessions["model.onnx"]
+    tokenizer = _tokenizer(checkpoint)
+    outputs = {o.name for o in session.get_outputs()}
+    if "sentence_embedding" in outputs:
+        # A sentence-transformers export: pooling and normalization are in the graph.
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(checkpoint), device="cpu").eval()
+        names = ("token_embeddings", "sentence_embedding")
+    else:
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(checkpoint).eval()
+        names = ("last_hidden_state",)
+    comparisons = []
+    for batch in (texts[:1], texts):
+        inputs = _encode(tokenizer, session, batch)
+        expected = model(_torch(inputs)) if len(names) == 2 else model(**_torch(inputs))
+        actual = _run(session, inputs)
+        for name in names:
+            mask = inputs["attention_mask"] if actual[name].ndim == 3 else None
+            comparisons.append(
+                Comparison(name, expected[name].numpy(), actual[name], "vectors", mask)
+            )
+    return comparisons
+
+
+def compare_text_generation(checkpoint: Path, sessions: dict, texts: list[str]) -> list[Comparison]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    session = sessions["model.onnx"]
+    tokenizer = _tokenizer(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    wants_positions = "position_ids" in {i.name for i in session.get_inputs()}
+
+    def feeds(inputs: dict[str, np.ndarray], past: dict | None = None) -> dict:
+        batch, length = inputs["input_ids"].shape
+        feeds = {**inputs, **(past or _empty_cache(session, batch))}
+        if wants_positions:
+            # As `generate` does: positions count real tokens only.
+            positions = np.cumsum(feeds["attention_mask"], axis=-1)[:, -length:] - 1
+            feeds["position_ids"] = np.where(positions < 0, 1, positions).astype(np.int64)
+        return feeds
+
+    comparisons = []
+    # A padded batch of prompts, cache empty.
+    inputs = _encode(tokenizer, session, texts)
+    prompt = feeds(inputs)
+    torch_inputs = {k: prompt[k] for k in ("input_ids", "attention_mask", "position_ids")
+                    if k in prompt}
+    expected = model(**_torch(torch_inputs)).logits.numpy()
+    actual = _run(session, prompt)["logits"]
+    comparisons.append(Comparison("logits", expected, actual, "scores", inputs["attention_mask"]))
+    # One prompt, then one more token through the KV cache.
+    inputs = _encode(tokenizer, session, texts[:1])
+    first = _run(session, feeds(inputs))
+    ids = torch.from_numpy(inputs["input_ids"])
+    full = model(input_ids=ids).logits
+    next_id = full[:, -1:].argmax(-1)
+    extended = torch.cat([ids, next_id], dim=-1)
+    expected = model(input_ids=extended).logits[:, -1:].numpy()
+    step = {
+        "input_ids": next_id.numpy().astype(np.int64),
+        "attention_mask": np.ones(extended.shape, dtype=np.int64),
+    }
+    actual = _run(session, feeds(step, past=_cache_from(first)))["logits"]
+    comparisons.append(Comparison("logits_with_past", expected, actual, "scores"))
+    return comparisons
+
+
+def compare_translation(checkpoint: Path, sessions: dict, texts: list[str]) -> list[Comparison]:
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    encoder, decoder = sessions["encoder_model.onnx"], sessions["decoder_model_merged.onnx"]
+    tokenizer = _tokenizer(checkpoint)
+    model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint).eval()
+    inputs = _encode(tokenizer, encoder, texts)
+    mask = inputs["attention_mask"]
+    batch = mask.shape[0]
+    start = torch.full((batch, 1), model.config.decoder_start_token_id, dtype=torch.long)
+    first = model(**_torch(inputs), decoder_input_ids=start)
+    next_ids = first.logits[:, -1:].argmax(-1)
+    second = model(**_torch(inputs), decoder_input_ids=torch.cat([start, next_ids], dim=-1))
+
+    hidden = _run(encoder, inputs)["last_hidden_state"]
+    common = {"encoder_attention_mask": mask, "encoder_hidden_states": hidden}
+    step1 = _run(decoder, {**common, **_empty_cache(decoder, batch),
+                           "input_ids": start.numpy(), "use_cache_branch": np.array([False])})
+    step2 = _run(decoder, {**common, **_cache_from(step1),
+                           "input_ids": next_ids.numpy(), "use_cache_branch": np.array([True])})
+    return [
+        Comparison("encoder_last_hidden_state", first.encoder_last_hidden_state.numpy(), hidden,
+                   "vectors", mask),
+        Comparison("logits", first.logits.numpy(), step1["logits"], "scores"),
+        Comparison("logits_with_past", second.logits[:, -1:].numpy(), step2["logits"], "scores"),
+    ]
+
+
+def _fold(old: dict | None, new: dict) -> dict:
+    """Combine the figures of two runs of one output (one sentence, the batch): worst diff and
+    cosine, pooled argmax counts."""
+    if old is None:
+        return new
+    folded = {**old, **new}
+    for key in ("max_abs_diff", "scale"):
+        folded[key] = max(old[key], new[key])
+    for key in ("agreeing", "rows"):
+        if key in old and key in new:
+            folded[key] = old[key] + new[key]
+    if "min_cosine" in old and "min_cosine" in new:
+        folded["min_cosine"] = min(old["min_cosine"], new["min_cosine"])
+    if "shape" in old:
+        folded["shape"] = old["shape"]
+    return folded
+
+
+def _summary(figures: dict) -> dict:
+    figures = dict(figures)
+    if "rows" in figures:
+        figures["agreement"] = figures.pop("agreeing") / max(1, figures.pop("rows"))
+    return figures
+
+
+COMPARISONS: dict[str, Callable[[Path, dict, list[str]], list[Comparison]]] = {
+    "text-classification": compare_classification,
+    "question-answering": compare_question_answering,
+    "feature-extraction": compare_feature_extraction,
+    "text-generation": compare_text_generation,
+    "translation": compare_translation,
+}
