@@ -55,3 +55,23 @@ def tiny_exported(tiny_root, tiny_checkpoint):
         return path
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> Path:
+    """A BentoML model store holding the whole tiny profile, built by the real CLI."""
+    from tests.live_server import build_store
+
+    home = tmp_path_factory.mktemp("bentoml_home")
+    build_store(home, "tiny")
+    return home
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_store, tmp_path_factory):
+    """The real service (`bentoml serve`) on free ports, serving the tiny profile."""
+    from tests.live_server import start_server
+
+    server = start_server(tiny_store, tmp_path_factory.mktemp("logs") / "server.log")
+    yield server
+    server.stop()

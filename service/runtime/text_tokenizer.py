@@ -97,7 +97,8 @@ class TextTokenizer:
         return int(value) if value is not None and value < _NO_LIMIT else _NO_LIMIT
 
     # --- encode / decode ------------------------------------------------------------------------
-    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> Encoding:
+    def encode(self, text: str, pair: str | None = None,
+               add_special_tokens: bool = True) -> Encoding:
         return self.tokenizer.encode(text, pair, add_special_tokens=add_special_tokens)
 
     def encode_batch(self, texts: list[str], add_special_tokens: bool = True) -> list[Encoding]:

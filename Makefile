@@ -1,0 +1,44 @@
+# Two commands matter: `make serve` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= tiny
+HOST ?= 127.0.0.1
+PORT ?= 3000
+GRPC_PORT ?= 3001
+# The BentoML model store lives in the project unless told otherwise.
+BENTOML_HOME ?= $(CURDIR)/.bentoml
+export PROFILE HOST PORT GRPC_PORT BENTOML_HOME
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install serve models test test-slow lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU torch wheel first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[export,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+models: install
+	$(PY) -m models build --profile $(PROFILE)
+
+serve: models
+	$(VENV)/bin/bentoml serve service.service:NLPService --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .bentoml .pytest_cache .ruff_cache

@@ -1,0 +1,155 @@
+"""Adaptive batching: requests that arrive while a model is busy run together in its next batch.
+
+Why our own and not BentoML's batchable APIs: a batchable API takes exactly one argument (no
+per-request `parameters`), can only be reached through its own HTTP route (not from the HF-payload
+routes or from our gRPC server in the same process) and its dispatcher polls every millisecond and
+cancels queued work by a latency estimate. This batcher is driven by the model being busy: an idle
+model starts at once (no added latency at low load), a busy one collects everything that queued up
+behind the running batch, up to `max_batch_size`. `max_wait_ms` optionally holds an idle model back
+a little to gather company. The batch function regroups items by length itself (see the tasks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from service.runtime.errors import Overloaded, ServingError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+BatchObserver = Callable[[int, list[float], float], None]
+
+
+@dataclass
+class _Job(Generic[T, R]):
+    item: T
+    future: asyncio.Future[R]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class AdaptiveBatcher(Generic[T, R]):
+    """Runs `run_batch(items) -> results` (same length, same order) on one thread per model."""
+
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 0.0,
+        max_queue: int = 256,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.name = name
+        self._run_batch = run_batch
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.max_queue = max_queue
+        self._observer = observer
+        self._queue: asyncio.Queue[_Job[T, R]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self.batches_run = 0
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() if self._queue else 0
+
+    def _ensure_worker(self) -> asyncio.Queue[_Job[T, R]]:
+        if self._queue is None or self._worker is None or self._worker.done():
+            self._queue = self._queue or asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._loop())
+        return self._queue
+
+    async def submit_many(self, items: Sequence[T]) -> list[R]:
+        """Queue every item (all or none) and wait for their results, in order."""
+        queue = self._ensure_worker()
+        if queue.qsize() + len(items) > self.max_queue:
+            raise Overloaded(f"model {self.name!r} has {queue.qsize()} requests queued",
+                             retry_after=1.0)
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(item, loop.create_future()) for item in items]
+        for job in jobs:
+            queue.put_nowait(job)
+        try:
+            return list(await asyncio.gather(*(job.future for job in jobs)))
+        except asyncio.CancelledError:
+            for job in jobs:
+                job.future.cancel()
+            raise
+
+    async def submit(self, item: T) -> R:
+        return (await self.submit_many([item]))[0]
+
+    async def _next_batch(self, queue: asyncio.Queue[_Job[T, R]]) -> list[_Job[T, R]]:
+        batch = [await queue.get()]
+        deadline = batch[0].enqueued + self.max_wait
+        while len(batch) < self.max_batch_size:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [job for job in batch if not job.future.done()]
+
+    async def _loop(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch(queue)
+            if not batch:
+                continue
+            started = time.perf_counter()
+            waits = [started - job.enqueued for job in batch]
+            try:
+                results: Any = await loop.run_in_executor(
+                    self._executor, self._run_isolating, [job.item for job in batch]
+                )
+            except Exception as exc:  # the batch failed: every caller gets the error
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            elapsed = time.perf_counter() - started
+            self.batches_run += 1
+            if self._observer:
+                self._observer(len(batch), waits, elapsed)
+            for job, result in zip(batch, results, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    job.future.set_exception(result)
+                else:
+                    job.future.set_result(result)
+
+    def _run_isolating(self, items: list[T]) -> Sequence[R | ServingError]:
+        """Run the batch; if one item is refused, rerun one by one so only that caller fails."""
+        try:
+            return self._run_batch(items)
+        except ServingError as exc:
+            if len(items) == 1:
+                return [exc]
+        results: list[R | ServingError] = []
+        for item in items:
+            try:
+                results.append(self._run_batch([item])[0])
+            except ServingError as exc:
+                results.append(exc)
+        return results
+
+    def close(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,20 @@
+"""The FastAPI app that BentoML mounts: every HTTP route of the contract except BentoML's own
+(`/metrics`, `/livez`, `/readyz`, `/docs.json`, the Swagger UI at `/`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from service.config import Settings
+from service.http.errors import install_error_handlers
+from service.http.openai_routes import router as openai_router
+from service.http.task_routes import router as task_router
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(title="nlp-serving", version="0.1.0")
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(task_router)
+    app.include_router(openai_router)
+    return app

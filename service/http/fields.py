@@ -1,0 +1,19 @@
+"""Field types the HTTP schemas share."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, StringConstraints
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text must not be empty or only whitespace")
+    return value
+
+
+# Empty or whitespace-only text is refused: no model has anything to say about it.
+Text = Annotated[str, AfterValidator(_not_blank)]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128,
+                                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]

@@ -1,0 +1,155 @@
+"""Hugging Face task payloads over HTTP: /classify, /answer, /generate, /translate, /embed.
+
+Thin adapters: validate the envelope (`inputs`, `parameters`, optional `model`), hand the data
+plane independent items, shape the answer the way `huggingface_hub.InferenceClient` and the
+`transformers` pipelines return it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.dataplane import DataPlane
+from service.http.fields import ModelName, Text
+from service.http.generation_schema import (
+    GenerateRequest,
+    generation_events_as_tgi_sse,
+    tgi_response,
+)
+from service.runtime.tasks.classification import ClassificationParameters
+from service.runtime.tasks.embeddings import EmbeddingParameters
+from service.runtime.tasks.question_answering import QuestionAnsweringParameters
+from service.runtime.tasks.translation import TranslationParameters
+
+router = APIRouter()
+
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: ModelName | None = Field(None, description="A served model name (GET /models); "
+                                                      "default: the task's default model")
+
+
+class ClassifyRequest(Envelope):
+    inputs: Text | list[Text] = Field(..., examples=["I loved this film."])
+    parameters: ClassificationParameters = Field(default_factory=ClassificationParameters)
+
+
+class Label(BaseModel):
+    label: str
+    score: float
+
+
+class QuestionContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: Text
+    context: Text
+
+
+class AnswerRequest(Envelope):
+    inputs: QuestionContext = Field(..., examples=[{"question": "Where is the cat?",
+                                                    "context": "The cat sleeps on the mat."}])
+    parameters: QuestionAnsweringParameters = Field(default_factory=QuestionAnsweringParameters)
+
+
+class Answer(BaseModel):
+    answer: str
+    score: float
+    start: int
+    end: int
+
+
+class TranslateRequest(Envelope):
+    inputs: Text | list[Text] = Field(..., examples=["The house is wonderful."])
+    parameters: TranslationParameters = Field(default_factory=TranslationParameters)
+
+
+class Translation(BaseModel):
+    translation_text: str
+
+
+class EmbedRequest(Envelope):
+    inputs: Text | list[Text] = Field(..., examples=["A sentence to embed."])
+    parameters: EmbeddingParameters = Field(default_factory=EmbeddingParameters)
+
+
+class ServedModelInfo(BaseModel):
+    task: str
+    name: str
+    tag: str
+    source: str
+    optimization: str | None
+    quantization: str | None
+    default: bool
+
+
+def plane(request: Request) -> DataPlane:
+    return request.app.state.plane
+
+
+def _as_list(inputs: str | list[str]) -> list[str]:
+    return [inputs] if isinstance(inputs, str) else inputs
+
+
+@router.post("/classify", response_model=list[Label] | list[list[Label]], tags=["tasks"])
+async def classify(body: ClassifyRequest, request: Request) -> Any:
+    """Text classification (`text-classification` pipeline payload)."""
+    texts = _as_list(body.inputs)
+    results = await plane(request).run_batched(
+        "text-classification", [(t, body.parameters) for t in texts], body.model, "http")
+    return results[0] if isinstance(body.inputs, str) else results
+
+
+@router.post("/answer", response_model=Answer | list[Answer], tags=["tasks"])
+async def answer(body: AnswerRequest, request: Request) -> Any:
+    """Extractive question answering (`question-answering` pipeline payload)."""
+    item = (body.inputs.question, body.inputs.context, body.parameters)
+    (answers,) = await plane(request).run_batched("question-answering", [item], body.model,
+                                                  "http")
+    return answers[0] if body.parameters.top_k == 1 and answers else answers
+
+
+@router.post("/translate", response_model=list[Translation], tags=["tasks"])
+async def translate(body: TranslateRequest, request: Request) -> Any:
+    """Translation (`translation` pipeline payload)."""
+    texts = _as_list(body.inputs)
+    outputs = await plane(request).run_batched(
+        "translation", [(t, body.parameters) for t in texts], body.model, "http")
+    return [{"translation_text": text} for text in outputs]
+
+
+@router.post("/embed", response_model=list[list[float]], tags=["tasks"])
+async def embed(body: EmbedRequest, request: Request) -> Any:
+    """Sentence embeddings (`feature-extraction` payload, TEI `/embed` semantics)."""
+    texts = _as_list(body.inputs)
+    return await plane(request).run_batched(
+        "feature-extraction", [(t, body.parameters) for t in texts], body.model, "http")
+
+
+@router.post("/generate", tags=["tasks"],
+             responses={200: {"description": "TGI schema; `text/event-stream` when `stream`"}})
+async def generate(body: GenerateRequest, request: Request) -> Any:
+    """Text generation (TGI payload); `"stream": true` answers Server-Sent Events."""
+    dp = plane(request)
+    params = body.to_runtime_parameters()
+    events = dp.generate_stream(body.inputs, params, body.model, "http")
+    if body.stream:
+        first = await anext(events)  # errors before the first token still get a 4xx status
+        return StreamingResponse(generation_events_as_tgi_sse(first, events, body),
+                                 media_type="text/event-stream")
+    final = None
+    async for event in events:
+        if not getattr(event, "is_token", False):
+            final = event
+    return [tgi_response(final, body)]
+
+
+@router.get("/models", response_model=list[ServedModelInfo], tags=["operations"])
+async def models(request: Request) -> Any:
+    """The served models, one per entry; `default` marks each task's default model."""
+    return plane(request).describe()

@@ -1,0 +1,82 @@
+"""The one table of tasks: how each is loaded and how the batcher runs it.
+
+Adding a task is adding a row (Optimum's TasksManager idea); the data plane and the protocol
+adapters look tasks up here instead of branching on task names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.config import LimitSettings
+from service.runtime.tasks.classification import TextClassifier
+from service.runtime.tasks.embeddings import Embedder
+from service.runtime.tasks.generation import TextGenerator
+from service.runtime.tasks.question_answering import QuestionAnswerer
+from service.runtime.tasks.translation import Translator
+
+Loader = Callable[[Path, int | None, LimitSettings], Any]
+BatchRunner = Callable[[Any, Sequence[Any]], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    endpoint: str
+    load: Loader
+    # Runs a batch of independent items (each with its own parameters); None = not batched.
+    run_batch: BatchRunner | None = None
+    # Token-by-token generation (streamed, concurrency-limited instead of batched).
+    streams: bool = False
+
+
+def _translate_items(runtime: Translator, items: Sequence[tuple[str, Any]]) -> list[str]:
+    """Items with equal parameters share one `translate` call (beams need one setting)."""
+    results: list[str | None] = [None] * len(items)
+    groups: dict[str, list[int]] = {}
+    for i, (_, params) in enumerate(items):
+        groups.setdefault(params.model_dump_json(), []).append(i)
+    for indices in groups.values():
+        params = items[indices[0]][1]
+        outputs = runtime.translate([items[i][0] for i in indices], params)
+        for i, text in zip(indices, outputs, strict=True):
+            results[i] = text
+    return results  # type: ignore[return-value]
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            "text-classification", "classify",
+            load=lambda path, threads, limits: TextClassifier.load(path, threads=threads),
+            run_batch=lambda runtime, items: runtime.classify(items),
+        ),
+        TaskSpec(
+            "question-answering", "answer",
+            load=lambda path, threads, limits: QuestionAnswerer.load(path, threads=threads),
+            run_batch=lambda runtime, items: runtime.answer(items),
+        ),
+        TaskSpec(
+            "feature-extraction", "embed",
+            load=lambda path, threads, limits: Embedder.load(path, threads=threads),
+            run_batch=lambda runtime, items: runtime.embed(items),
+        ),
+        TaskSpec(
+            "translation", "translate",
+            load=lambda path, threads, limits: Translator.load(
+                path, threads=threads, max_new_tokens_limit=limits.max_new_tokens,
+                max_beams=limits.max_num_beams),
+            run_batch=_translate_items,
+        ),
+        TaskSpec(
+            "text-generation", "generate",
+            load=lambda path, threads, limits: TextGenerator.load(
+                path, threads=threads, max_new_tokens_cap=limits.max_new_tokens),
+            streams=True,
+        ),
+    )
+}

@@ -1,0 +1,80 @@
+"""Start the real service (`bentoml serve`) as a subprocess on free ports, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_store(bentoml_home: Path, profile: str = "tiny") -> None:
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "models", "build", "--profile", profile],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen
+    url: str
+    grpc_address: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_server(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None = None,
+                 timeout: float = 120.0) -> LiveServer:
+    port, grpc_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "HF_HUB_OFFLINE": "1",
+        "PROFILE": "tiny",
+        "PORT": str(port),
+        "GRPC_PORT": str(grpc_port),
+        "BENTOML_DO_NOT_TRACK": "True",
+        **(extra_env or {}),
+    }
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "service.service:NLPService",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    server = LiveServer(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()[-4000:]}")
+        try:
+            if requests.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    server.stop()
+    raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()[-4000:]}")
