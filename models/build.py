@@ -19,7 +19,7 @@ from pathlib import Path
 from models import store
 from models.catalog import ModelSpec
 from models.hashing import file_sha256
-from models.layout import graph_files, prune_unmerged_decoders
+from models.layout import graph_files, prune_unserved_graphs
 from models.sources import Source, resolve_source
 
 # Packages whose versions change the exported files (recorded, and part of the version).
@@ -112,7 +112,7 @@ def build_model(spec: ModelSpec, profile: str) -> BuildResult:
         if spec.quantize:
             quantization_config = step(spec.quantize, quantize_graphs, serving, spec.task,
                                        per_channel=PER_CHANNEL)
-        prune_unmerged_decoders(serving)
+        prune_unserved_graphs(serving, spec.task)
         if spec.optimize or spec.quantize:
             stage = stage_name(spec.optimize, spec.quantize)
             parity[stage] = step(f"parity {stage}", check_parity, checkpoint, serving,

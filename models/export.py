@@ -31,6 +31,11 @@ def export_onnx(checkpoint: Path, out: Path, task: str) -> Path:
 
     checkpoint, out = Path(checkpoint), Path(out)
     main_export(str(checkpoint), str(out), task=OPTIMUM_TASKS[task], do_validation=False)
+    # Marian checkpoints ship only SentencePiece files: give the runtime a tokenizer.json.
+    if (checkpoint / "source.spm").exists() and not (checkpoint / "tokenizer.json").exists():
+        from models.marian_tokenizer import convert_marian_tokenizer
+
+        convert_marian_tokenizer(checkpoint, out)
     for name in SENTENCE_TRANSFORMERS_FILES:
         src = checkpoint / name
         if src.is_dir():

@@ -2,9 +2,12 @@
 store agree on.
 
 The torch-free runtime loads exactly these graphs: `model.onnx` for single-graph tasks, and for
-seq2seq an encoder plus Optimum's merged decoder (one graph with and without KV cache, switched by
-`use_cache_branch`). Optimum also writes the two unmerged decoders; they are needed only to
-re-optimize and re-merge, so they are pruned before a model is stored (halving its size).
+seq2seq the encoder plus Optimum's two unmerged decoders (first step; steps with KV cache). The
+merged decoder Optimum also writes (one graph, both branches behind an `If` on
+`use_cache_branch`) is pruned: on tiny T5 the unmerged pair decoded faster (greedy 11.4 vs
+16.9 ms, 4 beams 26.6 vs 32.9 ms per sentence), ONNX Runtime's optimizer cannot walk the `If`
+node at all, and the quantizer cannot type the fused operators inside it. The price is disk:
+the decoder weights are stored twice.
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ GRAPHS: dict[str, tuple[str, ...]] = {
     "text-classification": ("model.onnx",),
     "question-answering": ("model.onnx",),
     "text-generation": ("model.onnx",),
-    "translation": ("encoder_model.onnx", "decoder_model_merged.onnx"),
+    "translation": ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"),
     "feature-extraction": ("model.onnx",),
 }
 TASKS = tuple(GRAPHS)
 
-UNMERGED_DECODERS = ("decoder_model.onnx", "decoder_with_past_model.onnx")
 
 
 def graph_files(task: str) -> tuple[str, ...]:
@@ -35,13 +37,13 @@ def with_external_data(folder: Path, name: str) -> list[Path]:
     return [p for p in (folder / name, folder / f"{name}_data") if p.exists()]
 
 
-def prune_unmerged_decoders(folder: Path) -> list[str]:
-    """Delete the unmerged decoders a seq2seq export leaves beside the merged one."""
-    if not (folder / "decoder_model_merged.onnx").exists():
-        return []
+def prune_unserved_graphs(folder: Path, task: str) -> list[str]:
+    """Delete the ONNX graphs an export leaves that the runtime does not load for `task`."""
+    keep = set(graph_files(task))
     removed = []
-    for name in UNMERGED_DECODERS:
-        for path in with_external_data(folder, name):
-            path.unlink()
-            removed.append(path.name)
+    for path in sorted(Path(folder).glob("*.onnx")):
+        if path.name not in keep:
+            for file in with_external_data(folder, path.name):
+                file.unlink()
+                removed.append(file.name)
     return removed

@@ -1,10 +1,7 @@
 """ONNX Runtime graph optimization (O1-O3) and dynamic int8 quantization of a serving folder.
 
 Both rewrite the graphs in place, so the folder keeps the layout the runtime loads
-(`models/layout.py`). Seq2seq decoders are rewritten unmerged and merged again afterwards:
-ORT's transformer optimizer cannot walk the `If` node of a merged decoder (it returns an empty
-graph for T5 and crashes for Marian), and after optimization the quantizer cannot type the fused
-operators inside it either.
+(`models/layout.py`; seq2seq keeps unmerged decoders, which ORT can optimize and quantize).
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.layout import UNMERGED_DECODERS, graph_files, with_external_data
+from models.layout import graph_files, with_external_data
 
 LEVELS = ("O1", "O2", "O3")
 # Above this a graph's weights must go to an external-data file (protobuf's 2 GB limit).
@@ -87,12 +84,7 @@ def optimize_graphs(folder: Path, task: str, level: str) -> dict:
     if level not in LEVELS:
         raise OptimizationError(f"optimization level must be one of {', '.join(LEVELS)}")
     folder = Path(folder)
-    names, merge = _working_graphs(folder, task)
-    if _is_seq2seq(task) and not merge:
-        raise OptimizationError(
-            f"cannot optimize {folder}: the unmerged decoders {', '.join(UNMERGED_DECODERS)} are "
-            "missing (ONNX Runtime cannot optimize a merged decoder; optimize before pruning)"
-        )
+    names = graph_files(task)
     with tempfile.TemporaryDirectory(prefix="optimize-", dir=folder.parent) as tmp:
         try:
             optimizer = ORTOptimizer.from_pretrained(folder, file_names=list(names))
@@ -106,8 +98,6 @@ def optimize_graphs(folder: Path, task: str, level: str) -> dict:
             ) from err
         for name in names:
             _replace(folder, Path(tmp), name)
-    if merge:
-        _merge_decoders(folder)
     return {"level": level, "graphs": list(graph_files(task))}
 
 
@@ -119,8 +109,7 @@ def quantize_graphs(folder: Path, task: str, per_channel: bool = True) -> dict:
     folder = Path(folder)
     target = quantization_target()
     config = target.config(per_channel)
-    names, merge = _working_graphs(folder, task)
-    for name in names:
+    for name in graph_files(task):
         _add_type_information(folder / name)
         size = sum(p.stat().st_size for p in with_external_data(folder, name))
         with tempfile.TemporaryDirectory(prefix="quantize-", dir=folder.parent) as tmp:
@@ -135,8 +124,6 @@ def quantize_graphs(folder: Path, task: str, per_channel: bool = True) -> dict:
                     f"{type(err).__name__}: {err}"
                 ) from err
             _replace(folder, Path(tmp), name)
-    if merge:
-        _merge_decoders(folder)
     return {
         "dtype": "int8",
         "mode": "dynamic",
@@ -145,18 +132,6 @@ def quantize_graphs(folder: Path, task: str, per_channel: bool = True) -> dict:
         "reduce_range": target.reduce_range,
         "graphs": list(graph_files(task)),
     }
-
-
-def _is_seq2seq(task: str) -> bool:
-    return "decoder_model_merged.onnx" in graph_files(task)
-
-
-def _working_graphs(folder: Path, task: str) -> tuple[tuple[str, ...], bool]:
-    """The graphs to rewrite and whether to merge the decoders afterwards: for seq2seq the
-    encoder and the unmerged decoders while they exist, else the graphs the runtime loads."""
-    if _is_seq2seq(task) and all((folder / name).exists() for name in UNMERGED_DECODERS):
-        return ("encoder_model.onnx", *UNMERGED_DECODERS), True
-    return graph_files(task), False
 
 
 def _add_type_information(path: Path) -> None:
@@ -213,21 +188,3 @@ def _replace(folder: Path, produced: Path, name: str) -> None:
         old.unlink()
     for new in with_external_data(produced, name):
         shutil.move(str(new), folder / new.name)
-
-
-def _merge_decoders(folder: Path) -> None:
-    # strict=False, as Optimum's exporter does: the with-past decoder does not output the
-    # (constant) cross-attention cache that the first-step decoder does.
-    from optimum.onnx import merge_decoders
-
-    try:
-        merge_decoders(
-            folder / UNMERGED_DECODERS[0],
-            folder / UNMERGED_DECODERS[1],
-            save_path=folder / "decoder_model_merged.onnx",
-            strict=False,
-        )
-    except Exception as err:
-        raise OptimizationError(
-            f"cannot merge the optimized decoders of {folder}: {type(err).__name__}: {err}"
-        ) from err

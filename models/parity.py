@@ -234,6 +234,12 @@ def _run(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+def _declared(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Only the inputs the graph declares (the with-past decoder takes no encoder states)."""
+    names = {i.name for i in session.get_inputs()}
+    return {name: value for name, value in feeds.items() if name in names}
+
+
 def _empty_cache(session, batch: int) -> dict[str, np.ndarray]:
     """Zero-length `past_key_values.*` inputs (heads and head size are fixed in the graph)."""
     feeds = {}
@@ -371,7 +377,9 @@ def compare_translation(checkpoint: Path, sessions: dict, texts: list[str]) -> l
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
-    encoder, decoder = sessions["encoder_model.onnx"], sessions["decoder_model_merged.onnx"]
+    encoder = sessions["encoder_model.onnx"]
+    first_decoder = sessions["decoder_model.onnx"]
+    past_decoder = sessions["decoder_with_past_model.onnx"]
     tokenizer = _tokenizer(checkpoint)
     model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint).eval()
     inputs = _encode(tokenizer, encoder, texts)
@@ -384,10 +392,10 @@ def compare_translation(checkpoint: Path, sessions: dict, texts: list[str]) -> l
 
     hidden = _run(encoder, inputs)["last_hidden_state"]
     common = {"encoder_attention_mask": mask, "encoder_hidden_states": hidden}
-    step1 = _run(decoder, {**common, **_empty_cache(decoder, batch),
-                           "input_ids": start.numpy(), "use_cache_branch": np.array([False])})
-    step2 = _run(decoder, {**common, **_cache_from(step1),
-                           "input_ids": next_ids.numpy(), "use_cache_branch": np.array([True])})
+    step1 = _run(first_decoder, _declared(first_decoder,
+                                          {**common, "input_ids": start.numpy()}))
+    step2 = _run(past_decoder, _declared(past_decoder, {**common, **_cache_from(step1),
+                                                        "input_ids": next_ids.numpy()}))
     return [
         Comparison("encoder_last_hidden_state", first.encoder_last_hidden_state.numpy(), hidden,
                    "vectors", mask),

@@ -46,6 +46,8 @@ class ModelSettings:
     # ORT intra-op threads per session (0 = all cores the worker may use).
     threads: int = 0
     verify_hashes: bool = True
+    # Language pair a multi-pair translation model (T5) uses when a request names none.
+    translation_pair: str = "en-fr"
 
 
 @dataclass

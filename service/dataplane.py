@@ -60,11 +60,10 @@ class DataPlane:
     def load(self, records: Sequence[ModelRecord] | None = None) -> None:
         """Load and warm up every configured model; raises if any fails (start-up stops)."""
         records = list(records) if records is not None else load_records(self.settings)
-        threads = self.settings.models.threads or None
         for record in records:
             spec = TASKS[record.task]
             started = time.perf_counter()
-            runtime = spec.load(record.path, threads, self.settings.limits)
+            runtime = spec.load(record.path, self.settings)
             runtime.warmup()
             served = ServedModel(record, spec, runtime)
             if spec.run_batch is not None:

@@ -98,12 +98,12 @@ def test_build_tiny_profile_stores_every_catalog_model(tiny_build, store_env):
         assert json.loads((folder / "manifest.json").read_text())["tag"] == entry["tag"]
 
 
-def test_build_keeps_only_the_merged_decoder_for_seq2seq(tiny_build, store_env):
+def test_build_keeps_only_the_unmerged_decoders_for_seq2seq(tiny_build, store_env):
     folder = Path(listed(store_env)["tiny-t5"]["path"])
     assert (folder / "encoder_model.onnx").exists()
-    assert (folder / "decoder_model_merged.onnx").exists()
-    assert not (folder / "decoder_model.onnx").exists()
-    assert not (folder / "decoder_with_past_model.onnx").exists()
+    assert (folder / "decoder_model.onnx").exists()
+    assert (folder / "decoder_with_past_model.onnx").exists()
+    assert not (folder / "decoder_model_merged.onnx").exists()
 
 
 def test_catalog_variant_is_optimized_and_quantized(tiny_build, store_env):

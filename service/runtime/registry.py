@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.config import LimitSettings
+from service.config import Settings
 from service.runtime.tasks.classification import TextClassifier
 from service.runtime.tasks.embeddings import Embedder
 from service.runtime.tasks.generation import TextGenerator
 from service.runtime.tasks.question_answering import QuestionAnswerer
 from service.runtime.tasks.translation import Translator
 
-Loader = Callable[[Path, int | None, LimitSettings], Any]
+Loader = Callable[[Path, Settings], Any]
 BatchRunner = Callable[[Any, Sequence[Any]], Sequence[Any]]
 
 
@@ -31,6 +31,18 @@ class TaskSpec:
     run_batch: BatchRunner | None = None
     # Token-by-token generation (streamed, concurrency-limited instead of batched).
     streams: bool = False
+
+
+def _threads(settings: Settings) -> int | None:
+    return settings.models.threads or None
+
+
+def _load_translator(path: Path, settings: Settings) -> Translator:
+    src, _, tgt = settings.models.translation_pair.partition("-")
+    return Translator.load(path, threads=_threads(settings),
+                           max_new_tokens_limit=settings.limits.max_new_tokens,
+                           max_beams=settings.limits.max_num_beams,
+                           preferred_pair=(src, tgt) if tgt else None)
 
 
 def _translate_items(runtime: Translator, items: Sequence[tuple[str, Any]]) -> list[str]:
@@ -52,30 +64,29 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec(
             "text-classification", "classify",
-            load=lambda path, threads, limits: TextClassifier.load(path, threads=threads),
+            load=lambda path, settings: TextClassifier.load(path, threads=_threads(settings)),
             run_batch=lambda runtime, items: runtime.classify(items),
         ),
         TaskSpec(
             "question-answering", "answer",
-            load=lambda path, threads, limits: QuestionAnswerer.load(path, threads=threads),
+            load=lambda path, settings: QuestionAnswerer.load(path, threads=_threads(settings)),
             run_batch=lambda runtime, items: runtime.answer(items),
         ),
         TaskSpec(
             "feature-extraction", "embed",
-            load=lambda path, threads, limits: Embedder.load(path, threads=threads),
+            load=lambda path, settings: Embedder.load(path, threads=_threads(settings)),
             run_batch=lambda runtime, items: runtime.embed(items),
         ),
         TaskSpec(
             "translation", "translate",
-            load=lambda path, threads, limits: Translator.load(
-                path, threads=threads, max_new_tokens_limit=limits.max_new_tokens,
-                max_beams=limits.max_num_beams),
+            load=_load_translator,
             run_batch=_translate_items,
         ),
         TaskSpec(
             "text-generation", "generate",
-            load=lambda path, threads, limits: TextGenerator.load(
-                path, threads=threads, max_new_tokens_cap=limits.max_new_tokens),
+            load=lambda path, settings: TextGenerator.load(
+                path, threads=_threads(settings),
+                max_new_tokens_cap=settings.limits.max_new_tokens),
             streams=True,
         ),
     )

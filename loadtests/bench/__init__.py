@@ -1,0 +1,1 @@
+"""Benchmarks: measured ratios, ours against baselines, in one run."""
