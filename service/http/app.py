@@ -9,6 +9,7 @@ from service.config import Settings
 from service.http.errors import install_error_handlers
 from service.http.openai_routes import router as openai_router
 from service.http.task_routes import router as task_router
+from service.kserve.rest_routes import router as kserve_router
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -17,4 +18,5 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(task_router)
     app.include_router(openai_router)
+    app.include_router(kserve_router)
     return app

@@ -37,6 +37,8 @@ def error_response(request: Request, status: int, message: str, field: str | Non
                    kind: str = "invalid_request_error",
                    headers: dict[str, str] | None = None) -> JSONResponse:
     if request.url.path.startswith("/v1/"):
+        # OpenAI answers every invalid request with 400 invalid_request_error.
+        status = 400 if status == 422 else status
         body = {"error": {"message": message, "type": kind, "param": field, "code": None}}
     elif request.url.path.startswith("/v2/"):
         body = {"error": message}

@@ -134,22 +134,31 @@ def _without_stop(final: Any) -> str:
 
 
 class _StopHoldback:
-    """Streams text but keeps back the last characters that could begin a stop sequence, so a
-    stop string never reaches the client (the runtime stops on the token that completes it)."""
+    """Streams text but keeps back the last characters that could begin a stop sequence, and
+    cuts at the stop sequence once it appears, so a stop string never reaches the client."""
 
     def __init__(self, stops: list[str]) -> None:
+        self.stops = stops
         self.hold = max((len(s) for s in stops), default=1) - 1
         self.text = ""
         self.sent = 0
+        self.stopped = False
 
     def push(self, piece: str) -> str:
+        if self.stopped:
+            return ""
         self.text += piece
-        safe = max(self.sent, len(self.text) - self.hold)
-        out, self.sent = self.text[self.sent:safe], safe
+        found = [i for i in (self.text.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.stopped = True
+            safe = min(found)
+        else:
+            safe = max(self.sent, len(self.text) - self.hold)
+        out, self.sent = self.text[self.sent:safe], max(self.sent, safe)
         return out
 
     def finish(self, final_text: str) -> str:
-        out = final_text[self.sent:]
+        out = "" if self.stopped else final_text[self.sent:]
         self.sent = len(final_text)
         return out
 

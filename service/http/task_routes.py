@@ -96,13 +96,15 @@ def _as_list(inputs: str | list[str]) -> list[str]:
     return [inputs] if isinstance(inputs, str) else inputs
 
 
-@router.post("/classify", response_model=list[Label] | list[list[Label]], tags=["tasks"])
+@router.post("/classify", response_model=list[list[Label]], tags=["tasks"])
 async def classify(body: ClassifyRequest, request: Request) -> Any:
-    """Text classification (`text-classification` pipeline payload)."""
+    """Text classification (`text-classification` pipeline payload).
+
+    One list of labels per input, a single string included (`[[...]]`), as the Hugging Face
+    Inference API answers: `InferenceClient.text_classification` takes the first list."""
     texts = _as_list(body.inputs)
-    results = await plane(request).run_batched(
+    return await plane(request).run_batched(
         "text-classification", [(t, body.parameters) for t in texts], body.model, "http")
-    return results[0] if isinstance(body.inputs, str) else results
 
 
 @router.post("/answer", response_model=Answer | list[Answer], tags=["tasks"])
