@@ -32,32 +32,38 @@ class ModelRecord:
         return self.tag.split(":", 1)[1] if ":" in self.tag else ""
 
 
+def _record(entry: dict[str, Any]) -> ModelRecord:
+    return ModelRecord(
+        name=entry["name"], tag=entry["tag"], task=entry["task"], path=Path(entry["path"]),
+        source=entry.get("source", ""), optimization=entry.get("optimization"),
+        quantization=entry.get("quantization"), default=bool(entry.get("default")),
+        metadata=entry,
+    )
+
+
 def load_records(settings: Settings) -> list[ModelRecord]:
     """The latest stored version of every model the settings ask for, hashes verified."""
     from models import store
 
-    wanted = set(settings.models.serve)
-    records = []
+    wanted = list(dict.fromkeys(settings.models.serve))
     # A partly built profile may still serve the models named in `models.serve`.
     try:
         entries = store.served_models(settings.models.profile, strict=not wanted)
     except (store.ModelNotFound, LookupError) as err:
         raise ModelLoadError(str(err)) from None
-    for entry in entries:
-        if wanted and entry["name"] not in wanted:
-            continue
-        records.append(ModelRecord(
-            name=entry["name"], tag=entry["tag"], task=entry["task"], path=Path(entry["path"]),
-            source=entry.get("source", ""), optimization=entry.get("optimization"),
-            quantization=entry.get("quantization"), default=bool(entry.get("default")),
-            metadata=entry,
-        ))
-    missing = wanted - {r.name for r in records}
-    if missing:
-        raise ModelLoadError(
-            f"models {sorted(missing)} are not in the store for profile "
-            f"{settings.models.profile!r}; run `python -m models build --profile "
-            f"{settings.models.profile}`")
+    if wanted:
+        by_name = {entry["name"]: entry for entry in entries}
+        entries = []
+        for name in wanted:
+            if name in by_name:
+                entries.append(by_name[name])
+                continue
+            # Not in the profile: a model exported by hand (`python -m models export`).
+            try:
+                entries.append(store.resolve(name)[2])
+            except (store.ModelNotFound, LookupError) as err:
+                raise ModelLoadError(f"model {name!r} cannot be served: {err}") from None
+    records = [_record(entry) for entry in entries]
     if not records:
         raise ModelLoadError(
             f"no built models for profile {settings.models.profile!r}; run "

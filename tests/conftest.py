@@ -60,7 +60,7 @@ def tiny_exported(tiny_root, tiny_checkpoint):
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory) -> Path:
     """A BentoML model store holding the whole tiny profile, built by the real CLI."""
-    from tests.live_server import build_store
+    from loadtests.server_process import build_store
 
     home = tmp_path_factory.mktemp("bentoml_home")
     build_store(home, "tiny")
@@ -70,7 +70,7 @@ def tiny_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def live_server(tiny_store, tmp_path_factory):
     """The real service (`bentoml serve`) on free ports, serving the tiny profile."""
-    from tests.live_server import start_server
+    from loadtests.server_process import start_server
 
     server = start_server(tiny_store, tmp_path_factory.mktemp("logs") / "server.log")
     yield server

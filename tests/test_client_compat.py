@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import requests
 
-from tests.live_server import ROOT
+from loadtests.server_process import ROOT
 
 PROMPT = "The best part of the film was"
 

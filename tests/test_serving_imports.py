@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.live_server import ROOT
+from loadtests.server_process import ROOT
 
 SERVING_MODULES = [
     "service.runtime.registry",

@@ -1,4 +1,5 @@
-"""Start the real service (`bentoml serve`) as a subprocess on free ports, for integration tests."""
+"""Start the real service (`bentoml serve`) as a subprocess on free ports: for integration
+tests, load tests and benchmarks."""
 
 from __future__ import annotations
 
