@@ -28,6 +28,19 @@ def build_store(bentoml_home: Path, profile: str = "tiny") -> None:
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
 
 
+def private_home(shared: Path, home: Path) -> Path:
+    """A BentoML home of the server's own that shares the model store.
+
+    BentoML empties `$BENTOML_HOME/prometheus_multiproc_dir` whenever a server starts, so two
+    servers on one home would wipe each other's metrics."""
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "models"
+    if not link.exists():
+        (Path(shared) / "models").mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(shared).resolve() / "models", target_is_directory=True)
+    return home
+
+
 @dataclass
 class LiveServer:
     process: subprocess.Popen
@@ -52,7 +65,7 @@ def start_server(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] |
     port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
+        "BENTOML_HOME": str(private_home(bentoml_home, log_path.parent / f"home-{port}")),
         "HF_HUB_OFFLINE": "1",
         "PROFILE": "tiny",
         "PORT": str(port),

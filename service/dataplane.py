@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from service import metrics
+from service import metrics, request_logging, tracing
 from service.batching import AdaptiveBatcher
 from service.config import Settings
 from service.model_repository import ModelRecord, load_records
+from service.runtime import stages
 from service.runtime.errors import InvalidInput, ModelNotFound, Overloaded, ServingError
 from service.runtime.registry import TASKS, TaskSpec
 
@@ -49,6 +50,33 @@ class ServedModel:
                 "default": default}
 
 
+@dataclass(slots=True)
+class _BatchRun:
+    """When one batch call ran (perf_counter seconds), for the stage spans of its requests."""
+
+    started: float
+    tokenized: float
+    finished: float
+    size: int
+    input_tokens: int
+
+
+@dataclass(slots=True)
+class _Queued:
+    """An item on its way through a batcher; the batch call that ran it notes itself here."""
+
+    item: Any
+    run: _BatchRun | None = None
+
+
+@dataclass(slots=True)
+class RequestTrace:
+    """A request in flight: when the data plane took it and its span (None: tracing is off)."""
+
+    started: float
+    span: Any = None
+
+
 class DataPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -60,6 +88,7 @@ class DataPlane:
     def load(self, records: Sequence[ModelRecord] | None = None) -> None:
         """Load and warm up every configured model; raises if any fails (start-up stops)."""
         records = list(records) if records is not None else load_records(self.settings)
+        tracing.configure()
         for record in records:
             spec = TASKS[record.task]
             started = time.perf_counter()
@@ -91,21 +120,55 @@ class DataPlane:
     def _make_batcher(self, served: ServedModel) -> AdaptiveBatcher[Any, Any]:
         b = self.settings.batching
         name, task = served.name, served.task
-        method = served.spec.endpoint
+        batch_size = metrics.BATCH_SIZE.labels(name, task)
+        bentoml_batch_size = metrics.BENTOML_BATCH_SIZE.labels(
+            name, metrics.worker_index(), served.spec.endpoint, "", "nlp-serving")
+        queue = metrics.QUEUE_DURATION.labels(name, task)
+        tokenization = metrics.TOKENIZATION_DURATION.labels(name, task)
+        inference = metrics.INFERENCE_DURATION.labels(name, task)
+        input_tokens = metrics.INPUT_TOKENS.labels(name, task)
+        runtime, run_batch = served.runtime, served.spec.run_batch
+        assert run_batch is not None
+        # What the batch being run spent tokenizing: summed on the model's thread over its calls
+        # (the batcher reruns items one by one when one is refused), read and reset by `observe`
+        # on the event loop once the batch is done. A batcher runs one batch at a time.
+        pending = stages.StageTimes()
+
+        def run(queued: list[_Queued]) -> Sequence[Any]:
+            started = time.perf_counter()
+            with stages.recording() as times:
+                try:
+                    results = run_batch(runtime, [q.item for q in queued])
+                except ServingError:
+                    pending.tokenize_seconds += times.tokenize_seconds
+                    pending.input_tokens += times.input_tokens
+                    raise
+                except BaseException:
+                    # The whole batch failed: the batcher will not call `observe` for it.
+                    pending.tokenize_seconds, pending.input_tokens = 0.0, 0
+                    raise
+            pending.tokenize_seconds += times.tokenize_seconds
+            pending.input_tokens += times.input_tokens
+            if tracing.enabled():
+                batch = _BatchRun(started, started + times.tokenize_seconds, time.perf_counter(),
+                                  len(queued), times.input_tokens)
+                for q in queued:
+                    q.run = batch
+            return results
 
         def observe(size: int, waits: list[float], seconds: float) -> None:
-            metrics.BATCH_SIZE.labels(name, task).observe(size)
-            metrics.BENTOML_BATCH_SIZE.labels(name, metrics.worker_index(), method, "",
-                                              "nlp-serving").observe(size)
-            metrics.INFERENCE_DURATION.labels(name, task).observe(seconds)
-            queue = metrics.QUEUE_DURATION.labels(name, task)
+            tokenize_seconds, tokens = pending.tokenize_seconds, pending.input_tokens
+            pending.tokenize_seconds, pending.input_tokens = 0.0, 0
+            batch_size.observe(size)
+            bentoml_batch_size.observe(size)
+            tokenization.observe(tokenize_seconds)
+            inference.observe(max(seconds - tokenize_seconds, 0.0))
+            input_tokens.inc(tokens)
             for wait in waits:
                 queue.observe(wait)
 
-        runtime, run_batch = served.runtime, served.spec.run_batch
-        assert run_batch is not None
         return AdaptiveBatcher(
-            name, lambda items: run_batch(runtime, items),
+            name, run,
             max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms, max_queue=b.max_queue,
             observer=observe,
         )
@@ -114,6 +177,7 @@ class DataPlane:
         for served in self.models.values():
             if served.batcher:
                 served.batcher.close()
+        tracing.shutdown()
 
     # --- lookup ---------------------------------------------------------------------------------
     def model(self, task: str, name: str | None = None) -> ServedModel:
@@ -132,30 +196,60 @@ class DataPlane:
     def describe(self) -> list[dict[str, Any]]:
         return [m.describe(self.defaults.get(m.task) == m.name) for m in self.models.values()]
 
+    def _lookup(self, task: str, name: str | None, protocol: str) -> ServedModel:
+        """`model()`, counting a refusal as a client error (model label `unknown`: the name
+        came from the request and label values must stay bounded)."""
+        try:
+            return self.model(task, name)
+        except ServingError:
+            metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, task, protocol, "client_error").inc()
+            context = request_logging.current()
+            if context is not None:
+                context.annotate(task=task, outcome="client_error")
+            raise
+
     # --- accounting -----------------------------------------------------------------------------
     @contextmanager
-    def observe(self, served: ServedModel, protocol: str):
-        """Time a request and count its outcome by the exception it ended with."""
+    def observe(self, served: ServedModel, protocol: str) -> Iterator[RequestTrace]:
+        """Time a request, count its outcome by the exception it ended with, trace it (when
+        tracing is on) and tell the request log which model and task served it."""
         started = time.perf_counter()
+        context = request_logging.current()
+        if context is not None:
+            context.annotate(model=served.name, task=served.task)
+        span = None
+        if tracing.enabled():
+            attributes = {"nlp.model": served.name, "nlp.task": served.task,
+                          "nlp.protocol": protocol}
+            if context is not None:
+                attributes["nlp.request_id"] = context.request_id
+            span = tracing.start_request(started, attributes,
+                                         context.carrier if context is not None else None)
         outcome = "ok"
+        error: BaseException | None = None
         try:
-            yield
-        except (InvalidInput, ModelNotFound):
-            outcome = "client_error"
+            yield RequestTrace(started, span)
+        except (InvalidInput, ModelNotFound) as exc:
+            outcome, error = "client_error", exc
             raise
-        except Overloaded:
-            outcome = "overload"
+        except Overloaded as exc:
+            outcome, error = "overload", exc
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # GeneratorExit: the consumer of a generation stream stopped before its end.
             outcome = "cancelled"
             raise
-        except Exception:
-            outcome = "server_error"
+        except Exception as exc:
+            outcome, error = "server_error", exc
             raise
         finally:
             metrics.REQUESTS.labels(served.name, served.task, protocol, outcome).inc()
             metrics.REQUEST_DURATION.labels(served.name, served.task, protocol).observe(
                 time.perf_counter() - started)
+            if context is not None:
+                context.annotate(outcome=outcome)
+            if span is not None:
+                tracing.end_request(span, outcome, error)
 
     def _check_inputs(self, count: int) -> None:
         if count == 0:
@@ -168,11 +262,16 @@ class DataPlane:
     async def run_batched(self, task: str, items: Sequence[Any], model: str | None,
                           protocol: str) -> list[Any]:
         """Submit independent items of one request to the model's batcher."""
-        served = self.model(task, model)
-        with self.observe(served, protocol):
+        served = self._lookup(task, model, protocol)
+        with self.observe(served, protocol) as request:
             self._check_inputs(len(items))
             assert served.batcher is not None
-            return await served.batcher.submit_many(items)
+            queued = [_Queued(item) for item in items]
+            enqueued = time.perf_counter()
+            results = await served.batcher.submit_many(queued)
+            if request.span is not None:
+                _trace_batches(request.span, enqueued, queued)
+            return results
 
     # --- generation -----------------------------------------------------------------------------
     async def generate_stream(self, prompt: str, params: Any, model: str | None,
@@ -180,18 +279,24 @@ class DataPlane:
                               add_special_tokens: bool = True) -> AsyncIterator[Any]:
         """Yield the runtime's stream events (tokens, then the final result) without blocking
         the event loop; generation stops when the consumer stops iterating."""
-        served = self.model(task, model)
-        with self.observe(served, protocol):
+        served = self._lookup(task, model, protocol)
+        name = served.name
+        with self.observe(served, protocol) as request:
             slots = served.generation_slots
             assert slots is not None
             if slots.locked():
-                raise Overloaded(f"model {served.name!r} is generating at capacity",
-                                 retry_after=1.0)
+                raise Overloaded(f"model {name!r} is generating at capacity", retry_after=1.0)
             async with slots:
                 started = time.perf_counter()
+                metrics.QUEUE_DURATION.labels(name, task).observe(started - request.started)
+                # The prompt is tokenized (and validated) by this call, on the event loop.
+                with stages.recording() as times:
+                    iterator = served.runtime.stream(prompt, params,
+                                                     add_special_tokens=add_special_tokens)
+                decoding = time.perf_counter()
+                metrics.TOKENIZATION_DURATION.labels(name, task).observe(times.tokenize_seconds)
+                metrics.INPUT_TOKENS.labels(name, task).inc(times.input_tokens)
                 first_at: float | None = None
-                iterator = served.runtime.stream(prompt, params,
-                                                 add_special_tokens=add_special_tokens)
                 sentinel = object()
                 tokens = 0
                 try:
@@ -203,17 +308,53 @@ class DataPlane:
                             tokens += 1
                             if first_at is None:
                                 first_at = time.perf_counter()
-                                metrics.TIME_TO_FIRST_TOKEN.labels(served.name, task).observe(
-                                    first_at - started)
+                                metrics.TIME_TO_FIRST_TOKEN.labels(name, task).observe(
+                                    first_at - request.started)
                         yield event
                 finally:
                     close: Callable[[], None] | None = getattr(iterator, "close", None)
                     if close:
                         await asyncio.to_thread(close)
-                    metrics.GENERATED_TOKENS.labels(served.name, task).inc(tokens)
+                    finished = time.perf_counter()
+                    metrics.GENERATED_TOKENS.labels(name, task).inc(tokens)
+                    metrics.INFERENCE_DURATION.labels(name, task).observe(finished - decoding)
+                    per_token = None
                     if first_at is not None and tokens > 1:
-                        metrics.TIME_PER_OUTPUT_TOKEN.labels(served.name, task).observe(
-                            (time.perf_counter() - first_at) / (tokens - 1))
+                        per_token = (finished - first_at) / (tokens - 1)
+                        metrics.TIME_PER_OUTPUT_TOKEN.labels(name, task).observe(per_token)
+                    if request.span is not None:
+                        _trace_generation(request, started, times, decoding, finished, tokens,
+                                          first_at, per_token)
 
 
-__all__ = ["DataPlane", "ServedModel", "ServingError"]
+def _trace_batches(span: Any, enqueued: float, queued: Sequence[_Queued]) -> None:
+    """Queue, tokenize and inference spans for each batch that ran items of this request.
+
+    The runtime reports a batch's total tokenization time, so tokenize and inference are laid
+    end to end from the batch's start; batch-wide figures are named `nlp.batch_*`.
+    """
+    runs = {id(q.run): q.run for q in queued if q.run is not None}
+    for run in runs.values():
+        batch = {"nlp.batch_size": run.size}
+        tracing.stage(span, "nlp.queue", enqueued, run.started, batch)
+        tracing.stage(span, "nlp.tokenize", run.started, run.tokenized,
+                      {**batch, "nlp.batch_input_tokens": run.input_tokens})
+        tracing.stage(span, "nlp.inference", run.tokenized, run.finished, batch)
+
+
+def _trace_generation(request: RequestTrace, started: float, times: stages.StageTimes,
+                      decoding: float, finished: float, tokens: int, first_at: float | None,
+                      per_token: float | None) -> None:
+    """Queue (for a slot), tokenize and one summary span of the decode loop."""
+    tracing.stage(request.span, "nlp.queue", request.started, started)
+    tracing.stage(request.span, "nlp.tokenize", started, started + times.tokenize_seconds,
+                  {"nlp.input_tokens": times.input_tokens})
+    summary: dict[str, Any] = {"nlp.generated_tokens": tokens}
+    if first_at is not None:
+        summary["nlp.time_to_first_token_s"] = first_at - request.started
+    if per_token is not None:
+        summary["nlp.time_per_output_token_s"] = per_token
+    tracing.stage(request.span, "nlp.generate", decoding, finished, summary)
+
+
+__all__ = ["DataPlane", "RequestTrace", "ServedModel", "ServingError"]

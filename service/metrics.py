@@ -1,10 +1,12 @@
 """Prometheus metrics of the data plane, shared by every protocol.
 
 Names follow TEI's split of one request into stages (queue, tokenization, inference), with
-bounded labels only: model (a served model name), task, protocol (http | grpc) and outcome.
-Buckets span 0.5 ms to 60 s: tiny models answer in about a millisecond, generation can take tens
-of seconds. BentoML runs workers with prometheus_client's multiprocess mode, so these appear at
-its `/metrics` beside its own metrics.
+bounded labels only: model (a served model name, or `unknown` when a request named none that is
+served), task, protocol (http | grpc) and outcome (ok | client_error | overload | server_error |
+cancelled). Latency buckets span 100 µs to 60 s: tokenizing a sentence or waiting for an idle
+model takes tens of microseconds, a tiny model answers in about a millisecond, generation can
+take tens of seconds. BentoML runs workers with prometheus_client's multiprocess mode, so these
+appear at its `/metrics` beside its own metrics. docs/metrics.md is the reference table.
 """
 
 from __future__ import annotations
@@ -14,26 +16,43 @@ import os
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    30.0, 60.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
+PROTOCOLS = ("http", "grpc")
+OUTCOMES = ("ok", "client_error", "overload", "server_error", "cancelled")
+# The model label of requests refused before a served model was found (never the name sent).
+UNKNOWN_MODEL = "unknown"
+
 REQUESTS = Counter(
-    "nlp_requests_total", "Requests by outcome (ok, client_error, overload, server_error)",
+    "nlp_requests_total",
+    "Requests that reached the data plane, by outcome (ok, client_error, overload, "
+    "server_error, cancelled)",
     ["model", "task", "protocol", "outcome"],
 )
 REQUEST_DURATION = Histogram(
-    "nlp_request_duration_seconds", "Time from request parsed to response ready",
+    "nlp_request_duration_seconds",
+    "Data-plane time of a request: queue, tokenization, inference and post-processing "
+    "(a whole stream for generation)",
     ["model", "task", "protocol"], buckets=LATENCY_BUCKETS,
 )
 QUEUE_DURATION = Histogram(
-    "nlp_queue_duration_seconds", "Time an input waited for its batch to start",
+    "nlp_queue_duration_seconds",
+    "Time an input waited for its batch to start (generation: for a generation slot)",
+    ["model", "task"], buckets=LATENCY_BUCKETS,
+)
+TOKENIZATION_DURATION = Histogram(
+    "nlp_tokenization_duration_seconds",
+    "Time one batch (generation: one request) spent tokenizing its inputs",
     ["model", "task"], buckets=LATENCY_BUCKETS,
 )
 INFERENCE_DURATION = Histogram(
-    "nlp_inference_duration_seconds", "Time one batch spent in the model (incl. tokenization)",
+    "nlp_inference_duration_seconds",
+    "Time one batch (generation: one request's decoding) spent in the model and "
+    "post-processing, tokenization excluded",
     ["model", "task"], buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(
@@ -47,7 +66,10 @@ BENTOML_BATCH_SIZE = Histogram(
     buckets=BATCH_BUCKETS,
 )
 INPUT_TOKENS = Counter(
-    "nlp_input_tokens_total", "Prompt/input tokens processed", ["model", "task"],
+    "nlp_input_tokens_total",
+    "Tokens fed to the model: inputs after truncation, special tokens and every QA window "
+    "included; the prompt for generation",
+    ["model", "task"],
 )
 GENERATED_TOKENS = Counter(
     "nlp_generated_tokens_total", "Tokens generated", ["model", "task"],

@@ -10,12 +10,14 @@ from service.http.errors import install_error_handlers
 from service.http.openai_routes import router as openai_router
 from service.http.task_routes import router as task_router
 from service.kserve.rest_routes import router as kserve_router
+from service.request_logging import install_request_logging
 
 
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="nlp-serving", version="0.1.0")
     app.state.settings = settings
     install_error_handlers(app)
+    install_request_logging(app)
     app.include_router(task_router)
     app.include_router(openai_router)
     app.include_router(kserve_router)

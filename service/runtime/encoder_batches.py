@@ -23,6 +23,7 @@ from tokenizers import Encoding, Tokenizer
 
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.onnx_session import create_session
+from service.runtime.stages import tokenizing
 from service.runtime.text_tokenizer import TextTokenizer
 
 MAX_BATCH = 32
@@ -137,18 +138,20 @@ class EncoderModel:
         self, texts: Sequence[str], truncate: Sequence[bool], field_name: str = "inputs"
     ) -> list[Encoding]:
         """Tokenize with special tokens; inputs over the limit are cut if asked, else refused."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        limit = self.max_input_tokens
-        for i, encoding in enumerate(encodings):
-            if len(encoding) <= limit:
-                continue
-            if not truncate[i]:
-                raise InvalidInput(
-                    f"input is {len(encoding)} tokens long, more than this model's limit of "
-                    f"{limit} tokens; send truncate=true to cut it to the limit",
-                    field=field_name,
-                )
-            encodings[i] = self.truncating_tokenizer(limit).encode(texts[i])
+        with tokenizing() as count_tokens:
+            encodings = self.tokenizer.encode_batch(list(texts))
+            limit = self.max_input_tokens
+            for i, encoding in enumerate(encodings):
+                if len(encoding) <= limit:
+                    continue
+                if not truncate[i]:
+                    raise InvalidInput(
+                        f"input is {len(encoding)} tokens long, more than this model's limit of "
+                        f"{limit} tokens; send truncate=true to cut it to the limit",
+                        field=field_name,
+                    )
+                encodings[i] = self.truncating_tokenizer(limit).encode(texts[i])
+            count_tokens(sum(len(e) for e in encodings))
         return encodings
 
     def run(

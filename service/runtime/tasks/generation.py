@@ -24,6 +24,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstrain
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.onnx_session import create_session
 from service.runtime.sampling import TokenChooser
+from service.runtime.stages import tokenizing
 from service.runtime.text_tokenizer import TextTokenizer, clean_up_tokenization
 
 # TGI's historical default (and the pipeline's max_length=20 budget for short prompts).
@@ -410,13 +411,15 @@ class TextGenerator:
     def _prepare(self, prompt: str, params: GenerationParameters,
                  add_special_tokens: bool) -> _Sequence:
         self.check(params)
-        ids = self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids
-        room = self.max_positions - params.max_new_tokens
-        truncate = params.truncate
-        if truncate is True:
-            ids = ids[-room:]
-        elif truncate:  # a token count (bool False/None mean no truncation)
-            ids = ids[-truncate:]
+        with tokenizing() as count_tokens:
+            ids = self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids
+            room = self.max_positions - params.max_new_tokens
+            truncate = params.truncate
+            if truncate is True:
+                ids = ids[-room:]
+            elif truncate:  # a token count (bool False/None mean no truncation)
+                ids = ids[-truncate:]
+            count_tokens(len(ids))
         if len(ids) > room:
             raise InvalidInput(
                 f"input is {len(ids)} tokens long; with max_new_tokens={params.max_new_tokens} "

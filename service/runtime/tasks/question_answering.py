@@ -24,6 +24,7 @@ from tokenizers import Encoding
 
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.stages import tokenizing
 
 LOGITS = ("start_logits", "end_logits")
 
@@ -154,7 +155,11 @@ class QuestionAnswerer:
         self, items: Sequence[tuple[str, str, QuestionAnsweringParameters]]
     ) -> list[list[dict[str, Any]]]:
         """Answers, best first, for independent (question, context, parameters) requests."""
-        per_item = [self.windows(question, context, params) for question, context, params in items]
+        with tokenizing() as count_tokens:
+            per_item = [
+                self.windows(question, context, params) for question, context, params in items
+            ]
+            count_tokens(sum(len(w.encoding) for windows in per_item for w in windows))
         flat = [window.encoding for windows in per_item for window in windows]
         rows = iter(self.encoder.run(flat, LOGITS, per_token=True))
         return [

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.onnx_session import create_session
+from service.runtime.stages import tokenizing
 from service.runtime.text_tokenizer import TextTokenizer
 
 TARGET_TOKENIZER_FILE = "target_tokenizer.json"  # written for Marian by models/marian_tokenizer.py
@@ -596,7 +597,9 @@ class Translator:
         if not texts:
             return []
         prefix = str(pair.task_params.get("prefix", "")) if pair else ""
-        encoded = self._encode(texts, prefix, params.truncate)
+        with tokenizing() as count_tokens:
+            encoded = self._encode(texts, prefix, params.truncate)
+            count_tokens(sum(len(ids) for ids in encoded))
         width = max(len(ids) for ids in encoded)
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else settings.pad_token_id
         input_ids = np.full((len(texts), width), pad, dtype=np.int64)
