@@ -1,0 +1,260 @@
+"""The KServe v2 gRPC server (grpc.aio), started inside each BentoML worker's event loop.
+
+Why in the worker and not in a process of its own: the worker holds the data plane (models,
+batchers, metrics), and a gRPC request must join the same batches as HTTP requests; a separate
+process could only forward to HTTP (a second hop per request) or load its own models (a second
+copy, separate batches). With several workers each binds the port with SO_REUSEPORT and the
+kernel spreads connections over them, as it does for HTTP.
+
+The servicer is a thin adapter: protobuf to `tensors.Tensor` and back, data-plane exceptions to
+status codes (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED with a `retry-after` trailer).
+Besides `inference.GRPCInferenceService` the server answers `grpc.health.v1.Health` (SERVING once
+the models are loaded, NOT_SERVING while shutting down) and server reflection.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service.config import Settings
+from service.dataplane import DataPlane
+from service.kserve.dataplane_v2 import V2DataPlane
+from service.kserve.generated import grpc_predict_v2_pb2 as pb
+from service.kserve.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.kserve.tensors import (
+    InferenceRequest,
+    InferenceResponse,
+    RequestedOutput,
+    Tensor,
+    tensor_from_raw,
+    tensor_from_values,
+    tensor_raw_bytes,
+)
+from service.runtime.errors import InvalidInput, ModelLoadError, ModelNotFound, Overloaded
+
+log = logging.getLogger("service.kserve.grpc")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+PROTOCOL = "grpc"
+
+# InferTensorContents field holding each datatype's typed elements.
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+    "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+# --- protobuf <-> neutral types ---------------------------------------------------------------
+
+def parameters_from_pb(parameters: Any) -> dict[str, Any]:
+    values = {}
+    for key, value in parameters.items():
+        kind = value.WhichOneof("parameter_choice")
+        values[key] = getattr(value, kind) if kind else None
+    return values
+
+
+def set_parameter(target: pb.InferParameter, value: Any) -> None:
+    # bool before int: bool is an int in Python.
+    if isinstance(value, bool):
+        target.bool_param = value
+    elif isinstance(value, int):
+        target.int64_param = value
+    elif isinstance(value, float):
+        target.double_param = value
+    else:
+        target.string_param = str(value)
+
+
+def request_from_pb(request: pb.ModelInferRequest) -> InferenceRequest:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for "
+                           f"{len(request.inputs)} inputs")
+    inputs: list[Tensor] = []
+    for i, tensor in enumerate(request.inputs):
+        params = parameters_from_pb(tensor.parameters)
+        if raw:
+            inputs.append(tensor_from_raw(tensor.name, tensor.datatype, tensor.shape, raw[i],
+                                          params))
+            continue
+        field_name = _CONTENTS_FIELD.get(tensor.datatype)
+        values = getattr(tensor.contents, field_name) if field_name else []
+        inputs.append(tensor_from_values(tensor.name, tensor.datatype, tensor.shape, values,
+                                         params))
+    outputs = [RequestedOutput(o.name, parameters_from_pb(o.parameters))
+               for o in request.outputs]
+    return InferenceRequest(inputs, parameters_from_pb(request.parameters), outputs, request.id)
+
+
+def response_to_pb(response: InferenceResponse) -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(model_name=response.model_name,
+                                    model_version=response.model_version, id=response.id)
+    for tensor in response.outputs:
+        message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        message.raw_output_contents.append(tensor_raw_bytes(tensor))
+    return message
+
+
+def metadata_to_pb(metadata: dict[str, Any]) -> pb.ModelMetadataResponse:
+    message = pb.ModelMetadataResponse(name=metadata["name"], versions=metadata["versions"],
+                                       platform=metadata["platform"])
+    for key in ("inputs", "outputs"):
+        for tensor in metadata[key]:
+            getattr(message, key).add(name=tensor["name"], datatype=tensor["datatype"],
+                                      shape=tensor["shape"])
+    for key, value in metadata.get("parameters", {}).items():
+        set_parameter(message.parameters[key], value)
+    return message
+
+
+# --- error mapping ----------------------------------------------------------------------------
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def maps_errors(method: Handler) -> Handler:
+    """Answer data-plane exceptions with the status codes of the contract."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except InvalidInput as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        except ModelNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+        except Overloaded as exc:
+            retry = str(max(1, round(exc.retry_after)))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message,
+                                trailing_metadata=(("retry-after", retry),))
+        except ModelLoadError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+        except Exception as exc:
+            log.exception("unhandled error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"internal error: {type(exc).__name__}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """`inference.GRPCInferenceService` over the v2 data plane."""
+
+    def __init__(self, v2: V2DataPlane) -> None:
+        self.v2 = v2
+
+    @maps_errors
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any
+                         ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.v2.live())
+
+    @maps_errors
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any
+                          ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.v2.ready())
+
+    @maps_errors
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any
+                         ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.v2.model_ready(request.name, request.version))
+
+    @maps_errors
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any
+                             ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**self.v2.server_metadata())
+
+    @maps_errors
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any
+                            ) -> pb.ModelMetadataResponse:
+        return metadata_to_pb(self.v2.model_metadata(request.name, request.version))
+
+    @maps_errors
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any
+                          ) -> pb.ModelConfigResponse:
+        config = self.v2.model_config(request.name, request.version)
+        return pb.ModelConfigResponse(config=pb.ModelConfig(**config))
+
+    @maps_errors
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any
+                              ) -> pb.ModelStatisticsResponse:
+        stats = self.v2.model_statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(model_stats=[pb.ModelStatistics(**s) for s in stats])
+
+    @maps_errors
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any
+                         ) -> pb.ModelInferResponse:
+        infer_request = request_from_pb(request)
+        response = await self.v2.infer(request.model_name, request.model_version, infer_request,
+                                       PROTOCOL)
+        return response_to_pb(response)
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+@dataclass
+class GrpcServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    address: str
+    port: int
+
+
+def bind_address(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6 literal
+    return f"{host}:{port}"
+
+
+async def start_grpc_server(plane: DataPlane, settings: Settings) -> GrpcServer:
+    """Serve v2 gRPC, health and reflection on `settings.server.grpc_port` in this event loop.
+
+    Raises when the port cannot be bound: the contract promises gRPC, so start-up fails loudly.
+    """
+    server_settings = settings.server
+    options = [
+        ("grpc.max_receive_message_length", server_settings.max_body_bytes),
+        # Several workers share the port; one worker keeps it to itself, so that a second
+        # server started on the same port by mistake fails instead of stealing requests.
+        ("grpc.so_reuseport", 1 if server_settings.workers > 1 else 0),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(V2DataPlane(plane)),
+                                                       server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = bind_address(server_settings.host, server_settings.grpc_port)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as err:
+        raise RuntimeError(f"gRPC: cannot bind {address}: {err}") from err
+    if not port:
+        raise RuntimeError(f"gRPC: cannot bind {address}")
+    await server.start()
+    status = (health_pb2.HealthCheckResponse.SERVING if plane.ready
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, status)
+    log.info("KServe v2 gRPC on %s (%s, health, reflection)", address, SERVICE_NAME)
+    return GrpcServer(server, health_servicer, address, port)
+
+
+async def stop_grpc_server(grpc_server: GrpcServer | None, grace: float = 5.0) -> None:
+    """Report NOT_SERVING, let running calls finish for `grace` seconds, then stop."""
+    if grpc_server is None:
+        return
+    await grpc_server.health.enter_graceful_shutdown()
+    await grpc_server.server.stop(grace)
+    log.info("KServe v2 gRPC on %s stopped", grpc_server.address)
