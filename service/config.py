@@ -54,9 +54,9 @@ class ModelSettings:
 class BatchingSettings:
     max_batch_size: int = 32
     # How long the first request of a batch may wait for company when the model is idle.
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     # Padded tokens one ORT call may hold (a length-sorted group is cut when it would exceed it).
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = 4096
     # Requests queued per model before new ones are refused with 429.
     max_queue: int = 256
 

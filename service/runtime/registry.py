@@ -37,6 +37,20 @@ def _threads(settings: Settings) -> int | None:
     return settings.models.threads or None
 
 
+def _encoder_loader(cls: Any) -> Loader:
+    """Load an encoder task and give its ORT grouping the configured batch limits (the batcher
+    hands it up to `max_batch_size` inputs; it runs them in length-sorted groups that stay
+    within `max_batch_tokens` padded tokens)."""
+
+    def load(path: Path, settings: Settings) -> Any:
+        runtime = cls.load(path, threads=_threads(settings))
+        runtime.encoder.max_batch = settings.batching.max_batch_size
+        runtime.encoder.max_batch_tokens = settings.batching.max_batch_tokens
+        return runtime
+
+    return load
+
+
 def _load_translator(path: Path, settings: Settings) -> Translator:
     src, _, tgt = settings.models.translation_pair.partition("-")
     return Translator.load(path, threads=_threads(settings),
@@ -64,17 +78,17 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec(
             "text-classification", "classify",
-            load=lambda path, settings: TextClassifier.load(path, threads=_threads(settings)),
+            load=_encoder_loader(TextClassifier),
             run_batch=lambda runtime, items: runtime.classify(items),
         ),
         TaskSpec(
             "question-answering", "answer",
-            load=lambda path, settings: QuestionAnswerer.load(path, threads=_threads(settings)),
+            load=_encoder_loader(QuestionAnswerer),
             run_batch=lambda runtime, items: runtime.answer(items),
         ),
         TaskSpec(
             "feature-extraction", "embed",
-            load=lambda path, settings: Embedder.load(path, threads=_threads(settings)),
+            load=_encoder_loader(Embedder),
             run_batch=lambda runtime, items: runtime.embed(items),
         ),
         TaskSpec(
