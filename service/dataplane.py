@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from service import metrics, request_logging, tracing
@@ -33,7 +33,6 @@ class ServedModel:
     runtime: Any
     batcher: AdaptiveBatcher[Any, Any] | None = None
     generation_slots: asyncio.Semaphore | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -24,6 +24,22 @@ TINY_TASKS = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _torch_on_one_thread():
+    """The PyTorch references are tiny models: one thread is several times faster than two
+    fighting the servers under test (and other jobs) for 2 cores. Servers run in their own
+    processes and are not affected."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny")

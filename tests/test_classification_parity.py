@@ -60,17 +60,6 @@ def _assert_same(ours: list[list[dict]], theirs: list[list[dict]]) -> None:
             assert a["score"] == pytest.approx(b["score"], abs=SCORE_TOLERANCE)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _torch_on_one_thread():
-    """The reference models are tiny: one torch thread is faster, and far faster on a busy box."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=KINDS)
 def kind(request) -> str:
     return request.param

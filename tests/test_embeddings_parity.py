@@ -39,17 +39,6 @@ def _texts() -> list[str]:
 TEXTS = _texts()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _torch_on_one_thread():
-    """The reference models are tiny: one torch thread is faster, and far faster on a busy box."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def embedder(tiny_exported) -> Embedder:
     model = Embedder.load(tiny_exported(KIND), threads=1)

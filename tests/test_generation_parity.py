@@ -53,12 +53,7 @@ PROMPTS = _prompts()
 @pytest.fixture(scope="module")
 def hf(tiny_checkpoint):
     """`hf(kind)` -> (tokenizer, model, pipeline) of the PyTorch checkpoint."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
-
-    # Tiny models: one thread is ~10x faster than two fighting other processes for 2 cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
 
     @cache
     def get(kind: str, folder: Path | None = None):
@@ -67,8 +62,7 @@ def hf(tiny_checkpoint):
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         return tokenizer, model, pipeline("text-generation", model=model, tokenizer=tokenizer)
 
-    yield get
-    torch.set_num_threads(threads)
+    return get
 
 
 @pytest.fixture(scope="module")

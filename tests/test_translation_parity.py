@@ -50,15 +50,6 @@ INPUTS = [
 MAX_NEW_TOKENS = (3, 9, 16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """PyTorch on 2 busy cores with 2 threads is ~20x slower; the references need no speed."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def translators(tiny_exported) -> dict[str, Translator]:
     return {kind: Translator.load(tiny_exported(kind), threads=1) for kind in TASKS}
