@@ -13,7 +13,7 @@ export PROFILE HOST PORT GRPC_PORT BENTOML_HOME
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install serve models test test-slow lint clean
+.PHONY: install serve models test test-slow lint clean loadtest
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,25 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# Load test (loadtests/README.md): Locust headless against HOST (a URL, or host name with PORT),
+# report in LOADTEST_OUT (default reports/loadtest/SHAPE-TIME), SLO gates from SLO. Starts
+# nothing unless SERVE=PROFILE. E.g. `make loadtest SERVE=tiny SHAPE=step DURATION=300 USERS=64`
+# or `make loadtest HOST=http://10.0.0.5:3000 GRPC=10.0.0.5:3001`.
+SHAPE ?= steady
+DURATION ?= 60
+USERS ?= 10
+GRPC ?=
+SERVE ?=
+SLO ?= loadtests/slo.yaml
+LOADTEST_OUT ?=
+LOADTEST_ARGS ?=
+LOADTEST_URL = $(if $(findstring ://,$(HOST)),$(HOST),http://$(HOST):$(PORT))
+
+loadtest: install
+	$(PY) -m loadtests run --shape $(SHAPE) --duration $(DURATION) --users $(USERS) \
+	  --slo $(SLO) $(if $(SERVE),--serve $(SERVE),--host $(LOADTEST_URL)) \
+	  $(if $(GRPC),--grpc $(GRPC)) $(if $(LOADTEST_OUT),--out $(LOADTEST_OUT)) $(LOADTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,8 @@
+"""`python -m loadtests run|report ...` — see loadtests/runner.py and loadtests/README.md."""
+
+import sys
+
+from loadtests.runner import main
+
+if __name__ == "__main__":
+    sys.exit(main())

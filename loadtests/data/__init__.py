@@ -1,0 +1,1 @@
+"""Load-test payloads built from the project's English corpus (see loadtests/README.md)."""
