@@ -174,11 +174,11 @@ def test_prometheus_sees_exactly_the_requests_sent_over_http_and_grpc(prometheus
     body = {"inputs": "I loved this film.", "model": MODEL}
     url = f"{live_server.url}/classify"
     send_grpc = _grpc_sender(live_server)
-    grpc_ok = callable(send_grpc)
+    # The gRPC server is part of the service: not reaching it is a failure, not a skip.
+    assert callable(send_grpc), send_grpc
     # Warm-up: every series exists (non-zero) before Prometheus' window below starts.
     assert requests.post(url, json=body, timeout=30).status_code == 200
-    if grpc_ok:
-        send_grpc()
+    send_grpc()
     before = {p: _direct(live_server, p) for p in ("http", "grpc")}
     for protocol in ("http", "grpc"):
         seen = prometheus.wait_for(_latest(protocol), before[protocol])
@@ -194,13 +194,12 @@ def test_prometheus_sees_exactly_the_requests_sent_over_http_and_grpc(prometheus
 
     with ThreadPoolExecutor(4) as pool:
         latencies = list(pool.map(timed_post, range(HTTP_REQUESTS)))
-    if grpc_ok:
-        for _ in range(GRPC_REQUESTS):
-            send_grpc()
+    for _ in range(GRPC_REQUESTS):
+        send_grpc()
 
     # The service's own counters moved by exactly what was sent...
     expected = {"http": before["http"] + HTTP_REQUESTS,
-                "grpc": before["grpc"] + (GRPC_REQUESTS if grpc_ok else 0)}
+                "grpc": before["grpc"] + GRPC_REQUESTS}
     assert {p: _direct(live_server, p) for p in expected} == expected
     # ...and so did Prometheus' latest scrape of them.
     for protocol, value in expected.items():
@@ -219,8 +218,7 @@ def test_prometheus_sees_exactly_the_requests_sent_over_http_and_grpc(prometheus
     by_protocol = {r["metric"]["protocol"]: float(r["value"][1]) for r in increase
                    if r["metric"]["outcome"] == "ok"}
     assert by_protocol["http"] == HTTP_REQUESTS
-    if grpc_ok:
-        assert by_protocol["grpc"] == GRPC_REQUESTS
+    assert by_protocol["grpc"] == GRPC_REQUESTS
     rate = prometheus.value(
         f'sum(rate(nlp_requests_total{{model="{MODEL}",protocol="http"}}[{window}]))', at=now)
     assert rate > 0
@@ -238,7 +236,7 @@ def test_prometheus_sees_exactly_the_requests_sent_over_http_and_grpc(prometheus
     # The stage histograms and the batch count reach Prometheus as well.
     batches = prometheus.value(over_window("nlp_batch_size_count"), at=now)
     inputs = prometheus.value(over_window("nlp_batch_size_sum"), at=now)
-    sent_inputs = HTTP_REQUESTS + (2 * GRPC_REQUESTS if grpc_ok else 0)
+    sent_inputs = HTTP_REQUESTS + 2 * GRPC_REQUESTS
     assert inputs == sent_inputs
     assert 1 <= batches <= sent_inputs
     # Each stage is part of a request's duration, so its median lies below the request p95's
@@ -249,8 +247,6 @@ def test_prometheus_sees_exactly_the_requests_sent_over_http_and_grpc(prometheus
             f"histogram_quantile(0.5, sum by (le) (rate(nlp_{stage}_duration_seconds_bucket"
             f'{{model="{MODEL}"}}[{window}])))', at=now)
         assert math.isfinite(q) and 0 <= q <= p95_bucket, stage
-    if not grpc_ok:
-        pytest.skip(f"HTTP checked; gRPC part skipped: {send_grpc}")
 
 
 def test_prometheus_scrape_config_in_deploy_parses_with_promtool():
