@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from models.catalog import parse_source
@@ -26,7 +27,7 @@ class SourceError(RuntimeError):
     """A checkpoint cannot be found or fetched; the message says what to do."""
 
 
-class Source:
+class Source(ABC):
     """A checkpoint location; subclasses implement one scheme."""
 
     scheme = ""
@@ -38,17 +39,17 @@ class Source:
     def __str__(self) -> str:
         return f"{self.scheme}:{self.target}"
 
+    @abstractmethod
     def identity(self) -> dict:
         """What determines the checkpoint's content, for the model version."""
-        raise NotImplementedError
 
+    @abstractmethod
     def location(self) -> str:
         """The hub id or local folder of the original checkpoint (the `source` metadata)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fetch(self, workdir: Path) -> Path:
         """A checkpoint folder with `config.json`; `workdir` is scratch space it may use."""
-        raise NotImplementedError
 
 
 class TinySource(Source):
