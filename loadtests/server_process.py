@@ -60,8 +60,29 @@ class LiveServer:
                 self.process.kill()
 
 
+class PortCollision(RuntimeError):
+    """The server lost a race for a port between choosing it and binding it."""
+
+
 def start_server(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None = None,
-                 timeout: float = 120.0) -> LiveServer:
+                 timeout: float = 120.0, attempts: int = 3) -> LiveServer:
+    """Start a server; retry on fresh ports when a port was taken in the meantime.
+
+    Free ports are only free until someone binds them: ours (HTTP, gRPC) and the ones BentoML's
+    process manager (circus) picks for its own sockets can collide with another server starting
+    at the same moment. Such a start fails fast with "Address already in use", so retrying on new
+    ports is cheap and keeps parallel test and load runs reliable."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_once(bentoml_home, log_path, extra_env, timeout)
+        except PortCollision:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_once(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None,
+                timeout: float) -> LiveServer:
     port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -83,7 +104,9 @@ def start_server(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] |
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()[-4000:]}")
+            log = server.log()
+            error = PortCollision if "Address already in use" in log else RuntimeError
+            raise error(f"server exited with {process.returncode}:\n{log[-4000:]}")
         try:
             if requests.get(f"{server.url}/readyz", timeout=1).status_code == 200:
                 return server
