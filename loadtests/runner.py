@@ -118,6 +118,19 @@ def _sample_loadavg(path: Path, stop) -> None:
             f.flush()
 
 
+def _worker_rss(path: Path) -> list[dict]:
+    """Worker RSS growth from minute 2 to the end of the run (loadtests/worker_memory.py)."""
+    from loadtests.worker_memory import rss_growth
+
+    growth = [{"pid": g.pid, "start_mb": round(g.start_bytes / 2**20, 1),
+               "end_mb": round(g.end_bytes / 2**20, 1), "growth": round(g.growth, 4),
+               "samples": g.samples} for g in rss_growth(path)]
+    for g in growth:
+        print(f"loadtest: worker {g['pid']} RSS {g['start_mb']} MB at minute 2, "
+              f"{g['end_mb']} MB at the end ({g['growth']:+.1%})", flush=True)
+    return growth
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args.shape)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +245,12 @@ def run(args: argparse.Namespace) -> int:
         stop = threading.Event()
         threading.Thread(target=_sample_loadavg, args=(out / "loadavg.csv", stop),
                          daemon=True).start()
+        server_pid = server.process.pid if server is not None else args.server_pid
+        stop_rss = None
+        if server_pid:
+            from loadtests.worker_memory import start_sampling
+
+            stop_rss = start_sampling(server_pid, out / "worker_rss.csv")
         process = subprocess.Popen(master, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         deadline = args.duration + args.stop_timeout + 120
@@ -245,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"loadtest: Locust overran {deadline:g}s and was killed", file=sys.stderr)
         finally:
             stop.set()
+            if stop_rss is not None:
+                stop_rss.set()
             for worker in workers:
                 try:
                     worker.wait(timeout=30)
@@ -252,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
                     worker.kill()
         meta.update(locust_exit=rc, finished=datetime.now(UTC).isoformat(timespec="seconds"),
                     machine_after=_machine())
+        if stop_rss is not None:
+            meta["worker_rss"] = _worker_rss(out / "worker_rss.csv")
         (out / "meta.json").write_text(json.dumps(meta, indent=2))
     finally:
         if server is not None:
@@ -963,6 +986,9 @@ def main(argv: list[str] | None = None) -> int:
                    "run (otherwise nothing is started)")
     r.add_argument("--bentoml-home", help="model store for --serve (default $BENTOML_HOME or "
                    ".bentoml)")
+    r.add_argument("--server-pid", type=int, default=0,
+                   help="pid of the `bentoml serve` process: sample its workers' RSS every 5 s "
+                   "into worker_rss.csv (automatic with --serve)")
     r.add_argument("--only", help="comma-separated user classes to run (default: all served)")
     r.add_argument("--workers", type=int, default=0, help="distributed: N local Locust "
                    "workers under one master")

@@ -65,7 +65,8 @@ class PortCollision(RuntimeError):
 
 
 def start_server(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None = None,
-                 timeout: float = 120.0, attempts: int = 3) -> LiveServer:
+                 timeout: float = 120.0, attempts: int = 3,
+                 poll_interval: float = 0.25) -> LiveServer:
     """Start a server; retry on fresh ports when a port was taken in the meantime.
 
     Free ports are only free until someone binds them: ours (HTTP, gRPC) and the ones BentoML's
@@ -74,7 +75,7 @@ def start_server(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] |
     ports is cheap and keeps parallel test and load runs reliable."""
     for attempt in range(1, attempts + 1):
         try:
-            return _start_once(bentoml_home, log_path, extra_env, timeout)
+            return _start_once(bentoml_home, log_path, extra_env, timeout, poll_interval)
         except PortCollision:
             if attempt == attempts:
                 raise
@@ -82,7 +83,7 @@ def start_server(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] |
 
 
 def _start_once(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None,
-                timeout: float) -> LiveServer:
+                timeout: float, poll_interval: float = 0.25) -> LiveServer:
     port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -112,6 +113,6 @@ def _start_once(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | 
                 return server
         except requests.RequestException:
             pass
-        time.sleep(0.25)
+        time.sleep(poll_interval)
     server.stop()
     raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()[-4000:]}")

@@ -154,6 +154,7 @@ def describe(
         "default": spec.default,
         "description": spec.description,
         "licence": spec.licence,
+        "card": source.card(folder) or None,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

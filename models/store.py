@@ -151,12 +151,18 @@ def verify_files(folder: Path) -> dict:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as err:
         raise ManifestError(f"{folder}: no readable {MANIFEST} ({err})") from None
+    rebuild = "rebuild it with `python -m models build`"
     for rel, expected in manifest.get("files", {}).items():
         path = folder / rel
         if not path.is_file():
-            raise ManifestError(f"{folder}: {rel} is missing")
-        if file_sha256(path) != expected:
-            raise ManifestError(f"{folder}: {rel} does not match its sha256 in {MANIFEST}")
+            raise ManifestError(f"file {rel} is missing from {folder} ({MANIFEST} lists it); "
+                                f"{rebuild}")
+        actual = file_sha256(path)
+        if actual != expected:
+            raise ManifestError(
+                f"file {rel} in {folder} does not match {MANIFEST} (sha256 {actual[:12]}…, "
+                f"expected {expected[:12]}…; {path.stat().st_size} bytes): it was truncated or "
+                f"changed after export; {rebuild}")
     return manifest
 
 

@@ -7,11 +7,19 @@ cancels queued work by a latency estimate. This batcher is driven by the model b
 model starts at once (no added latency at low load), a busy one collects everything that queued up
 behind the running batch, up to `max_batch_size`. `max_wait_ms` optionally holds an idle model back
 a little to gather company. The batch function regroups items by length itself (see the tasks).
+
+Admission: a request is refused at once (`Overloaded`: 429 / RESOURCE_EXHAUSTED) when the queue
+holds `max_queue` items, or when its estimated wait (what the running batch has left plus one
+recent batch time per `max_batch_size` items queued ahead of it) exceeds `max_queue_ms`. Refusing
+early is what keeps the latency of admitted requests near normal under overload: a queue that
+only bounds length lets every admitted request wait behind hundreds of others. An idle model
+with an empty queue always admits, so one slow batch cannot lock a model out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +52,7 @@ class AdaptiveBatcher(Generic[T, R]):
         max_batch_size: int = 32,
         max_wait_ms: float = 0.0,
         max_queue: int = 256,
+        max_queue_ms: float = 0.0,
         observer: BatchObserver | None = None,
     ) -> None:
         self.name = name
@@ -51,7 +60,12 @@ class AdaptiveBatcher(Generic[T, R]):
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.max_queue = max_queue
+        self.max_queue_wait = max(0.0, max_queue_ms) / 1000.0
         self._observer = observer
+        # Recent seconds per batch (moving average) and when the running batch started: the
+        # wait estimate of admission control.
+        self.batch_seconds = 0.0
+        self._running_since: float | None = None
         self._queue: asyncio.Queue[_Job[T, R]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
@@ -60,6 +74,33 @@ class AdaptiveBatcher(Generic[T, R]):
     @property
     def queued(self) -> int:
         return self._queue.qsize() if self._queue else 0
+
+    def estimated_wait(self) -> float:
+        """Seconds a request arriving now would wait before its first batch starts."""
+        left = 0.0
+        if self._running_since is not None:
+            left = max(0.0, self._running_since + self.batch_seconds - time.perf_counter())
+        return left + math.ceil(self.queued / self.max_batch_size) * self.batch_seconds
+
+    def saturation(self, items: int = 1) -> tuple[str, float] | None:
+        """(reason, retry-after seconds) when `items` more would pass a bound, else None.
+
+        Cheap and read-only, so the HTTP front door can ask before it reads a body
+        (`service.http.early_shedding`)."""
+        queued = self.queued
+        if queued + items > self.max_queue:
+            return f"model {self.name!r} has {queued} requests queued", 1.0
+        if self.max_queue_wait > 0:
+            wait = self.estimated_wait()
+            if wait > self.max_queue_wait:
+                return (f"model {self.name!r} is busy: about {wait * 1000:.0f} ms of work queued",
+                        max(1.0, wait))
+        return None
+
+    def _admit(self, items: int) -> None:
+        verdict = self.saturation(items)
+        if verdict is not None:
+            raise Overloaded(verdict[0], retry_after=verdict[1])
 
     def _ensure_worker(self) -> asyncio.Queue[_Job[T, R]]:
         if self._queue is None or self._worker is None or self._worker.done():
@@ -70,9 +111,7 @@ class AdaptiveBatcher(Generic[T, R]):
     async def submit_many(self, items: Sequence[T]) -> list[R]:
         """Queue every item (all or none) and wait for their results, in order."""
         queue = self._ensure_worker()
-        if queue.qsize() + len(items) > self.max_queue:
-            raise Overloaded(f"model {self.name!r} has {queue.qsize()} requests queued",
-                             retry_after=1.0)
+        self._admit(len(items))
         loop = asyncio.get_running_loop()
         jobs = [_Job(item, loop.create_future()) for item in items]
         for job in jobs:
@@ -113,6 +152,7 @@ class AdaptiveBatcher(Generic[T, R]):
                 continue
             started = time.perf_counter()
             waits = [started - job.enqueued for job in batch]
+            self._running_since = started
             try:
                 results: Any = await loop.run_in_executor(
                     self._executor, self._run_isolating, [job.item for job in batch]
@@ -122,7 +162,11 @@ class AdaptiveBatcher(Generic[T, R]):
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
+            finally:
+                self._running_since = None
             elapsed = time.perf_counter() - started
+            self.batch_seconds = elapsed if self.batch_seconds == 0 else (
+                0.8 * self.batch_seconds + 0.2 * elapsed)
             self.batches_run += 1
             if self._observer:
                 self._observer(len(batch), waits, elapsed)

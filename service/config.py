@@ -38,7 +38,7 @@ class ServerSettings:
 
 @dataclass
 class ModelSettings:
-    profile: str = "tiny"
+    profile: str = "local"
     # Served model names; empty = every model of the profile.
     serve: list[str] = field(default_factory=list)
     # task -> model name overriding the catalog's default for that task.
@@ -59,6 +59,8 @@ class BatchingSettings:
     max_batch_tokens: int = 4096
     # Requests queued per model before new ones are refused with 429.
     max_queue: int = 256
+    # Estimated queueing time (ms) past which new requests are refused with 429; 0 = no bound.
+    max_queue_ms: float = 1000.0
 
 
 @dataclass
@@ -67,6 +69,11 @@ class LimitSettings:
     max_new_tokens: int = 512
     max_num_beams: int = 8
     max_concurrent_generations: int = 8
+    # Generation requests that may wait for a place in the decode batch; past it 429.
+    max_queued_generations: int = 0
+    # Seconds a request may run before its work is stopped and it gets 504 (0 = no limit); a
+    # client may ask for less with the X-Request-Timeout header.
+    request_timeout_s: float = 0.0
 
 
 @dataclass

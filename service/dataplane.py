@@ -9,21 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from service import metrics, request_logging, tracing
+from service import deadlines, metrics, request_logging, tracing
 from service.batching import AdaptiveBatcher
 from service.config import Settings
 from service.model_repository import ModelRecord, load_records
 from service.runtime import stages
-from service.runtime.errors import InvalidInput, ModelNotFound, Overloaded, ServingError
+from service.runtime.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+    ServingError,
+)
+from service.runtime.generation_scheduler import GenerationScheduler
 from service.runtime.registry import TASKS, TaskSpec
 
 log = logging.getLogger("service.dataplane")
+# Models loaded at once at start-up (one per core this process may use).
+LOAD_THREADS = len(os.sched_getaffinity(0))
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,7 +44,7 @@ class ServedModel:
     spec: TaskSpec
     runtime: Any
     batcher: AdaptiveBatcher[Any, Any] | None = None
-    generation_slots: asyncio.Semaphore | None = None
+    scheduler: GenerationScheduler | None = None
 
     @property
     def name(self) -> str:
@@ -46,7 +58,7 @@ class ServedModel:
         r = self.record
         return {"task": r.task, "name": r.name, "tag": r.tag, "source": r.source,
                 "optimization": r.optimization, "quantization": r.quantization,
-                "default": default}
+                "default": default, "untrained": r.untrained}
 
 
 @dataclass(slots=True)
@@ -88,23 +100,23 @@ class DataPlane:
         """Load and warm up every configured model; raises if any fails (start-up stops)."""
         records = list(records) if records is not None else load_records(self.settings)
         tracing.configure()
-        for record in records:
+        # Sessions are built and warmed up side by side: ORT and tokenizers release the GIL,
+        # so start-up takes less than the sum of the models' load times.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(records), LOAD_THREADS)),
+                                thread_name_prefix="load") as pool:
+            loaded = list(pool.map(self._load_runtime, records))
+        for record, (runtime, seconds) in zip(records, loaded, strict=True):
             spec = TASKS[record.task]
-            started = time.perf_counter()
-            runtime = spec.load(record.path, self.settings)
-            runtime.warmup()
             served = ServedModel(record, spec, runtime)
             if spec.run_batch is not None:
                 served.batcher = self._make_batcher(served)
             if spec.streams:
-                served.generation_slots = asyncio.Semaphore(
-                    self.settings.limits.max_concurrent_generations)
+                served.scheduler = self._make_scheduler(served)
             self.models[record.name] = served
             metrics.MODEL_INFO.labels(record.name, record.task, record.version,
                                       record.optimization or "none",
                                       record.quantization or "none").set(1)
-            log.info("loaded %s (%s) in %.2fs", record.tag, record.task,
-                     time.perf_counter() - started)
+            log.info("loaded %s (%s) in %.2fs", record.tag, record.task, seconds)
         for record in records:
             if record.default or record.task not in self.defaults:
                 self.defaults.setdefault(record.task, record.name)
@@ -115,6 +127,13 @@ class DataPlane:
                 raise ModelNotFound(f"configured default for {task} is {name!r}, not served")
             self.defaults[task] = name
         self.ready = True
+
+    def _load_runtime(self, record: ModelRecord) -> tuple[Any, float]:
+        """A model's runtime, loaded and warmed up, and the seconds that took."""
+        started = time.perf_counter()
+        runtime = TASKS[record.task].load(record.path, self.settings)
+        runtime.warmup()
+        return runtime, time.perf_counter() - started
 
     def _make_batcher(self, served: ServedModel) -> AdaptiveBatcher[Any, Any]:
         b = self.settings.batching
@@ -169,13 +188,31 @@ class DataPlane:
         return AdaptiveBatcher(
             name, run,
             max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms, max_queue=b.max_queue,
-            observer=observe,
+            max_queue_ms=b.max_queue_ms, observer=observe,
         )
+
+    def _make_scheduler(self, served: ServedModel) -> GenerationScheduler:
+        """The model's decode loop: up to `limits.max_concurrent_generations` sequences decoded
+        together, `limits.max_queued_generations` more waiting for a place."""
+        name, task = served.name, served.task
+        batch_size = metrics.BATCH_SIZE.labels(name, task)
+        generated = metrics.GENERATED_TOKENS.labels(name, task)
+
+        def observe(rows: int, tokens: int) -> None:
+            # Counted as computed, step by step: a stopped generation stops this counter.
+            batch_size.observe(rows)
+            generated.inc(tokens)
+
+        return GenerationScheduler(
+            served.runtime, name, max_active=self.settings.limits.max_concurrent_generations,
+            max_waiting=self.settings.limits.max_queued_generations, on_step=observe)
 
     def close(self) -> None:
         for served in self.models.values():
             if served.batcher:
                 served.batcher.close()
+            if served.scheduler:
+                served.scheduler.close()
         tracing.shutdown()
 
     # --- lookup ---------------------------------------------------------------------------------
@@ -234,6 +271,9 @@ class DataPlane:
         except Overloaded as exc:
             outcome, error = "overload", exc
             raise
+        except DeadlineExceeded as exc:
+            outcome, error = "timeout", exc
+            raise
         except (asyncio.CancelledError, GeneratorExit):
             # GeneratorExit: the consumer of a generation stream stopped before its end.
             outcome = "cancelled"
@@ -267,7 +307,7 @@ class DataPlane:
             assert served.batcher is not None
             queued = [_Queued(item) for item in items]
             enqueued = time.perf_counter()
-            results = await served.batcher.submit_many(queued)
+            results = await _within_deadline(served.batcher.submit_many(queued))
             if request.span is not None:
                 _trace_batches(request.span, enqueued, queued)
             return results
@@ -276,54 +316,65 @@ class DataPlane:
     async def generate_stream(self, prompt: str, params: Any, model: str | None,
                               protocol: str, task: str = "text-generation", *,
                               add_special_tokens: bool = True) -> AsyncIterator[Any]:
-        """Yield the runtime's stream events (tokens, then the final result) without blocking
-        the event loop; generation stops when the consumer stops iterating."""
+        """Yield the runtime's stream events (tokens, then the final result) as the model's
+        scheduler makes them; the request decodes in one batch with the other requests.
+
+        Generation stops when the consumer stops iterating (a client that went away: its row
+        leaves the batch before the next step) or when the request's deadline passes
+        (`DeadlineExceeded`, raised from the iteration)."""
         served = self._lookup(task, model, protocol)
         name = served.name
         with self.observe(served, protocol) as request:
-            slots = served.generation_slots
-            assert slots is not None
-            if slots.locked():
-                raise Overloaded(f"model {name!r} is generating at capacity", retry_after=1.0)
-            async with slots:
-                started = time.perf_counter()
-                metrics.QUEUE_DURATION.labels(name, task).observe(started - request.started)
-                # The prompt is tokenized (and validated) by this call, on the event loop.
-                with stages.recording() as times:
-                    iterator = served.runtime.stream(prompt, params,
-                                                     add_special_tokens=add_special_tokens)
-                decoding = time.perf_counter()
-                metrics.TOKENIZATION_DURATION.labels(name, task).observe(times.tokenize_seconds)
-                metrics.INPUT_TOKENS.labels(name, task).inc(times.input_tokens)
-                first_at: float | None = None
-                sentinel = object()
-                tokens = 0
-                try:
-                    while True:
-                        event = await asyncio.to_thread(next, iterator, sentinel)
-                        if event is sentinel:
-                            break
-                        if getattr(event, "is_token", False):
-                            tokens += 1
-                            if first_at is None:
-                                first_at = time.perf_counter()
-                                metrics.TIME_TO_FIRST_TOKEN.labels(name, task).observe(
-                                    first_at - request.started)
-                        yield event
-                finally:
-                    close: Callable[[], None] | None = getattr(iterator, "close", None)
-                    if close:
-                        await asyncio.to_thread(close)
-                    finished = time.perf_counter()
-                    metrics.GENERATED_TOKENS.labels(name, task).inc(tokens)
-                    metrics.INFERENCE_DURATION.labels(name, task).observe(finished - decoding)
-                    per_token = None
-                    if first_at is not None and tokens > 1:
-                        per_token = (finished - first_at) / (tokens - 1)
-                        metrics.TIME_PER_OUTPUT_TOKEN.labels(name, task).observe(per_token)
-                    if request.span is not None:
-                        _trace_generation(request, started, times, decoding, finished, tokens,
-                                          first_at, per_token)
+            scheduler = served.scheduler
+            assert scheduler is not None
+            # The prompt is tokenized (and validated) here, on the event loop.
+            started = time.perf_counter()
+            with stages.recording() as times:
+                sequence = served.runtime.prepare(prompt, params,
+                                                  add_special_tokens=add_special_tokens)
+            metrics.TOKENIZATION_DURATION.labels(name, task).observe(times.tokenize_seconds)
+            metrics.INPUT_TOKENS.labels(name, task).inc(times.input_tokens)
+            deadline = deadlines.current()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded("the request's deadline passed before generation started")
+            generation = scheduler.submit(sequence, deadline)
+            first_at: float | None = None
+            tokens = 0
+            try:
+                async for event in generation:
+                    if getattr(event, "is_token", False):
+                        tokens += 1
+                        if first_at is None:
+                            first_at = time.perf_counter()
+                            metrics.TIME_TO_FIRST_TOKEN.labels(name, task).observe(
+                                first_at - request.started)
+                    yield event
+            finally:
+                generation.cancel()  # a no-op once it finished
+                finished = time.perf_counter()
+                admitted = generation.admitted or finished
+                metrics.QUEUE_DURATION.labels(name, task).observe(admitted - generation.submitted)
+                metrics.INFERENCE_DURATION.labels(name, task).observe(finished - admitted)
+                per_token = None
+                if first_at is not None and tokens > 1:
+                    per_token = (finished - first_at) / (tokens - 1)
+                    metrics.TIME_PER_OUTPUT_TOKEN.labels(name, task).observe(per_token)
+                if request.span is not None:
+                    _trace_generation(request, started, times, generation.submitted, admitted,
+                                      finished, tokens, first_at, per_token)
+
+
+async def _within_deadline(work: Awaitable[T]) -> T:
+    """Await `work`, or raise DeadlineExceeded (cancelling it) when the request's deadline
+    passes first."""
+    left = deadlines.remaining()
+    if left is None:
+        return await work
+    try:
+        async with asyncio.timeout(max(left, 0.0)):
+            return await work
+    except TimeoutError:
+        raise DeadlineExceeded("the request's deadline passed before its batch finished") from None
 
 
 def _trace_batches(span: Any, enqueued: float, queued: Sequence[_Queued]) -> None:
@@ -342,12 +393,12 @@ def _trace_batches(span: Any, enqueued: float, queued: Sequence[_Queued]) -> Non
 
 
 def _trace_generation(request: RequestTrace, started: float, times: stages.StageTimes,
-                      decoding: float, finished: float, tokens: int, first_at: float | None,
-                      per_token: float | None) -> None:
-    """Queue (for a slot), tokenize and one summary span of the decode loop."""
-    tracing.stage(request.span, "nlp.queue", request.started, started)
+                      submitted: float, decoding: float, finished: float, tokens: int,
+                      first_at: float | None, per_token: float | None) -> None:
+    """Tokenize, queue (for a place in the decode batch) and one summary span of the decoding."""
     tracing.stage(request.span, "nlp.tokenize", started, started + times.tokenize_seconds,
                   {"nlp.input_tokens": times.input_tokens})
+    tracing.stage(request.span, "nlp.queue", submitted, decoding)
     summary: dict[str, Any] = {"nlp.generated_tokens": tokens}
     if first_at is not None:
         summary["nlp.time_to_first_token_s"] = first_at - request.started

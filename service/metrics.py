@@ -3,10 +3,11 @@
 Names follow TEI's split of one request into stages (queue, tokenization, inference), with
 bounded labels only: model (a served model name, or `unknown` when a request named none that is
 served), task, protocol (http | grpc) and outcome (ok | client_error | overload | server_error |
-cancelled). Latency buckets span 100 µs to 60 s: tokenizing a sentence or waiting for an idle
-model takes tens of microseconds, a tiny model answers in about a millisecond, generation can
-take tens of seconds. BentoML runs workers with prometheus_client's multiprocess mode, so these
-appear at its `/metrics` beside its own metrics. docs/metrics.md is the reference table.
+cancelled | timeout). Latency buckets span 100 µs to 60 s: tokenizing a sentence or waiting for
+an idle model takes tens of microseconds, a tiny model answers in about a millisecond,
+generation can take tens of seconds. BentoML runs workers with prometheus_client's multiprocess
+mode, so these appear at its `/metrics` beside its own metrics. docs/metrics.md is the reference
+table.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 PROTOCOLS = ("http", "grpc")
-OUTCOMES = ("ok", "client_error", "overload", "server_error", "cancelled")
+OUTCOMES = ("ok", "client_error", "overload", "server_error", "cancelled", "timeout")
 # The model label of requests refused before a served model was found (never the name sent).
 UNKNOWN_MODEL = "unknown"
 
 REQUESTS = Counter(
     "nlp_requests_total",
     "Requests that reached the data plane, by outcome (ok, client_error, overload, "
-    "server_error, cancelled)",
+    "server_error, cancelled, timeout)",
     ["model", "task", "protocol", "outcome"],
 )
 REQUEST_DURATION = Histogram(
@@ -72,7 +73,9 @@ INPUT_TOKENS = Counter(
     ["model", "task"],
 )
 GENERATED_TOKENS = Counter(
-    "nlp_generated_tokens_total", "Tokens generated", ["model", "task"],
+    "nlp_generated_tokens_total",
+    "Tokens generated, counted as each decode step computes them (a cancelled generation "
+    "stops adding)", ["model", "task"],
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "nlp_time_to_first_token_seconds", "Generation: request start to first token",

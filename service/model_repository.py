@@ -31,6 +31,12 @@ class ModelRecord:
     def version(self) -> str:
         return self.tag.split(":", 1)[1] if ":" in self.tag else ""
 
+    @property
+    def untrained(self) -> bool:
+        """Random weights (a `tiny:` source): its outputs are noise, and every protocol says so
+        (`untrained` in the model lists and v2 metadata, a `Warning` header on HTTP answers)."""
+        return str(self.metadata.get("source_uri", "")).startswith("tiny:")
+
 
 def _record(entry: dict[str, Any]) -> ModelRecord:
     return ModelRecord(
@@ -73,5 +79,6 @@ def load_records(settings: Settings) -> list[ModelRecord]:
             try:
                 store.verify_files(record.path)
             except store.ManifestError as err:
-                raise ModelLoadError(f"model {record.tag}: {err}") from None
+                raise ModelLoadError(f"model {record.name} ({record.tag}) failed "
+                                     f"verification: {err}") from None
     return records

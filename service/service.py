@@ -9,17 +9,36 @@ app, and the KServe v2 gRPC server (`service.kserve`) starts and stops with each
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 
 import bentoml
 
 from service.config import load_settings
 from service.dataplane import DataPlane
 from service.http.app import create_app
+from service.http.json_not_found import JsonNotFoundMiddleware
 from service.kserve.grpc_server import GrpcServer, start_grpc_server, stop_grpc_server
+from service.model_repository import load_records
+from service.runtime.errors import ModelLoadError
 
 settings = load_settings()
 app = create_app(settings)
 log = logging.getLogger("service")
+
+
+def _imported_by_bentoml_serve() -> bool:
+    """True in the `bentoml serve` process itself (not in its workers, nor in other imports)."""
+    return sys.argv[1:2] == ["serve"] and "bentoml" in Path(sys.argv[0]).parts[-2:]
+
+
+if _imported_by_bentoml_serve():
+    # Check the model files before any worker starts: a worker whose models fail verification
+    # would be respawned forever by BentoML's process manager, and the server would never exit.
+    try:
+        load_records(settings)
+    except ModelLoadError as err:
+        raise SystemExit(f"nlp-serving cannot start: {err.message}") from None
 
 
 @bentoml.service(
@@ -49,3 +68,7 @@ class NLPService:
     async def close(self) -> None:
         await stop_grpc_server(self.grpc)
         self.plane.close()
+
+
+# Around BentoML's own router: its plain-text 404 for unmatched paths becomes our JSON error.
+NLPService.add_asgi_middleware(JsonNotFoundMiddleware)

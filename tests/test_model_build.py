@@ -224,13 +224,15 @@ def test_served_models_names_what_is_not_built(store_env):
 def test_catalog_profiles_cover_every_task_with_one_default():
     catalog = load_catalog()
     assert set(catalog.profiles) >= {"tiny", "hub", "local"}
-    for name in ("tiny", "hub"):
+    assert catalog.default_profile == "local"
+    for name in ("tiny", "hub", "local"):
         defaults = catalog.profile(name).defaults()
         assert set(defaults) == {"text-classification", "question-answering",
                                  "text-generation", "translation", "feature-extraction"}
     assert catalog.profile("tiny").defaults()["text-generation"].name == "tiny-llama-chat"
     assert all(spec.revision for spec in catalog.profile("hub"))
     assert catalog.profile("local").get("all-minilm-l6-v2").scheme == "package"
+    assert catalog.profile("local").get("smollm2-135m-instruct").scheme == "gguf"
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.runtime.errors import InvalidInput, ModelLoadError, ModelNotFound, Overloaded
+from service.runtime.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    Overloaded,
+)
 
 log = logging.getLogger("service.http")
 
@@ -33,17 +41,22 @@ def _field_path(loc: tuple) -> str | None:
     return path or None
 
 
+def error_body(path: str, status: int, message: str, field: str | None = None,
+               kind: str = "invalid_request_error") -> tuple[int, dict]:
+    """The status and body of an error on `path`, in the shape of that path's protocol."""
+    if path.startswith("/v1/"):
+        # OpenAI answers every invalid request with 400 invalid_request_error.
+        status = 400 if status == 422 else status
+        return status, {"error": {"message": message, "type": kind, "param": field, "code": None}}
+    if path.startswith("/v2/"):
+        return status, {"error": message}
+    return status, {"error": message, "field": field}
+
+
 def error_response(request: Request, status: int, message: str, field: str | None = None,
                    kind: str = "invalid_request_error",
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    if request.url.path.startswith("/v1/"):
-        # OpenAI answers every invalid request with 400 invalid_request_error.
-        status = 400 if status == 422 else status
-        body = {"error": {"message": message, "type": kind, "param": field, "code": None}}
-    elif request.url.path.startswith("/v2/"):
-        body = {"error": message}
-    else:
-        body = {"error": message, "field": field}
+    status, body = error_body(request.url.path, status, message, field, kind)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -77,6 +90,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, 429, exc.message, None, kind="rate_limit_exceeded",
                               headers={"Retry-After": retry})
 
+    @app.exception_handler(DeadlineExceeded)
+    async def deadline_exceeded(request: Request, exc: DeadlineExceeded) -> JSONResponse:
+        return error_response(request, 504, exc.message, None, kind="timeout")
+
     @app.exception_handler(ModelLoadError)
     async def not_loaded(request: Request, exc: ModelLoadError) -> JSONResponse:
         return error_response(request, 503, exc.message, None, kind="service_unavailable",
@@ -97,3 +114,60 @@ def install_error_handlers(app: FastAPI) -> None:
 def sse_error(message: str, field: str | None = None) -> str:
     """An error event for a stream that already started (the status line is gone)."""
     return f"data: {json.dumps({'error': message, 'field': field})}\n\n"
+
+
+# --- the error shapes, as the OpenAPI document declares them ----------------------------------
+
+class ErrorBody(BaseModel):
+    """Task routes' error: a message and the request field it is about (dotted path)."""
+
+    error: str
+    field: str | None
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    """`/v1` routes' error, OpenAI's object (what the `openai` client reads)."""
+
+    error: OpenAIErrorDetail
+
+
+class V2ErrorBody(BaseModel):
+    """KServe v2 REST error, as the v2 specification writes it."""
+
+    error: str
+
+
+def _declared(model: type[BaseModel], statuses: dict[int | str, str]) -> dict[int | str, Any]:
+    return {status: {"model": model, "description": text} for status, text in statuses.items()}
+
+
+_OVERLOAD = "overloaded: queue or concurrency bound reached (`Retry-After` header)"
+_NOT_LOADED = "model not loaded (`Retry-After` header)"
+_TOO_LARGE = "request body over `server.max_body_bytes`"
+_TIMEOUT = "the request's deadline (`X-Request-Timeout`, `limits.request_timeout_s`) passed"
+
+TASK_ERRORS = _declared(ErrorBody, {
+    400: "malformed JSON", 404: "unknown model", 413: _TOO_LARGE,
+    422: "invalid request; `field` names the offending field", 429: _OVERLOAD, 503: _NOT_LOADED,
+    504: _TIMEOUT})
+OPENAI_ERRORS = _declared(OpenAIErrorBody, {
+    400: "invalid request; `param` names the offending field", 404: "unknown model",
+    413: _TOO_LARGE, 429: _OVERLOAD, 503: _NOT_LOADED, 504: _TIMEOUT,
+    # Declared so that FastAPI does not add its default 422 (HTTPValidationError): /v1 answers
+    # invalid requests with 400, as OpenAI does.
+    "4XX": "any other client error"})
+V2_ERRORS = _declared(V2ErrorBody, {
+    400: "malformed request", 404: "unknown model", 413: _TOO_LARGE,
+    422: "invalid inputs or parameters", 429: _OVERLOAD, 503: _NOT_LOADED, 504: _TIMEOUT})
+
+# One Server-Sent Event of a streamed answer (`"stream": true`): its `data` is one JSON object
+# (or `[DONE]`, which ends a /v1 stream).
+SSE_EVENT = {"type": "object", "required": ["data"],
+             "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}

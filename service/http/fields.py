@@ -10,6 +10,11 @@ from pydantic import AfterValidator, StringConstraints
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("text must not be empty or only whitespace")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate: JSON can carry "\ud800"
+        raise ValueError(f"text is not valid Unicode: lone surrogate U+{ord(value[err.start]):04X}"
+                         f" at character {err.start}") from None
     return value
 
 

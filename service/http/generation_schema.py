@@ -97,7 +97,8 @@ def tgi_response(final: Any, body: GenerateRequest) -> dict[str, Any]:
 
 async def generation_events_as_tgi_sse(first: Any, events: AsyncIterator[Any],
                                        body: GenerateRequest) -> AsyncIterator[str]:
-    """TGI's stream: one event per token; the last token's event carries the full text."""
+    """TGI's stream: one event per token; the last token's event carries the full text.
+    Closing this generator (the client went away) closes `events`, which stops generation."""
     pending = first if getattr(first, "is_token", False) else None
     final = None if pending else first
     index = 0
@@ -114,6 +115,8 @@ async def generation_events_as_tgi_sse(first: Any, events: AsyncIterator[Any],
     except ServingError as exc:
         yield _sse({"error": exc.message, "error_type": type(exc).__name__})
         return
+    finally:
+        await events.aclose()
     if pending is not None and final is not None:
         index += 1
         yield _sse({"index": index, "token": token_json(pending),

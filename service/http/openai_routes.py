@@ -13,16 +13,18 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.dataplane import DataPlane
+from service.http import untrained
+from service.http.errors import OPENAI_ERRORS, SSE_EVENT
 from service.http.fields import ModelName, Text
+from service.http.streaming import EventStreamResponse
 from service.runtime.errors import InvalidInput, ServingError
 from service.runtime.tasks.generation import GenerationParameters
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERRORS)
 TASK = "text-generation"
 
 
@@ -90,6 +92,16 @@ class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict[str, Any]]
     name: str | None = None
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> ChatMessage:
+        text = self.as_template_message()["content"]
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate: JSON can carry "\ud800"
+            raise ValueError(f"content is not valid Unicode: lone surrogate "
+                             f"U+{ord(text[err.start]):04X} at character {err.start}") from None
+        return self
 
     def as_template_message(self) -> dict[str, str]:
         content = self.content
@@ -165,7 +177,8 @@ class _StopHoldback:
 
 async def _stream(events: AsyncIterator[Any], first: Any, chunk: Any, stops: list[str],
                   include_usage: bool, base: dict[str, Any]) -> AsyncIterator[str]:
-    """OpenAI's SSE: one chunk per text piece, a closing chunk, optional usage, `[DONE]`."""
+    """OpenAI's SSE: one chunk per text piece, a closing chunk, optional usage, `[DONE]`.
+    Closing this generator (the client went away) closes `events`, which stops generation."""
     final = None
     holdback = _StopHoldback(stops)
     try:
@@ -182,6 +195,8 @@ async def _stream(events: AsyncIterator[Any], first: Any, chunk: Any, stops: lis
         pass
     except ServingError as exc:
         yield _sse({"error": {"message": exc.message, "type": type(exc).__name__}})
+    finally:
+        await events.aclose()
     if final is not None:
         rest = holdback.finish(_without_stop(final))
         if rest:
@@ -205,14 +220,20 @@ async def list_models(request: Request) -> dict[str, Any]:
     """The generation models, as OpenAI's model list."""
     return {"object": "list", "data": [
         {"id": m["name"], "object": "model", "created": 0, "owned_by": "nlp-serving",
-         "task": m["task"], "source": m["source"]}
+         "task": m["task"], "source": m["source"], "untrained": m["untrained"]}
         for m in plane(request).describe() if m["task"] == TASK]}
 
 
-@router.post("/completions")
-async def completions(body: CompletionRequest, request: Request) -> Any:
+# Both answer JSON, or Server-Sent Events when the request has `"stream": true`.
+_STREAMS = {200: {"description": "JSON; `text/event-stream` when `stream`",
+                  "content": {"text/event-stream": {"schema": SSE_EVENT}}}}
+
+
+@router.post("/completions", responses=_STREAMS)
+async def completions(body: CompletionRequest, request: Request, response: Response) -> Any:
     dp = plane(request)
     served = dp.model(TASK, body.model)
+    warning = untrained.headers_for(dp, TASK, served.name)
     params = body.parameters(body.max_tokens)
     events = dp.generate_stream(body.text, params, served.name, "http")
     base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
@@ -224,21 +245,23 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(events, first, chunk, params.stop, include_usage, base),
-                                 media_type="text/event-stream")
+        return EventStreamResponse(
+            _stream(events, first, chunk, params.stop, include_usage, base), headers=warning)
     final = await _collect(events)
+    response.headers.update(warning)
     return {**base, "choices": [{"text": _without_stop(final), "index": 0, "logprobs": None,
                                  "finish_reason": _finish(final.finish_reason)}],
             "usage": _usage(final)}
 
 
-@router.post("/chat/completions")
-async def chat_completions(body: ChatRequest, request: Request) -> Any:
+@router.post("/chat/completions", responses=_STREAMS)
+async def chat_completions(body: ChatRequest, request: Request, response: Response) -> Any:
     dp = plane(request)
     served = dp.model(TASK, body.model)
     if not served.runtime.chat_template:
         raise InvalidInput(f"model {served.name!r} has no chat template; use /v1/completions",
                            field="model")
+    warning = untrained.headers_for(dp, TASK, served.name)
     prompt = served.runtime.apply_chat_template(
         [m.as_template_message() for m in body.messages])
     params = body.parameters(body.max_completion_tokens or body.max_tokens)
@@ -259,11 +282,11 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
+        return EventStreamResponse(
             _stream(events, first, chunk, params.stop, include_usage,
-                    {**base, "object": "chat.completion.chunk"}),
-            media_type="text/event-stream")
+                    {**base, "object": "chat.completion.chunk"}), headers=warning)
     final = await _collect(events)
+    response.headers.update(warning)
     return {**base, "object": "chat.completion",
             "choices": [{"index": 0, "logprobs": None,
                          "message": {"role": "assistant", "content": _without_stop(final)},

@@ -9,23 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.dataplane import DataPlane
+from service.http import untrained
+from service.http.errors import SSE_EVENT, TASK_ERRORS
 from service.http.fields import ModelName, Text
 from service.http.generation_schema import (
     GenerateRequest,
     generation_events_as_tgi_sse,
     tgi_response,
 )
+from service.http.streaming import EventStreamResponse
 from service.runtime.tasks.classification import ClassificationParameters
 from service.runtime.tasks.embeddings import EmbeddingParameters
 from service.runtime.tasks.question_answering import QuestionAnsweringParameters
 from service.runtime.tasks.translation import TranslationParameters
 
-router = APIRouter()
+router = APIRouter(responses=TASK_ERRORS)
 
 
 
@@ -86,6 +88,8 @@ class ServedModelInfo(BaseModel):
     optimization: str | None
     quantization: str | None
     default: bool
+    untrained: bool = Field(description="random weights: its outputs are noise (and its answers "
+                                        "carry a `Warning: 299` header)")
 
 
 def plane(request: Request) -> DataPlane:
@@ -97,57 +101,65 @@ def _as_list(inputs: str | list[str]) -> list[str]:
 
 
 @router.post("/classify", response_model=list[list[Label]], tags=["tasks"])
-async def classify(body: ClassifyRequest, request: Request) -> Any:
+async def classify(body: ClassifyRequest, request: Request, response: Response) -> Any:
     """Text classification (`text-classification` pipeline payload).
 
     One list of labels per input, a single string included (`[[...]]`), as the Hugging Face
     Inference API answers: `InferenceClient.text_classification` takes the first list."""
     texts = _as_list(body.inputs)
-    return await plane(request).run_batched(
+    labels = await plane(request).run_batched(
         "text-classification", [(t, body.parameters) for t in texts], body.model, "http")
+    untrained.flag(response, request, "text-classification", body.model)
+    return labels
 
 
 @router.post("/answer", response_model=Answer | list[Answer], tags=["tasks"])
-async def answer(body: AnswerRequest, request: Request) -> Any:
+async def answer(body: AnswerRequest, request: Request, response: Response) -> Any:
     """Extractive question answering (`question-answering` pipeline payload)."""
     item = (body.inputs.question, body.inputs.context, body.parameters)
     (answers,) = await plane(request).run_batched("question-answering", [item], body.model,
                                                   "http")
+    untrained.flag(response, request, "question-answering", body.model)
     return answers[0] if body.parameters.top_k == 1 and answers else answers
 
 
 @router.post("/translate", response_model=list[Translation], tags=["tasks"])
-async def translate(body: TranslateRequest, request: Request) -> Any:
+async def translate(body: TranslateRequest, request: Request, response: Response) -> Any:
     """Translation (`translation` pipeline payload)."""
     texts = _as_list(body.inputs)
     outputs = await plane(request).run_batched(
         "translation", [(t, body.parameters) for t in texts], body.model, "http")
+    untrained.flag(response, request, "translation", body.model)
     return [{"translation_text": text} for text in outputs]
 
 
 @router.post("/embed", response_model=list[list[float]], tags=["tasks"])
-async def embed(body: EmbedRequest, request: Request) -> Any:
+async def embed(body: EmbedRequest, request: Request, response: Response) -> Any:
     """Sentence embeddings (`feature-extraction` payload, TEI `/embed` semantics)."""
     texts = _as_list(body.inputs)
-    return await plane(request).run_batched(
+    vectors = await plane(request).run_batched(
         "feature-extraction", [(t, body.parameters) for t in texts], body.model, "http")
+    untrained.flag(response, request, "feature-extraction", body.model)
+    return vectors
 
 
 @router.post("/generate", tags=["tasks"],
-             responses={200: {"description": "TGI schema; `text/event-stream` when `stream`"}})
-async def generate(body: GenerateRequest, request: Request) -> Any:
+             responses={200: {"description": "TGI schema; `text/event-stream` when `stream`",
+                              "content": {"text/event-stream": {"schema": SSE_EVENT}}}})
+async def generate(body: GenerateRequest, request: Request, response: Response) -> Any:
     """Text generation (TGI payload); `"stream": true` answers Server-Sent Events."""
     dp = plane(request)
     params = body.to_runtime_parameters()
     events = dp.generate_stream(body.inputs, params, body.model, "http")
     if body.stream:
         first = await anext(events)  # errors before the first token still get a 4xx status
-        return StreamingResponse(generation_events_as_tgi_sse(first, events, body),
-                                 media_type="text/event-stream")
+        return EventStreamResponse(generation_events_as_tgi_sse(first, events, body),
+                                   headers=untrained.headers_for(dp, "text-generation", body.model))
     final = None
     async for event in events:
         if not getattr(event, "is_token", False):
             final = event
+    untrained.flag(response, request, "text-generation", body.model)
     return [tgi_response(final, body)]
 
 

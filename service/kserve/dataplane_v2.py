@@ -85,7 +85,8 @@ class V2DataPlane:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
 
     def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
-        """v2 model metadata; `parameters` (an MLServer extension) names the task and source."""
+        """v2 model metadata; `parameters` (an MLServer extension) names the task and source and
+        flags random-weight models (`untrained`; over gRPC the model's name says it too)."""
         served = self.served(name, version)
         table = self.tensors(served)
         record = served.record
@@ -94,6 +95,7 @@ class V2DataPlane:
             "optimization": record.optimization or "none",
             "quantization": record.quantization or "none",
             "default": self.plane.defaults.get(record.task) == record.name,
+            "untrained": record.untrained,
         }
         return {
             "name": record.name,

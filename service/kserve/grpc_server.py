@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from service import deadlines
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.kserve.dataplane_v2 import V2DataPlane
@@ -38,7 +39,13 @@ from service.kserve.tensors import (
     tensor_from_values,
     tensor_raw_bytes,
 )
-from service.runtime.errors import InvalidInput, ModelLoadError, ModelNotFound, Overloaded
+from service.runtime.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    Overloaded,
+)
 
 log = logging.getLogger("service.kserve.grpc")
 
@@ -129,7 +136,11 @@ def maps_errors(method: Handler) -> Handler:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await method(self, request, context)
+            # The client's deadline (None without one) bounds the work the data plane does.
+            with deadlines.within(context.time_remaining()):
+                return await method(self, request, context)
+        except DeadlineExceeded as exc:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, exc.message)
         except InvalidInput as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
         except ModelNotFound as exc:

@@ -13,15 +13,15 @@ Errors are the data plane's exceptions; `service.http.errors` answers them on `/
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
+from service.http.errors import V2_ERRORS
 from service.kserve.dataplane_v2 import V2DataPlane
 from service.kserve.tensors import (
     InferenceRequest,
@@ -35,7 +35,7 @@ from service.kserve.tensors import (
 )
 from service.runtime.errors import InvalidInput
 
-router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+router = APIRouter(prefix="/v2", tags=["kserve-v2"], responses=V2_ERRORS)
 PROTOCOL = "http"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -51,6 +51,15 @@ class RequestInput(BaseModel):
 class RequestOutput(BaseModel):
     name: str
     parameters: dict[str, Any] | None = None
+
+
+class ServerReadiness(BaseModel):
+    ready: bool
+
+
+class ModelReadiness(BaseModel):
+    name: str
+    ready: bool
 
 
 class RestInferenceRequest(BaseModel):
@@ -101,7 +110,8 @@ async def server_live(request: Request) -> Any:
     return {"live": v2_plane(request).live()}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={503: {"model": ServerReadiness,
+                                               "description": "models still loading"}})
 async def server_ready(request: Request) -> Any:
     """200 once every served model is loaded, 503 before."""
     ready = v2_plane(request).ready()
@@ -127,8 +137,11 @@ async def model_metadata(name: str, request: Request, version: str = "") -> Any:
     return v2_plane(request).model_metadata(name, version)
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
+_MODEL_NOT_READY = {503: {"model": ModelReadiness, "description": "model not ready"}}
+
+
+@router.get("/models/{name}/ready", responses=_MODEL_NOT_READY)
+@router.get("/models/{name}/versions/{version}/ready", responses=_MODEL_NOT_READY)
 async def model_ready(name: str, request: Request, version: str = "") -> Any:
     """200 when the model takes requests, 404 for a model that is not served."""
     ready = v2_plane(request).model_ready(name, version)
@@ -151,17 +164,24 @@ async def model_statistics(name: str, request: Request, version: str = "") -> An
 
 # --- inference --------------------------------------------------------------------------------
 
-def _decompress(body: bytes, encoding: str | None) -> bytes:
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error) as err:
-        raise InvalidInput(f"body is not valid {encoding}: {err}", field="body") from None
-    if encoding not in (None, "", "identity"):
+def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body inflated, but never past `limit` bytes: a small gzip body can expand a
+    thousandfold (a "zip bomb"), so the decompressed size obeys `server.max_body_bytes` too."""
+    if encoding in (None, "", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
         raise InvalidInput(f"unsupported Content-Encoding {encoding!r}", field="body")
-    return body
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1 if limit > 0 else 0)
+    except zlib.error as err:
+        raise InvalidInput(f"body is not valid {encoding}: {err}", field="body") from None
+    if len(inflated) > limit > 0:
+        raise HTTPException(413, f"decompressed request body is larger than the limit of {limit} "
+                                 "bytes (server.max_body_bytes)")
+    if not inflater.eof:
+        raise InvalidInput(f"body is not valid {encoding}: truncated", field="body")
+    return inflated
 
 
 def parse_infer_request(body: bytes, header_length: str | None) -> InferenceRequest:
@@ -237,11 +257,14 @@ def infer_response(response: InferenceResponse, request: InferenceRequest) -> Re
                     headers={HEADER_LENGTH: str(len(header))})
 
 
-@router.post("/models/{name}/infer", openapi_extra={"requestBody": _INFER_BODY})
+# `{name:path}`: a name holding a `/` (`..%2Fetc`) still reaches the served-model lookup and gets
+# its 404 naming the model. The versions route is registered first (decorators apply bottom-up).
+@router.post("/models/{name:path}/infer", openapi_extra={"requestBody": _INFER_BODY})
 @router.post("/models/{name}/versions/{version}/infer", openapi_extra={"requestBody": _INFER_BODY})
 async def infer(name: str, request: Request, version: str = "") -> Any:
     """Inference on BYTES tensors; a [N] input is N requests, batched with concurrent ones."""
-    body = _decompress(await request.body(), request.headers.get("content-encoding"))
+    body = _decompress(await request.body(), request.headers.get("content-encoding"),
+                       request.app.state.settings.server.max_body_bytes)
     infer_request = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
     response = await v2_plane(request).infer(name, version, infer_request, PROTOCOL)
     return infer_response(response, infer_request)

@@ -172,7 +172,11 @@ def tensor_from_values(name: str, datatype: str, shape: Sequence[int], values: A
         elements = []
         for value in flat:
             if isinstance(value, str):
-                elements.append(value.encode("utf-8"))
+                try:
+                    elements.append(value.encode("utf-8"))
+                except UnicodeEncodeError:
+                    raise InvalidInput(f"input {name!r}: element is not valid Unicode (a lone "
+                                       f"surrogate)", field=name) from None
             elif isinstance(value, bytes | bytearray):
                 elements.append(bytes(value))
             else:

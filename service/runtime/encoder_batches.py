@@ -11,6 +11,7 @@ own longest member, and results come back in the caller's order.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,27 +30,49 @@ from service.runtime.text_tokenizer import TextTokenizer
 MAX_BATCH = 32
 # Padded tokens per ORT call: 32 inputs of 128 tokens, or 8 of 512.
 MAX_BATCH_TOKENS = 4096
+# What one more ORT call costs, in padded tokens: DistilBERT-base runs a sentence alone 25-50%
+# slower than in a length-sorted batch (fp32 and int8, FACTS.md), about 10-20 tokens' worth.
+# `ENCODER_CALL_OVERHEAD_TOKENS` overrides it (a huge value restores fill-to-the-limit groups).
+CALL_OVERHEAD_TOKENS = int(os.environ.get("ENCODER_CALL_OVERHEAD_TOKENS", "16"))
 
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
 def length_sorted_groups(
-    lengths: Sequence[int], max_batch: int = MAX_BATCH, max_tokens: int = MAX_BATCH_TOKENS
+    lengths: Sequence[int],
+    max_batch: int = MAX_BATCH,
+    max_tokens: int = MAX_BATCH_TOKENS,
+    call_overhead_tokens: int = CALL_OVERHEAD_TOKENS,
 ) -> list[list[int]]:
     """Indices grouped longest first, each group within `max_batch` items and `max_tokens` padded.
 
-    An input longer than `max_tokens` still gets a group of its own.
+    Groups are runs of the length-sorted inputs, cut where the padded tokens saved outweigh one
+    more ORT call: the cut points minimise the sum over groups of `call_overhead_tokens + size *
+    longest` (a shortest-path over the sorted order, O(n * max_batch)). Requests of mixed lengths
+    batched together thus cost about what length-homogeneous batches would, and an input longer
+    than `max_tokens` still gets a group of its own.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    n = len(order)
+    # best[i]: the least cost of running order[:i]; cut[i]: where its last group starts.
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for start in range(n):
+        longest = lengths[order[start]]  # sorted longest first: a group pads to its first member
+        for end in range(start + 1, min(n, start + max(1, max_batch)) + 1):
+            size = end - start
+            if size > 1 and longest * size > max_tokens:
+                break
+            cost = best[start] + call_overhead_tokens + longest * size
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
     groups: list[list[int]] = []
-    for index in order:
-        group = groups[-1] if groups else None
-        # Sorted longest first, so a group's padded length is its first member's length.
-        if group and len(group) < max_batch and lengths[group[0]] * (len(group) + 1) <= max_tokens:
-            group.append(index)
-        else:
-            groups.append([index])
+    end = n
+    while end > 0:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    groups.reverse()
     return groups
 
 
@@ -103,7 +126,7 @@ class EncoderModel:
         config = _read_json(model_dir / "config.json")
         limits = [tokenizer.model_max_length, _position_limit(config), max_input_tokens]
         return cls(
-            session=create_session(graph, threads),
+            session=create_session(graph, threads, spinning=False),
             tokenizer=tokenizer,
             config=config,
             max_input_tokens=min(limit for limit in limits if limit is not None),

