@@ -52,11 +52,11 @@ class TrainingConfig:
 
     seed: int = 0
     epochs: int = 1
-    # CPU budget: a random subset of the training split, and only the top layers (plus pooler and
-    # head) are trained; embeddings and lower layers stay frozen, so their backward pass and
-    # optimizer updates are skipped.
+    # CPU budget: a random subset of the training split. `trained_layers` < 6 freezes the
+    # embeddings and lower layers (their backward pass and updates are skipped): top 3 layers
+    # scored 83.5% held out, all 6 scored 85.4% in 381 s on 2 cores, so all 6 are trained.
     max_sentences: int = 10_000
-    trained_layers: int = 3
+    trained_layers: int = 6
     batch_size: int = 32
     max_tokens: int = 64
     learning_rate: float = 1e-4

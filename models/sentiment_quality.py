@@ -150,12 +150,13 @@ def markdown(results: dict) -> str:
         f"- Training: {config['epochs']} epoch over a fixed random "
         f"{training['training_sentences']:,} of the {results['training_sentences']:,} training "
         f"sentences (seed {config['seed']}), "
-        f"top {config['trained_layers']} of 6 layers, pooler and head trained (embeddings and "
-        f"lower layers frozen), {training['steps']} steps of {config['batch_size']} "
+        f"top {config['trained_layers']} of 6 layers, pooler and head trained (embeddings "
+        f"frozen), {training['steps']} steps of {config['batch_size']} "
         f"length-sorted sentences, at most {config['max_tokens']} tokens, AdamW lr "
         f"{config['learning_rate']}, {config['threads']} threads: "
         f"{training['train_seconds']:.0f} s wall, {training['train_cpu_seconds']:.0f} s CPU, on "
-        "2 cores shared with other jobs (load average 10–16), so a quiet machine is faster.",
+        "2 cores (the training run of 2026-11-26 shared them with a test suite, load "
+        "average ≈ 2–3).",
         f"- PyTorch checkpoint accuracy on the held-out split: "
         f"{training['held_out_accuracy_torch']:.2%}.",
         f"- Goal: fp32 ≥ {GOAL:.0%}, int8 within 1 point of fp32: "

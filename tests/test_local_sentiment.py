@@ -135,9 +135,8 @@ def test_model_card_records_provenance_licences_and_accuracy(built):
         assert card["untrained"] is False and "held-out accuracy" in card["quality"]
         assert card["held_out_sentences"] >= 1000
         assert built[name]["source_uri"] == SOURCE
-    # The same bar as on the sample; the goal (85%) and the measured figure are in
-    # models/results/sentiment-quality.md.
-    assert cards["minilm-sentiment"]["held_out_accuracy"] >= 0.8
+    # The goal on the whole held-out split (measured: models/results/sentiment-quality.md).
+    assert cards["minilm-sentiment"]["held_out_accuracy"] >= 0.85
     fp32 = cards["minilm-sentiment"]["held_out_accuracy"]
     assert abs(cards["minilm-sentiment-int8"]["held_out_accuracy"] - fp32) <= 0.01
 
