@@ -35,8 +35,9 @@ def run(home: Path, rounds: int = 3) -> dict[str, Any]:
 
     cache = trained_cache()
     if not resolve_source(SOURCE).cache_folder(cache).exists():
-        return {"markdown": f"TODO: the trained sentiment checkpoint is not cached in `{cache}`; "
-                "`make models PROFILE=local` trains it once (minutes), then rerun the suite.",
+        return {"markdown": "Not measured: the trained sentiment checkpoint is not cached in "
+                f"`{cache}`; `make models PROFILE=local` trains it once (minutes), then "
+                "rerun the suite.",
                 "checks": {}}
     import statistics
 
