@@ -174,10 +174,7 @@ class GgufSource(Source):
 
     def cache_folder(self, root: Path | None = None) -> Path:
         """Where the checkpoint of this identity is (or will be) cached under `root`."""
-        root = root or os.environ.get("GGUF_CHECKPOINT_CACHE")
-        if not root:
-            home = os.environ.get("BENTOML_HOME") or Path.home() / "bentoml"
-            root = Path(home) / "cache" / "gguf"
+        root = root or _cache_root("GGUF_CHECKPOINT_CACHE", "gguf")
         return Path(root).expanduser() / f"{self.file().stem}-{data_digest(self.identity())}"
 
     def fetch(self, workdir: Path) -> Path:
@@ -275,10 +272,7 @@ class TrainedSource(Source):
 
     def cache_folder(self, root: Path | None = None) -> Path:
         """Where the checkpoint of this identity is (or will be) cached."""
-        root = root or os.environ.get("TRAINED_MODELS_CACHE")
-        if not root:
-            home = os.environ.get("BENTOML_HOME") or Path.home() / "bentoml"
-            root = Path(home) / "cache" / "trained"
+        root = root or _cache_root("TRAINED_MODELS_CACHE", "trained")
         return Path(root).expanduser() / f"{self.target}-{data_digest(self.identity())}"
 
     def fetch(self, workdir: Path) -> Path:
@@ -345,3 +339,12 @@ def _checkpoint_folder(path: Path, what: str) -> Path:
     if not (path / "config.json").is_file():
         raise SourceError(f"{what}: {path} is not a checkpoint folder (it has no config.json)")
     return path
+
+
+def _cache_root(env_var: str, kind: str) -> Path:
+    """Where built checkpoints of one kind are cached: `$env_var`, else beside the model store
+    (`$BENTOML_HOME/cache/<kind>`), so `make serve` and the tests share one cache."""
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml") / "cache" / kind
