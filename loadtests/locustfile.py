@@ -429,11 +429,17 @@ if GRPC_HOST:
             exception = None
             length = 0
             try:
-                result = self.client.infer(self.model, [tensor], client_timeout=60.0)
+                # Like the HTTP users: a few corpus sentences are longer than a tiny model's
+                # 128 positions, which the service refuses unless truncation is asked for.
+                result = self.client.infer(self.model, [tensor], client_timeout=60.0,
+                                           parameters={"truncate": True})
                 labels = result.as_numpy("label")
                 if labels is None or labels.shape[0] != 1:
                     raise ValueError(f"unexpected outputs: {result.get_response(as_json=True)}")
                 length = len(result.get_response().SerializeToString())
+            except grpcclient.InferenceServerException as err:
+                # Its repr drops the status and message; Locust groups failures by repr.
+                exception = RuntimeError(f"{err.status()}: {err.message()}")
             except Exception as err:  # noqa: BLE001 - every failure is reported to Locust
                 exception = err
             self.environment.events.request.fire(

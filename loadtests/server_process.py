@@ -52,12 +52,17 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM (the server drains in-flight requests), then SIGKILL after `grace_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 class PortCollision(RuntimeError):
@@ -102,17 +107,26 @@ def _start_once(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | 
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     server = LiveServer(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path)
+    if wait_until_ok(f"{server.url}/readyz", process, timeout, poll_interval):
+        return server
+    if process.poll() is not None:
+        log = server.log()
+        error = PortCollision if "Address already in use" in log else RuntimeError
+        raise error(f"server exited with {process.returncode}:\n{log[-4000:]}")
+    server.stop()
+    raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()[-4000:]}")
+
+
+def wait_until_ok(url: str, process: subprocess.Popen, timeout: float,
+                  poll_interval: float = 0.25) -> bool:
+    """Poll `url` until it answers 200 (True), or `process` exits or `timeout` passes (False).
+    Connection errors only mean the server is not listening yet."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log = server.log()
-            error = PortCollision if "Address already in use" in log else RuntimeError
-            raise error(f"server exited with {process.returncode}:\n{log[-4000:]}")
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            if requests.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return server
+            if requests.get(url, timeout=1).status_code == 200:
+                return True
         except requests.RequestException:
             pass
         time.sleep(poll_interval)
-    server.stop()
-    raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()[-4000:]}")
+    return False

@@ -34,6 +34,10 @@ class ServerSettings:
     workers: int = 1
     # Largest request body accepted before it is read (413 past it).
     max_body_bytes: int = 1_048_576
+    # BentoML's own OpenTelemetry ASGI middleware (spans of its provider, exported only when
+    # BentoML's tracing is configured). Off: every URL is excluded, so it costs nothing; our
+    # stage spans (service/tracing.py) do not depend on it.
+    bentoml_request_spans: bool = False
 
 
 @dataclass

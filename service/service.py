@@ -9,6 +9,7 @@ app, and the KServe v2 gRPC server (`service.kserve`) starts and stops with each
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def _imported_by_bentoml_serve() -> bool:
 
 
 if _imported_by_bentoml_serve():
+    # Workers inherit this environment. glibc gives each thread that allocates (ORT's pool, the
+    # batchers' threads, gRPC's) an arena of its own, up to 8 per core, each keeping freed memory:
+    # worker RSS then creeps up for minutes under steady load. Two arenas keep it flat
+    # (loadtests/results/soak-2026-11-27). An operator's own value wins.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     # Check the model files before any worker starts: a worker whose models fail verification
     # would be respawned forever by BentoML's process manager, and the server would never exit.
     try:
@@ -47,6 +53,10 @@ if _imported_by_bentoml_serve():
     http={"host": settings.server.host, "port": settings.server.port},
     traffic={"timeout": 300},
     logging={"access": {"enabled": False}},
+    # BentoML's OpenTelemetry middleware opens spans for every request even when nothing exports
+    # them (≈12 % of the event loop's time, loadtests/bench/levers.md); excluding every URL
+    # turns it into a pass-through. Our stage spans come from service/tracing.py.
+    **({} if settings.server.bentoml_request_spans else {"tracing": {"excluded_urls": [".*"]}}),
 )
 @bentoml.asgi_app(app, path="/")
 class NLPService:

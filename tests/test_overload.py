@@ -169,7 +169,12 @@ def test_overload_returns_429_with_retry_after_on_generation_routes(tight_server
 
 # --- 4x the capacity for 30 s (slow) -----------------------------------------------------------
 
-BATCH = 32  # sentences per request: one full batch, so the model (not HTTP) is the bottleneck
+# A real-size classifier (DistilBERT-base, the benchmark's, random weights: speed depends on
+# shapes only) with 8 sentences per request, ≈ 100 ms of model work: the model, not HTTP, is the
+# bottleneck, as in production. On the tiny models a refusal costs as much CPU as an answer, so
+# no in-process bound can protect admitted latency there (loadtests/results/overload-*/README.md
+# measured it); that needs a limit in front of the process (e.g. nginx `limit_conn`).
+BATCH = 8
 HEADERS = {"content-type": "application/json"}
 
 
@@ -179,6 +184,16 @@ def _bodies(count: int = 64) -> list[bytes]:
     rng = random.Random(0)
     return [json.dumps({"inputs": rng.sample(SENTENCES, BATCH),
                         "parameters": {"truncation": True}}).encode() for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def bench_classifier_home() -> Path:
+    """The benchmark's BentoML home with DistilBERT-base built (once per machine, ≈ 1 min)."""
+    from loadtests.bench import bench_models
+    from loadtests.bench.suite import DEFAULT_HOME
+
+    bench_models.build(DEFAULT_HOME, (bench_models.CLASSIFIER,))
+    return DEFAULT_HOME
 
 
 def _p(values: list[float], q: float) -> float:
@@ -274,10 +289,14 @@ def _recovered_after(samples: list[tuple[float, float, int]], load_end: float, l
 
 
 @pytest.mark.slow
-def test_four_times_capacity_sheds_load_and_keeps_admitted_latency(tiny_store, tmp_path):
+def test_four_times_capacity_sheds_load_and_keeps_admitted_latency(bench_classifier_home,
+                                                                    tmp_path):
+    from loadtests.bench.bench_models import CLASSIFIER as BENCH_CLASSIFIER
+
     max_queue_ms = 50
-    server = start_server(tiny_store, tmp_path / "server.log",
-                          {"NLP_BATCHING_MAX_QUEUE_MS": str(max_queue_ms)})
+    server = start_server(bench_classifier_home, tmp_path / "server.log",
+                          {"NLP_MODELS_SERVE": BENCH_CLASSIFIER.name,
+                           "NLP_BATCHING_MAX_QUEUE_MS": str(max_queue_ms)})
     url = f"{server.url}/classify"
 
     loadavg_start = os.getloadavg()[0]
@@ -305,6 +324,7 @@ def test_four_times_capacity_sheds_load_and_keeps_admitted_latency(tiny_store, t
             "capacity_rps": round(capacity, 2), "offered_rps": round(rate, 2),
             "offered_requests": len(offered),
             "load_seconds": round(load_end - load_started, 1),
+            "model": BENCH_CLASSIFIER.name,
             "sentences_per_request": BATCH, "max_queue_ms": max_queue_ms,
             "unloaded_p50_ms": round(_p(unloaded, 0.5) * 1000, 1),
             "unloaded_p95_ms": round(unloaded_p95 * 1000, 1),

@@ -327,6 +327,10 @@ LIMIT_CASES = [
     ("/answer", {"inputs": {"question": "word " * 400, "context": "word " * 400}}, 422,
      "inputs.question", "max_seq_len"),
     ("/generate", {"inputs": "word " * 400}, 422, "inputs", "tokens"),
+    ("/generate", {"inputs": "Hi", "parameters": {"stop": ["x"] * 17}}, 422,
+     "parameters.stop", "16"),
+    ("/v1/completions", {"model": "tiny-gpt2", "prompt": "Hi", "stop": ["x"] * 17}, 400,
+     "stop", "16"),
 ]
 
 
@@ -343,6 +347,16 @@ def test_limits_are_enforced_with_4xx_naming_the_field(url, path, body, status, 
     else:
         assert (payload["field"] or "").startswith(field), payload
         assert limit in payload["error"], payload
+
+
+@pytest.mark.parametrize(("field", "value"), [("stop", [""]), ("seed", -1)])
+def test_openai_sampling_values_the_runtime_refuses_are_400_naming_the_param(url, field, value):
+    """The OpenAI schema is wider than the runtime's parameters: what only the runtime refuses
+    must still be a 400 naming the param, not a 500."""
+    response = requests.post(f"{url}/v1/completions", timeout=60, json={
+        "model": "tiny-gpt2", "prompt": "Hi", "max_tokens": 2, field: value})
+    assert response.status_code == 400, response.text
+    assert field in response.json()["error"]["param"], response.text
 
 
 def test_v2_and_grpc_enforce_the_number_of_inputs(url, grpc_stub):

@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,18 +54,15 @@ class BaselineServer:
     url: str
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        from loadtests.server_process import stop_process
+
+        stop_process(self.process)
 
 
 def start_baseline(task: str, model: Path, log_path: Path, timeout: float = 180.0
                    ) -> BaselineServer:
     """Start the baseline on a free port and wait until it answers."""
-    import requests
+    from loadtests.server_process import wait_until_ok
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,16 +75,10 @@ def start_baseline(task: str, model: Path, log_path: Path, timeout: float = 180.
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     )
     server = BaselineServer(process, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"baseline exited: {log_path.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
-                return server
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
+    if wait_until_ok(f"{server.url}/health", process, timeout):
+        return server
+    if process.poll() is not None:
+        raise RuntimeError(f"baseline exited: {log_path.read_text()[-3000:]}")
     server.stop()
     raise RuntimeError(f"baseline not ready after {timeout}s: {log_path.read_text()[-3000:]}")
 

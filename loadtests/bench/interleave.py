@@ -1,4 +1,5 @@
-"""Interleaved rounds and median tables, shared by the generation and translation suites.
+"""Interleaved rounds, median tables and the command line shared by the generation and
+translation suites.
 
 On a shared machine the load changes from one second to the next; running every contender once
 per round, round after round, lets that noise hit all of them alike, and medians keep one bad
@@ -7,12 +8,17 @@ round from deciding a ratio.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import statistics
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 Sample = dict[str, float]
+# Where the suites write their JSON records unless told otherwise.
+RESULTS = Path(__file__).resolve().parents[2] / ".cache" / "bench" / "results"
 
 
 def interleaved(contenders: Mapping[str, Callable[[], Sample]], rounds: int,
@@ -53,3 +59,28 @@ def load_average() -> str:
 
 def check(value: float, goal: float) -> tuple[float, float, bool]:
     return (round(value, 3), goal, bool(value >= goal))
+
+
+def save_record(out_dir: Path, file_name: str, **record: Any) -> None:
+    """The suite's raw samples and checks as JSON beside the report (`make bench` keeps them)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / file_name).write_text(json.dumps(record, indent=2))
+
+
+SuiteRun = Callable[[bool, Path, int | None, int | None], dict[str, Any]]
+
+
+def suite_main(run: SuiteRun, description: str, argv: list[str] | None = None) -> int:
+    """The command line the generation and translation suites share: run, print the report
+    section and one line per goal."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    result = run(args.quick, args.out, args.rounds, args.threads)
+    print(result["markdown"])
+    for name, (value, goal, met) in result["checks"].items():
+        print(f"{'ok  ' if met else 'MISS'} {name}: {value} (goal {goal})")
+    return 0

@@ -18,10 +18,8 @@ Optimum `ORTModelForSeq2SeqLM.generate` on the same export. Goals
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import json
 import os
 import shutil
 import sys
@@ -38,6 +36,8 @@ from loadtests.bench.interleave import (  # noqa: E402
     interleaved,
     load_average,
     median,
+    save_record,
+    suite_main,
     table,
 )
 
@@ -243,25 +243,13 @@ def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | No
         "",
         f"Command: `{command}`",
     ])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "translation.json").write_text(json.dumps(
-        {"model": label, "threads": threads, "rounds": rounds, "samples": samples,
-         "checks": checks}, indent=2))
+    save_record(out_dir, "translation.json", model=label, threads=threads, rounds=rounds,
+                samples=samples, checks=checks)
     return {"markdown": markdown, "checks": checks}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rounds", type=int)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench" / "results")
-    args = parser.parse_args(argv)
-    result = run(args.quick, args.out, args.rounds, args.threads)
-    print(result["markdown"])
-    for name, (value, goal, met) in result["checks"].items():
-        print(f"{'ok  ' if met else 'MISS'} {name}: {value} (goal {goal})")
-    return 0
+    return suite_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

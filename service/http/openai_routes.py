@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.dataplane import DataPlane
 from service.http import untrained
@@ -67,7 +67,12 @@ class _Sampling(BaseModel):
             values["temperature"] = temperature
             if self.top_p is not None:
                 values["top_p"] = self.top_p
-        return GenerationParameters(**values)
+        try:
+            return GenerationParameters(**values)
+        except ValidationError as err:  # e.g. too many stop strings, an empty one, seed < 0
+            first = err.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or None
+            raise InvalidInput(f"{field}: {first['msg']}", field=field) from None
 
 
 class CompletionRequest(_Sampling):

@@ -39,6 +39,10 @@ _CLEAN_UP_PENDING = (" n'", " 'v", " 'r", " n", " '", " ")
 _ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                     "tensor(double)": np.float64}
 
+# Every generated token is checked against every stop string: bound their number so that one
+# request cannot buy unbounded CPU per token (OpenAI allows 4, TGI 4 by default).
+MAX_STOP_SEQUENCES = 16
+
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
 StopSequence = Annotated[str, StringConstraints(min_length=1)]
 
@@ -65,7 +69,7 @@ class GenerationParameters(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
     repetition_penalty: float | None = Field(default=None, gt=0)
     seed: int | None = Field(default=None, ge=0, lt=2**64)
-    stop: list[StopSequence] = Field(default_factory=list)
+    stop: list[StopSequence] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES)
     return_full_text: bool = False
     details: bool = False
     truncate: bool | Annotated[int, Field(ge=1)] | None = Field(
