@@ -60,7 +60,7 @@ loadtest: install
 	  $(if $(GRPC),--grpc $(GRPC)) $(if $(LOADTEST_OUT),--out $(LOADTEST_OUT)) $(LOADTEST_ARGS)
 
 # Benchmarks (BENCHMARKS.md): real-size models (exported once into .cache/bench), our service
-# over HTTP and gRPC against in-process ONNX Runtime and a FastAPI + PyTorch server; ≈ 16 min
+# over HTTP and gRPC against in-process ONNX Runtime and a FastAPI + PyTorch server; ≈ 17 min
 # (its accuracy section needs the sentiment classifier `make models` trains once, else skipped).
 # bench-quick: MiniLM only, ≈ 1-2 min, report in reports/bench-quick (also run by `make test`).
 BENCH_ARGS ?=

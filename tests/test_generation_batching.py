@@ -31,9 +31,17 @@ LENGTHS = [12, 30, 5, 20, 1, 25, 17, 9]
 
 
 @pytest.fixture(scope="module")
-def generators(tiny_exported):
-    return {kind: TextGenerator.load(tiny_exported(kind), threads=1)
-            for kind in ("gpt2", "llama-chat")}
+def generators(tiny_exported, tiny_checkpoint, tmp_path_factory):
+    """Optimum's exports (left-padded caches) and the tiny Llama as ONNX Runtime GenAI's builder
+    writes it (fused GroupQueryAttention, right-padded caches: models/genai_export.py)."""
+    from models.genai_export import build_decoder
+
+    loaded = {kind: TextGenerator.load(tiny_exported(kind), threads=1)
+              for kind in ("gpt2", "llama-chat")}
+    gqa = build_decoder(tiny_checkpoint("llama-chat"), tmp_path_factory.mktemp("gqa") / "llama")
+    loaded["llama-chat-gqa"] = TextGenerator.load(gqa, threads=1)
+    assert loaded["llama-chat-gqa"].right_padded and not loaded["llama-chat"].right_padded
+    return loaded
 
 
 class StepLog:
@@ -67,7 +75,7 @@ def _ids(tokens) -> list[int]:
     return [t.id for t in tokens]
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama-chat"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama-chat", "llama-chat-gqa"])
 def test_concurrent_requests_get_the_tokens_they_get_alone(kind, generators):
     generator = generators[kind]
     params = [GenerationParameters(max_new_tokens=n) for n in LENGTHS]
@@ -215,3 +223,14 @@ def test_submissions_past_the_waiting_bound_are_refused(generators):
             scheduler.close()
 
     asyncio.run(run())
+
+
+def test_fused_gqa_graph_generates_the_tokens_of_the_optimum_export(generators):
+    """The builder's graph is the same model: greedy tokens equal the Optimum export's (which
+    tests/test_generation_parity.py holds equal to PyTorch), alone and batched."""
+    optimum, fused = generators["llama-chat"], generators["llama-chat-gqa"]
+    params = [GenerationParameters(max_new_tokens=n) for n in LENGTHS]
+    expected = [_ids(r.tokens) for r in optimum.generate(PROMPTS, params)]
+    assert [_ids(r.tokens) for r in fused.generate(PROMPTS, params)] == expected
+    for prompt, param, tokens in zip(PROMPTS, params, expected, strict=True):
+        assert _ids(fused.generate([prompt], param)[0].tokens) == tokens

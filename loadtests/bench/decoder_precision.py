@@ -1,20 +1,19 @@
-"""Does lower precision buy one-stream decode speed on SmolLM2-135M? fp32 vs int8 vs int4 weights.
+"""Which decoder graph and precision for one SmolLM2-135M stream: speed against quality.
 
-    python -m loadtests.bench.decoder_precision --rounds 3
+    python -m loadtests.bench.decoder_precision --rounds 3 --profile
 
 One generation stream is the goal issue #9 misses most (BENCHMARKS.md): 64 greedy tokens from
-SmolLM2-135M-Instruct at ≈ 24 tok/s, 1.1× PyTorch `generate`, goal 2.3×. fp32 reads 536 MB of
-weights per token, so the lever worth measuring first is fewer bytes per weight. Contenders, all
+SmolLM2-135M-Instruct at ≈ 24 tok/s, 1.1–1.2× PyTorch `generate`, goal 2.3×. Contenders, all
 through our own decode loop (`TextGenerator`, 2 threads), interleaved round after round:
-- fp32: the served export (Optimum, unfused);
-- int8: `models.optimize.quantize_graphs` (what `quantize: int8` in the catalog does: dynamic
-  int8 MatMuls, per channel);
-- int4: ONNX Runtime's `MatMulNBitsQuantizer` (weight-only, blocks of 32, asymmetric, int8
-  compute: `accuracy_level=4`); the tied LM head stays fp32 (its weight is a transpose of the
-  embedding, which the quantizer skips).
-Printed: tokens/s, the ratio to fp32, and where each precision's greedy tokens first leave the
-fp32 ones for three prompts (a quality signal: the weights are real). `--profile` adds ORT's
-per-operator time of the fp32 graph.
+- Optimum's export, fp32 (what is served), dynamic int8 (`models.optimize.quantize_graphs`) and
+  int4 weights (ONNX Runtime's `MatMulNBitsQuantizer`, blocks of 32, asymmetric; the tied LM head
+  stays fp32: its weight is a transpose of the embedding, which the quantizer skips);
+- the same checkpoint as ONNX Runtime GenAI's builder writes it (`models/genai_export.py`: fused
+  attention), fp32, int4 with the builder's defaults (symmetric, int4 LM head), int4 as
+  `build_decoder` makes it (asymmetric, int8 LM head) and the same with blocks of 16.
+Printed: tokens/s, the ratio to the served fp32, where each graph's greedy tokens first leave the
+fp32 ones (three prompts), and perplexity on 200 corpus sentences (teacher-forced): the weights
+are real, so quality can be measured. `--profile` adds ORT's per-operator time of the fp32 export.
 """
 
 from __future__ import annotations
@@ -27,7 +26,14 @@ import statistics
 import time
 from pathlib import Path
 
-from loadtests.bench.generation_suite import NEW_TOKENS, bench_prompts, model_folders
+from loadtests.bench.generation_suite import (
+    NEW_TOKENS,
+    bench_prompts,
+    fused_folder,
+    held_out_sentences,
+    model_folders,
+    perplexity,
+)
 
 
 def int8_copy(fp32: Path) -> Path:
@@ -56,6 +62,26 @@ def int4_copy(fp32: Path) -> Path:
                                          is_symmetric=False, accuracy_level=4)
         quantizer.process()
         quantizer.model.save_model_to_file(str(partial / "model.onnx"))
+        partial.rename(folder)
+    return folder
+
+
+def builder_variant(checkpoint: Path, label: str, extra_options: list[str]) -> Path:
+    """The builder's int4 graph with other options than `build_decoder`'s (cached)."""
+    import subprocess
+    import sys
+
+    folder = checkpoint.with_name(f"{checkpoint.name}-genai-{label}")
+    if not (folder / "model.onnx").exists():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        options = ["--extra_options", *extra_options] if extra_options else []
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i",
+                        str(checkpoint), "-o", str(partial), "-p", "int4", "-e", "cpu", "-c",
+                        str(partial) + ".cache", *options], check=True, capture_output=True)
+        shutil.rmtree(str(partial) + ".cache", ignore_errors=True)
+        for name in ("config.json", "generation_config.json"):
+            shutil.copy2(checkpoint / name, partial / name)
         partial.rename(folder)
     return folder
 
@@ -100,8 +126,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from service.runtime.tasks.generation import GenerationParameters, TextGenerator
 
-    _, _, fp32 = model_folders(quick=False)
-    folders = {"fp32": fp32, "int8": int8_copy(fp32), "int4": int4_copy(fp32)}
+    _, checkpoint, fp32 = model_folders(quick=False)
+    folders = {
+        "Optimum export fp32 (served)": fp32,
+        "Optimum export, dynamic int8": int8_copy(fp32),
+        "Optimum export, int4 MatMulNBits": int4_copy(fp32),
+        "builder fp32": fused_folder(checkpoint, "fp32"),
+        "builder int4, builder defaults": builder_variant(checkpoint, "int4-defaults", []),
+        "builder int4 (build_decoder)": fused_folder(checkpoint, "int4"),
+        "builder int4, blocks of 16": builder_variant(
+            checkpoint, "int4-b16", ["int4_is_symmetric=false", "int4_algo_config=rtn_last",
+                                     "int4_block_size=16"]),
+    }
     generators = {name: TextGenerator.load(folder, threads=2) for name, folder in folders.items()}
     prompts = bench_prompts(3)
     params = GenerationParameters(max_new_tokens=NEW_TOKENS)
@@ -115,18 +151,22 @@ def main(argv: list[str] | None = None) -> None:
             rates[name].append(result.generated_tokens / (time.perf_counter() - started))
     tokens = {name: [[t.id for t in r.tokens] for r in g.generate(prompts, params)]
               for name, g in generators.items()}
-    base = statistics.median(rates["fp32"])
+    served = "Optimum export fp32 (served)"
+    base = statistics.median(rates[served])
+    texts = held_out_sentences(200)
     print(f"SmolLM2-135M-Instruct, greedy, {NEW_TOKENS} new tokens, 2 threads, median of "
-          f"{args.rounds} interleaved rounds\n")
-    print("| weights | size MB | tokens/s | × fp32 | first token differing from fp32 (3 prompts) |")
-    print("|---|---|---|---|---|")
+          f"{args.rounds} interleaved rounds; perplexity on {len(texts)} corpus sentences\n")
+    print("| graph | size MB | tokens/s | × served fp32 | first token differing from served "
+          "fp32 (3 prompts) | perplexity |")
+    print("|---|---|---|---|---|---|")
     for name, folder in folders.items():
         size = sum(p.stat().st_size for p in folder.glob("model.onnx*")) / 1e6
         first = [next((i for i, (a, b) in enumerate(zip(ours, ref, strict=False)) if a != b),
                       min(len(ours), len(ref)))
-                 for ours, ref in zip(tokens[name], tokens["fp32"], strict=True)]
+                 for ours, ref in zip(tokens[name], tokens[served], strict=True)]
         rate = statistics.median(rates[name])
-        print(f"| {name} | {size:.0f} | {rate:.1f} | {rate / base:.2f}× | {first} |")
+        print(f"| {name} | {size:.0f} | {rate:.1f} | {rate / base:.2f}× | {first} | "
+              f"{perplexity(folder, texts, 2):.2f} |", flush=True)
     if args.profile:
         print("\nfp32 graph, ORT per-operator time (profiling on, so slower than above):\n")
         print("| operator | ms per run | nodes per run |\n|---|---|---|")

@@ -10,7 +10,11 @@ engine on all cores unless said otherwise:
   concurrent streams, with time to first token;
 - PyTorch `generate`: one prompt on all cores and on one thread (the faster is the baseline:
   torch's OpenMP pool suffers most when other jobs share the cores);
-- Optimum `ORTModelForCausalLM.generate` on our ONNX export.
+- Optimum `ORTModelForCausalLM.generate` on our ONNX export;
+- in the full run, ours again on the same weights as ONNX Runtime GenAI's builder writes them
+  (`models/genai_export.py`: fused attention, ≈ 340 nodes instead of ≈ 3,150), fp32 (the same
+  greedy tokens) and int4 (blockwise `MatMulNBits`; its tokens differ, so the suite also reports
+  each graph's perplexity on held-out English sentences, teacher-forced).
 PyTorch and Optimum are forced to 64 tokens (`min_new_tokens`); ours stops on eos like a real
 request, and the tokens it actually made are what its rate counts. Goals (issue #9): one stream
 ≥ 2.3× PyTorch tokens/s; 8 streams ≥ 3× one stream.
@@ -91,7 +95,7 @@ def bench_prompts(count: int) -> list[str]:
 class ServedGeneration:
     """Our served path in process: a DataPlane holding the model, driven from its own loop."""
 
-    def __init__(self, onnx_dir: Path, threads: int) -> None:
+    def __init__(self, onnx_dir: Path, threads: int, name: str = "bench-generation") -> None:
         from service.config import Settings
         from service.dataplane import DataPlane
         from service.model_repository import ModelRecord
@@ -101,7 +105,7 @@ class ServedGeneration:
         settings.models.threads = threads
         settings.limits.max_concurrent_generations = STREAMS
         self.plane = DataPlane(settings)
-        self.name = "bench-generation"
+        self.name = name
         self.plane.load([ModelRecord(name=self.name, tag=f"{self.name}:local",
                                      task="text-generation", path=onnx_dir, default=True)])
         self.params = GenerationParameters(max_new_tokens=NEW_TOKENS)
@@ -134,7 +138,58 @@ class ServedGeneration:
         self.loop.close()
 
 
-def contenders(quick: bool, threads: int) -> tuple[str, dict[str, Any], Any]:
+def fused_folder(checkpoint: Path, precision: str) -> Path:
+    """The checkpoint as ONNX Runtime GenAI's builder writes it (built once, cached)."""
+    from models.genai_export import build_decoder
+
+    folder = checkpoint.with_name(f"{checkpoint.name}-genai-{precision}")
+    if not (folder / "model.onnx").exists():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        build_decoder(checkpoint, partial, precision)
+        partial.rename(folder)
+    return folder
+
+
+def perplexity(folder: Path, texts: list[str], threads: int) -> float:
+    """exp(mean negative log-likelihood) of every token after the first, teacher-forced, one
+    sentence per ORT call through the graph the server runs."""
+    import numpy as np
+
+    from service.runtime.tasks.generation import TextGenerator
+
+    generator = TextGenerator.load(folder, threads=threads)
+    total, count = 0.0, 0
+    for text in texts:
+        ids = np.array([generator.tokenizer.encode(text).ids], np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                **generator.cache.empty(1)}
+        if "position_ids" in {i.name for i in generator.session.get_inputs()}:
+            feed["position_ids"] = np.arange(ids.shape[1], dtype=np.int64)[None]
+        logits = generator.session.run(["logits"], feed)[0][0, :-1].astype(np.float64)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        total -= float(log_probs[np.arange(len(logits)), ids[0, 1:]].sum())
+        count += len(logits)
+    return float(np.exp(total / count))
+
+
+def held_out_sentences(count: int = 200) -> list[str]:
+    """Real English sentences of 8+ words from the corpus (none of them are prompts here)."""
+    import csv
+
+    path = ROOT / "models" / "data" / "sentences_en.tsv"
+    with path.open(encoding="utf-8") as f:
+        rows = [r["text"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    return [t for t in rows if len(t.split()) >= 8][:count]
+
+
+FUSED = {"fp32": "ours, fused graph fp32, 1 stream", "int4": "ours, fused graph int4, 1 stream"}
+
+
+def contenders(quick: bool, threads: int) -> tuple[str, dict[str, Any], dict[str, Path],
+                                                   list[Any]]:
+    """(label, the timed runs, the served folders by precision, what to close afterwards)."""
     import onnxruntime as ort
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
@@ -173,7 +228,17 @@ def contenders(quick: bool, threads: int) -> tuple[str, dict[str, Any], Any]:
         "Optimum ORTModelForCausalLM.generate, 1 prompt":
             lambda: timed(optimum_model.generate, one),
     }
-    return label, runs, ours
+    folders, served = {"Optimum export fp32 (served)": onnx_dir}, [ours]
+    if not quick:
+        for precision, name in FUSED.items():
+            folder = fused_folder(checkpoint, precision)
+            fused = ServedGeneration(folder, threads, name=f"bench-generation-{precision}")
+            served.append(fused)
+            folders[f"fused graph {precision}"] = folder
+            runs[name] = lambda fused=fused: fused.streams(prompts[:1])
+        runs[f"ours, fused graph int4, {STREAMS} concurrent streams"] = \
+            lambda: served[-1].streams(prompts)
+    return label, runs, folders, served
 
 
 def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | None = None
@@ -183,11 +248,14 @@ def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | No
     threads = threads or len(os.sched_getaffinity(0))
     rounds = rounds or (2 if quick else 3)
     load_before = load_average()
-    label, runs, ours = contenders(quick, threads)
+    label, runs, folders, served = contenders(quick, threads)
     try:
         samples = interleaved(runs, rounds)
     finally:
-        ours.close()
+        for model in served:
+            model.close()
+    texts = held_out_sentences(40 if quick else 200)
+    quality = {name: perplexity(folder, texts, threads) for name, folder in folders.items()}
     rate = {name: median(values, "tok/s") for name, values in samples.items()}
     one, many = rate["ours, 1 stream"], rate[f"ours, {STREAMS} concurrent streams"]
     # The baseline at its best thread count (a generous baseline keeps the ratio honest).
@@ -199,6 +267,10 @@ def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | No
                                                   goals["one_stream_vs_pytorch"]),
         "generation_8_streams_vs_one": check(many / one, goals["8_streams_vs_one"]),
     }
+    for precision, name in FUSED.items():
+        if name in rate:
+            checks[f"generation_one_stream_vs_pytorch_fused_{precision}"] = check(
+                rate[name] / torch_one, goals["one_stream_vs_pytorch"])
     rows = []
     for name, values in samples.items():
         ttft = median(values, "ttft_s")
@@ -219,11 +291,17 @@ def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | No
         f"(goal ≥ {goals['one_stream_vs_pytorch']}×)",
         f"- {STREAMS} concurrent streams: {many:.1f} tok/s aggregate = **{many / one:.2f}× one "
         f"stream** (goal ≥ {goals['8_streams_vs_one']}×)",
+        *[f"- {name}: {rate[name]:.1f} tok/s = **{rate[name] / torch_one:.2f}× PyTorch**"
+          for name in FUSED.values() if name in rate],
+        "",
+        f"Perplexity of each served graph on {len(texts)} English sentences of the corpus "
+        "(`models/data/sentences_en.tsv`, 8+ words; teacher-forced, every token after the "
+        "first): " + ", ".join(f"{name} {value:.2f}" for name, value in quality.items()) + ".",
         "",
         f"Command: `{command}`",
     ])
     save_record(out_dir, "generation.json", model=label, threads=threads, rounds=rounds,
-                samples=samples, checks=checks)
+                samples=samples, checks=checks, perplexity=quality)
     return {"markdown": markdown, "checks": checks}
 
 

@@ -303,7 +303,8 @@ def _position_limit(config: dict[str, Any], tokenizer: TextTokenizer) -> int:
 
 @dataclass
 class TextGenerator:
-    """A causal LM served from an Optimum `text-generation-with-past` export."""
+    """A causal LM served from an Optimum `text-generation-with-past` export, or from the graph
+    ONNX Runtime GenAI's builder writes (`models/genai_export.py`)."""
 
     session: ort.InferenceSession
     tokenizer: TextTokenizer
@@ -312,6 +313,9 @@ class TextGenerator:
     max_positions: int
     cache: _CacheLayout
     max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP
+    # Graphs written by onnxruntime-genai's model builder (fused GroupQueryAttention, positions
+    # derived from the attention mask) take right-padded caches; Optimum's take left padding.
+    right_padded: bool = False
     # The pipeline's postprocess decodes with clean_up_tokenization_spaces=True whatever the
     # tokenizer config says; keep that for identical text.
     clean_up_tokenization_spaces: bool = True
@@ -345,7 +349,8 @@ class TextGenerator:
         session = create_session(model_dir / "model.onnx", threads)
         return cls(session=session, tokenizer=tokenizer, eos_token_ids=frozenset(eos),
                    pad_token_id=int(pad), max_positions=_position_limit(config, tokenizer),
-                   cache=_CacheLayout.read(session, config), max_new_tokens_cap=max_new_tokens_cap)
+                   cache=_CacheLayout.read(session, config), max_new_tokens_cap=max_new_tokens_cap,
+                   right_padded=(model_dir / "genai_config.json").exists())
 
     # --- chat and counting ----------------------------------------------------------------------
     @property
@@ -461,22 +466,32 @@ class TextGenerator:
         Only the last position's logits are read; rows that finished on their first token stay
         in the returned batch until `drop_finished`."""
         batch = len(sequences)
-        width = max(len(s.prompt_ids) for s in sequences)
+        lengths = np.array([len(s.prompt_ids) for s in sequences])
+        width = int(lengths.max())
         input_ids = np.full((batch, width), self.pad_token_id, np.int64)
         mask = np.zeros((batch, width), np.int64)
         for row, sequence in enumerate(sequences):
-            input_ids[row, width - len(sequence.prompt_ids):] = sequence.prompt_ids
-            mask[row, width - len(sequence.prompt_ids):] = 1
+            n = lengths[row]
+            cols = slice(0, n) if self.right_padded else slice(width - n, None)
+            input_ids[row, cols] = sequence.prompt_ids
+            mask[row, cols] = 1
         # As transformers' prepare_inputs_for_generation: padding positions are set to 1.
         positions = np.where(mask == 1, np.cumsum(mask, axis=-1) - 1, 1)
+        last = lengths - 1 if self.right_padded else None
         logits, past = self._run_graph(input_ids, mask, positions, self.cache.empty(batch),
-                                       first=True)
-        state = DecodeBatch(list(sequences), mask, past)
+                                       first=True, last=last)
+        state = DecodeBatch(list(sequences), mask, past, right_padded=self.right_padded)
         return state, state.advance(logits)
 
     def step(self, batch: DecodeBatch) -> list[GeneratedToken]:
         """One token for every sequence of the batch (none of which may be finished)."""
-        mask = np.concatenate([batch.mask, np.ones((len(batch.sequences), 1), np.int64)], axis=1)
+        rows = len(batch.sequences)
+        if batch.right_padded:  # each row's new position follows its own last one
+            lengths = batch.mask.sum(axis=1)
+            mask = np.concatenate([batch.mask, np.zeros((rows, 1), np.int64)], axis=1)
+            mask[np.arange(rows), lengths] = 1
+        else:
+            mask = np.concatenate([batch.mask, np.ones((rows, 1), np.int64)], axis=1)
         positions = mask.sum(axis=-1, keepdims=True) - 1
         logits, batch.past = self._run_graph(batch.next_ids, mask, positions, batch.past,
                                              first=False)
@@ -484,9 +499,11 @@ class TextGenerator:
         return batch.advance(logits)
 
     def _run_graph(self, input_ids: np.ndarray, mask: np.ndarray, positions: np.ndarray,
-                   past: dict[str, Any], first: bool) -> tuple[np.ndarray, dict[str, Any]]:
+                   past: dict[str, Any], first: bool, last: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, dict[str, Any]]:
         """One ORT call. The cache stays in ORT's own buffers (OrtValues) from one step to the
-        next: `run` would copy every present key/value into numpy and back each step."""
+        next: `run` would copy every present key/value into numpy and back each step. `last`:
+        each row's last real input position (right-padded prompts), else the final one."""
         feed: dict[str, Any] = {"input_ids": _ortvalue(input_ids),
                                 "attention_mask": _ortvalue(mask)}
         for name, value in past.items():
@@ -497,8 +514,9 @@ class TextGenerator:
             feed["use_cache_branch"] = _ortvalue(np.array([not first]))
         logits, *present = self.session.run_with_ort_values(self._outputs, feed)
         # Logits of the last position only: (rows, vocab).
-        last = logits.numpy()[:, -1]
-        return last, dict(zip(self.cache.past_names, present, strict=True))
+        values = logits.numpy()
+        chosen = values[:, -1] if last is None else values[np.arange(values.shape[0]), last]
+        return chosen, dict(zip(self.cache.past_names, present, strict=True))
 
 
 def _ortvalue(array: np.ndarray) -> ort.OrtValue:
@@ -511,13 +529,16 @@ def _as_array(value: Any) -> np.ndarray:
 
 @dataclass
 class DecodeBatch:
-    """Sequences decoded together: one KV cache left-padded to a common width, its mask, and
-    the token each row feeds next. Sequences join (`merge`) and leave (`keep`) between steps,
-    which is what lets concurrent requests share every ORT call (iteration-level batching)."""
+    """Sequences decoded together: one KV cache padded to a common width (on the left, or on the
+    right for graphs that take right padding), its mask, and the token each row feeds next.
+    Sequences join (`merge`) and leave (`keep`) between steps, which is what lets concurrent
+    requests share every ORT call (iteration-level batching)."""
 
     sequences: list[DecodingSequence]
     mask: np.ndarray  # (rows, past width): 1 where the cache holds a real position
     past: dict[str, Any]  # past_key_values.* -> (rows, heads, width, head_dim), numpy or OrtValue
+    # Padding after each row's positions instead of before (graphs with GroupQueryAttention).
+    right_padded: bool = False
     next_ids: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -544,13 +565,17 @@ class DecodeBatch:
         self.sequences = [self.sequences[r] for r in rows]
         self.next_ids = self.next_ids[index]
         mask = self.mask[index]
-        start = int(np.argmax(mask.any(axis=0))) if len(rows) else 0
-        self.mask = mask[:, start:]
-        self.past = {name: _as_array(value)[index, :, start:]
+        used = mask.any(axis=0)
+        if self.right_padded:
+            start, end = 0, (len(used) - int(np.argmax(used[::-1]))) if len(rows) else 0
+        else:
+            start, end = (int(np.argmax(used)) if len(rows) else 0), mask.shape[1]
+        self.mask = mask[:, start:end]
+        self.past = {name: _as_array(value)[index, :, start:end]
                      for name, value in self.past.items()}
 
     def merge(self, other: DecodeBatch) -> None:
-        """Append `other`'s rows; the shorter cache is left-padded (masked) to the longer."""
+        """Append `other`'s rows; the shorter cache is padded (masked) to the longer."""
         width = max(self.mask.shape[1], other.mask.shape[1])
 
         def pad(array: np.ndarray, axis: int) -> np.ndarray:
@@ -558,7 +583,7 @@ class DecodeBatch:
             if not missing:
                 return array
             widths = [(0, 0)] * array.ndim
-            widths[axis] = (missing, 0)
+            widths[axis] = (0, missing) if self.right_padded else (missing, 0)
             return np.pad(array, widths)
 
         self.sequences = self.sequences + other.sequences
