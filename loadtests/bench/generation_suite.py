@@ -175,13 +175,11 @@ def perplexity(folder: Path, texts: list[str], threads: int) -> float:
 
 
 def held_out_sentences(count: int = 200) -> list[str]:
-    """Real English sentences of 8+ words from the corpus (none of them are prompts here)."""
-    import csv
+    """Real English sentences of 8+ words from the benchmark corpus (none of them are prompts
+    here)."""
+    from loadtests.bench.suite import corpus_sentences
 
-    path = ROOT / "models" / "data" / "sentences_en.tsv"
-    with path.open(encoding="utf-8") as f:
-        rows = [r["text"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
-    return [t for t in rows if len(t.split()) >= 8][:count]
+    return [t for t in corpus_sentences() if len(t.split()) >= 8][:count]
 
 
 FUSED = {"fp32": "ours, fused graph fp32, 1 stream", "int4": "ours, fused graph int4, 1 stream"}
