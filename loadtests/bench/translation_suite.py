@@ -32,6 +32,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from loadtests.bench.interleave import (  # noqa: E402
     Sample,
+    build_once,
     check,
     interleaved,
     load_average,
@@ -83,22 +84,20 @@ def model_folders(quick: bool, cache: Path = CACHE) -> dict[str, Path]:
         folders["int8"] = cache / f"{name}-served-int8"
     if not (folders["checkpoint"] / "config.json").exists():
         _t5_checkpoint(folders["checkpoint"], quick)
-    if not (folders["export"] / "encoder_model.onnx").exists():
-        partial = cache / f"{name}-onnx.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        export_onnx(folders["checkpoint"], partial, "translation")
-        partial.rename(folders["export"])
+    build_once(folders["export"],
+               lambda partial: export_onnx(folders["checkpoint"], partial, "translation"),
+               marker="encoder_model.onnx")
     if not (folders["fp32"] / "encoder_model.onnx").exists():
         shutil.copytree(folders["export"], folders["fp32"])
         prune_unserved_graphs(folders["fp32"], "translation")
-    if "int8" in folders and not (folders["int8"] / "encoder_model.onnx").exists():
+    if "int8" in folders:
         from models.optimize import quantize_graphs
 
-        partial = cache / f"{name}-served-int8.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(folders["fp32"], partial)
-        quantize_graphs(partial, "translation")
-        partial.rename(folders["int8"])
+        def int8(partial: Path) -> None:
+            shutil.copytree(folders["fp32"], partial)
+            quantize_graphs(partial, "translation")
+
+        build_once(folders["int8"], int8, marker="encoder_model.onnx")
     return folders
 
 
