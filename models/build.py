@@ -24,9 +24,10 @@ from models.sources import Source, resolve_source
 
 # Packages whose versions change the exported files (recorded, and part of the version).
 EXPORTER_PACKAGES = ("optimum", "optimum-onnx", "transformers", "tokenizers", "torch",
-                     "onnx", "onnxruntime", "sentence-transformers")
+                     "onnx", "onnxruntime", "sentence-transformers", "onnxruntime-genai")
 # The modules whose code shapes the serving folder (a change to them means a new version).
-PIPELINE_MODULES = ("export.py", "marian_tokenizer.py", "optimize.py", "layout.py")
+PIPELINE_MODULES = ("export.py", "marian_tokenizer.py", "optimize.py", "layout.py",
+                    "genai_export.py")
 PER_CHANNEL = True  # per-channel int8 weights: MiniLM cosine 0.97 vs 0.87 per-tensor (measured)
 
 
@@ -64,12 +65,13 @@ def build_identity(spec: ModelSpec, source: Source) -> dict:
         "task": spec.task,
         "optimize": spec.optimize,
         "quantize": spec.quantize,
+        "graph": spec.graph,
         "exporter": exporter_versions(),
         "pipeline": {
             name: file_sha256(here / name) for name in PIPELINE_MODULES if (here / name).exists()
         },
     }
-    if spec.quantize:
+    if spec.quantize == "int8":
         # Quantization presets depend on the CPU, so the same model quantized elsewhere differs.
         identity["quantization_target"] = quantization_target().name
         identity["per_channel"] = PER_CHANNEL
@@ -88,7 +90,6 @@ def build_model(spec: ModelSpec, profile: str) -> BuildResult:
                            parity=existing.get("parity", {}),
                            seconds=time.perf_counter() - started)
 
-    from models.export import export_onnx
     from models.optimize import optimize_graphs, quantize_graphs
     from models.parity import check_parity, stage_name
 
@@ -105,6 +106,11 @@ def build_model(spec: ModelSpec, profile: str) -> BuildResult:
     with tempfile.TemporaryDirectory(prefix=f"build-{spec.name}-") as work:
         checkpoint = step("checkpoint", source.fetch, Path(work))
         serving = Path(work) / "serving"
+        if spec.graph == "genai":
+            return _build_genai(spec, profile, source, identity, version, checkpoint, serving,
+                                step, steps, started)
+        from models.export import export_onnx
+
         step("export", export_onnx, checkpoint, serving, spec.task)
         parity["fp32"] = step("parity", check_parity, checkpoint, serving, spec.task)
         if spec.optimize:
@@ -119,6 +125,25 @@ def build_model(spec: ModelSpec, profile: str) -> BuildResult:
                                  spec.task, spec.optimize, spec.quantize)
         metadata = describe(spec, profile, source, serving, identity, parity, quantization_config)
         listing = step("store", store.save, spec.name, version, serving, metadata)
+    return BuildResult(spec.name, listing["tag"], "built", listing["path"], steps, parity,
+                       time.perf_counter() - started)
+
+
+def _build_genai(spec: ModelSpec, profile: str, source: Source, identity: dict, version: str,
+                 checkpoint: Path, serving: Path, step, steps: list, started: float
+                 ) -> BuildResult:
+    """A decoder written by ONNX Runtime GenAI's builder at the spec's precision, checked against
+    PyTorch with that precision's tolerance (int4: a perplexity bound, see models/parity.py)."""
+    from models.genai_export import build_decoder
+    from models.parity import check_parity
+
+    precision = spec.quantize or "fp32"
+    step(f"export (genai {precision})", build_decoder, checkpoint, serving, precision)
+    label = "parity" if precision == "fp32" else f"parity {precision}"
+    parity = {precision: step(label, check_parity, checkpoint, serving, spec.task,
+                              None, spec.quantize)}
+    metadata = describe(spec, profile, source, serving, identity, parity, None)
+    listing = step("store", store.save, spec.name, version, serving, metadata)
     return BuildResult(spec.name, listing["tag"], "built", listing["path"], steps, parity,
                        time.perf_counter() - started)
 
@@ -147,6 +172,7 @@ def describe(
         "optimization": spec.optimize,
         "quantization": spec.quantize,
         "quantization_config": quantization_config,
+        "graph": spec.graph,
         "parity": parity,
         "exporter": identity["exporter"],
         "identity": identity,

@@ -18,7 +18,10 @@ from models.layout import TASKS
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 
 OPTIMIZATIONS = (None, "O1", "O2", "O3")
-QUANTIZATIONS = (None, "int8")
+QUANTIZATIONS = (None, "int8", "int4")
+# Who writes the ONNX graph: Optimum's exporter (every task), or ONNX Runtime GenAI's model
+# builder (decoders only: fused attention, see models/genai_export.py).
+GRAPHS = ("optimum", "genai")
 SCHEMES = ("tiny", "hub", "dir", "package", "gguf", "trained")
 # BentoML tag names: lowercase alphanumerics, '-', '_' and '.', starting and ending alphanumeric.
 NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
@@ -38,6 +41,7 @@ class ModelSpec:
     revision: str | None = None
     optimize: str | None = None
     quantize: str | None = None
+    graph: str = "optimum"
     default: bool = False
     description: str = ""
     licence: str = ""
@@ -62,7 +66,18 @@ class ModelSpec:
         if self.optimize not in OPTIMIZATIONS:
             raise CatalogError(f"{where}: optimize must be one of null, O1, O2, O3")
         if self.quantize not in QUANTIZATIONS:
-            raise CatalogError(f"{where}: quantize must be null or int8")
+            raise CatalogError(f"{where}: quantize must be null, int8 or int4")
+        if self.graph not in GRAPHS:
+            raise CatalogError(f"{where}: graph must be one of {', '.join(GRAPHS)}")
+        if self.graph == "genai":
+            if self.task != "text-generation":
+                raise CatalogError(f"{where}: graph genai writes decoders only (text-generation)")
+            if self.optimize or self.quantize == "int8":
+                raise CatalogError(f"{where}: graph genai is optimized by its builder; "
+                                   "optimize must be null and quantize null or int4")
+        elif self.quantize == "int4":
+            raise CatalogError(f"{where}: quantize int4 needs graph genai (the builder's "
+                               "blockwise 4-bit weights)")
         try:
             parse_source(self.source)
         except CatalogError as err:

@@ -2,7 +2,7 @@
 
     python -m models build [--profile NAME] [MODEL ...]
     python -m models export --task TASK --source HF_ID_OR_DIR --name NAME [--optimize O2]
-                            [--quantize int8]
+                            [--quantize int8|int4] [--graph optimum|genai]
     python -m models list [--json]
 
 The store is BentoML's (`BENTOML_HOME`, by default ~/bentoml; the Makefile points it at the
@@ -64,6 +64,7 @@ def export(args: argparse.Namespace) -> int:
             revision=args.revision,
             optimize=args.optimize,
             quantize=args.quantize,
+            graph=args.graph,
             description=f"exported with `python -m models export --source {args.source}`",
         ).validate()
     except CatalogError as err:
@@ -80,10 +81,11 @@ def list_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(models, indent=2, sort_keys=True))
         return 0
-    rows = [("TAG", "TASK", "PROFILE", "OPT", "QUANT", "SIZE", "CREATED", "SOURCE")]
+    rows = [("TAG", "TASK", "PROFILE", "GRAPH", "OPT", "QUANT", "SIZE", "CREATED", "SOURCE")]
     for m in models:
         size = f"{m.get('size_bytes', 0) / 1e6:.1f} MB"
-        rows.append((m["tag"], m["task"], str(m.get("profile")), m.get("optimization") or "-",
+        rows.append((m["tag"], m["task"], str(m.get("profile")), m.get("graph") or "optimum",
+                     m.get("optimization") or "-",
                      m.get("quantization") or "-", size, m.get("created", "")[:19],
                      m.get("source", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -151,6 +153,9 @@ def _parity_summary(report: dict) -> str:
     outputs = report["outputs"].values()
     agreements = [f["agreement"] for f in outputs if "agreement" in f]
     cosines = [f["min_cosine"] for f in outputs if "min_cosine" in f]
+    ratios = [f["perplexity_ratio"] for f in outputs if "perplexity_ratio" in f]
+    if report["stage"] == "int4" and ratios:
+        return text + f" perplexity x{max(ratios):.3f}"
     if report["stage"] != "fp32":
         if agreements:
             text += f" argmax-agreement={min(agreements):.2f}"
@@ -189,7 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--name", required=True, help="model store name")
     export_parser.add_argument("--revision", help="hub revision (commit) to export")
     export_parser.add_argument("--optimize", choices=("O1", "O2", "O3"))
-    export_parser.add_argument("--quantize", choices=("int8",))
+    export_parser.add_argument("--quantize", choices=("int8", "int4"))
+    export_parser.add_argument("--graph", choices=("optimum", "genai"), default="optimum",
+                               help="genai: ONNX Runtime GenAI's builder (text-generation only)")
     export_parser.add_argument("-v", "--verbose", action="store_true")
 
     list_parser = commands.add_parser("list", help="list the models in the store")

@@ -33,8 +33,10 @@ def graph_files(task: str) -> tuple[str, ...]:
 
 
 def with_external_data(folder: Path, name: str) -> list[Path]:
-    """A graph file and its external-data file (graphs over 2 GB keep weights beside them)."""
-    return [p for p in (folder / name, folder / f"{name}_data") if p.exists()]
+    """A graph file and its external-data file (graphs over 2 GB keep weights beside them:
+    Optimum writes `model.onnx_data`, ONNX Runtime GenAI's builder `model.onnx.data`)."""
+    candidates = (folder / name, folder / f"{name}_data", folder / f"{name}.data")
+    return [p for p in candidates if p.exists()]
 
 
 def prune_unserved_graphs(folder: Path, task: str) -> list[str]:

@@ -114,7 +114,8 @@ def served_models(
 ) -> list[dict]:
     """The latest stored build of every catalog entry of `profile`, in catalog order, each with
     the catalog's `default` flag. A build counts only if it was made from the entry as the
-    catalog now states it (profile, source, revision, optimization, quantization). Missing builds
+    catalog now states it (profile, source, revision, graph, optimization, quantization; builds
+    from before `graph` existed are Optimum's). Missing builds
     raise ModelNotFound naming them, unless `strict` is false (then they are left out)."""
     catalog = catalog or load_catalog()
     chosen = catalog.profile(profile)
@@ -131,6 +132,7 @@ def served_models(
             and listing.get("revision") == spec.revision
             and listing.get("optimization") == spec.optimize
             and listing.get("quantization") == spec.quantize
+            and (listing.get("graph") or "optimum") == spec.graph
         ]
         if not builds:
             missing.append(spec.name)

@@ -49,6 +49,9 @@ class ModelSettings:
     defaults: dict[str, str] = field(default_factory=dict)
     # ORT intra-op threads per session (0 = all cores the worker may use).
     threads: int = 0
+    # Single-threaded runs of an encoder model side by side for a batch of several inputs
+    # (0 = one per intra-op thread, 1 = off); each model then holds a second ORT session.
+    encoder_runners: int = 0
     verify_hashes: bool = True
     # Language pair a multi-pair translation model (T5) uses when a request names none.
     translation_pair: str = "en-fr"

@@ -57,8 +57,8 @@ class ServedModel:
     def describe(self, default: bool) -> dict[str, Any]:
         r = self.record
         return {"task": r.task, "name": r.name, "tag": r.tag, "source": r.source,
-                "optimization": r.optimization, "quantization": r.quantization,
-                "default": default, "untrained": r.untrained}
+                "graph": r.graph, "optimization": r.optimization,
+                "quantization": r.quantization, "default": default, "untrained": r.untrained}
 
 
 @dataclass(slots=True)

@@ -28,6 +28,11 @@ class ModelRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def graph(self) -> str:
+        """Who wrote the ONNX graph: `optimum` (also builds from before the field) or `genai`."""
+        return str(self.metadata.get("graph") or "optimum")
+
+    @property
     def version(self) -> str:
         return self.tag.split(":", 1)[1] if ":" in self.tag else ""
 

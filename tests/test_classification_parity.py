@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from models.tiny import MAX_POSITIONS, corpus_sentences
-from service.runtime.encoder_batches import length_sorted_groups
+from service.runtime.encoder_batches import length_sorted_groups, split_for_runners
 from service.runtime.errors import InvalidInput
 from service.runtime.tasks.classification import ClassificationParameters, TextClassifier
 
@@ -149,6 +150,43 @@ def test_length_sorted_groups_pad_little_and_cover_every_input():
     assert [lengths[i] for i in groups[1]] == [120, 118]
     total_padded = sum(max(lengths[i] for i in g) * len(g) for g in groups)
     assert total_padded < 1.1 * sum(lengths)
+
+
+def test_groups_dealt_to_runners_cover_every_input_and_share_the_work():
+    lengths = [30, 5, 12, 40, 8, 8, 9, 22, 17, 3, 50, 11, 14, 16, 9, 10]
+    groups = length_sorted_groups(lengths, call_overhead_tokens=16)
+    dealt = split_for_runners(groups, lengths, 2, call_overhead_tokens=16)
+    assert len(dealt) == 2
+    assert sorted(i for runner in dealt for g in runner for i in g) == list(range(len(lengths)))
+    loads = [sum(16 + len(g) * max(lengths[i] for i in g) for g in runner) for runner in dealt]
+    assert max(loads) <= 1.25 * sum(loads) / 2
+    # One group of equal lengths is halved so that both runners get work.
+    halves = split_for_runners([[0, 1, 2, 3]], [9, 9, 9, 9], 2)
+    assert sorted(len(runner[0]) for runner in halves) == [2, 2]
+    assert split_for_runners([[0]], [5], 2) == [[[0]], []]
+
+
+def test_side_by_side_runners_give_the_pipeline_results_in_order(kind, tiny_exported, reference):
+    model = TextClassifier.load(tiny_exported(kind), threads=2)
+    model.encoder.use_runners(2)
+    threads: set[str] = set()
+    narrow_run = model.encoder.narrow.run
+
+    def watched_run(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return narrow_run(*args, **kwargs)
+
+    model.encoder.narrow.run = watched_run
+    sentences = corpus_sentences()[2000:2040]
+    params = ClassificationParameters(top_k=2)
+    try:
+        ours = model.classify([(t, params) for t in sentences])
+        alone = model.classify([(sentences[0], params)])
+    finally:
+        model.encoder.close()
+    assert len(threads) == 2, threads  # the batch really ran on two threads
+    _assert_same(ours, reference(sentences, top_k=2))
+    _assert_same(alone, reference(sentences[:1], top_k=2))
 
 
 def test_too_long_input_is_refused_with_the_limit(classifier):

@@ -90,7 +90,32 @@ def openai_client(url):
 
 def test_openai_models_lists_generation_models(openai_client):
     ids = {m.id for m in openai_client.models.list()}
-    assert ids == {"tiny-llama-chat", "tiny-gpt2"}
+    assert ids == {"tiny-llama-chat", "tiny-llama-chat-genai", "tiny-llama-chat-int4",
+                   "tiny-gpt2"}
+
+
+def test_builder_graph_from_the_catalog_serves_the_tokens_of_optimums_export(openai_client,
+                                                                             url):
+    """`graph: genai` (fused attention, right-padded cache) is a different graph of the same
+    weights: greedy text through every door equals the Optimum export's; the int4 variant
+    serves too (its tokens may differ: 4-bit weights)."""
+    prompts = [PROMPT, "Hi", "A long afternoon by the river, with nothing to do but watch"]
+
+    def generate(model: str) -> list:
+        return [post(url, "/generate", {"inputs": p, "model": model,
+                                        "parameters": {"max_new_tokens": 12}})[0]
+                for p in prompts]
+
+    assert generate("tiny-llama-chat-genai") == generate("tiny-llama-chat")
+    assert all(isinstance(g["generated_text"], str) for g in generate("tiny-llama-chat-int4"))
+    completion = openai_client.completions.create(model="tiny-llama-chat-genai", prompt=PROMPT,
+                                                  max_tokens=8, temperature=0)
+    assert completion.choices[0].text == openai_client.completions.create(
+        model="tiny-llama-chat", prompt=PROMPT, max_tokens=8, temperature=0).choices[0].text
+    described = {m["name"]: m for m in requests.get(f"{url}/models", timeout=30).json()}
+    assert described["tiny-llama-chat-int4"]["quantization"] == "int4"
+    assert described["tiny-llama-chat-genai"]["graph"] == "genai"
+    assert described["tiny-llama-chat"]["graph"] == "optimum"
 
 
 def test_openai_completion_equals_greedy_generate(openai_client, url):

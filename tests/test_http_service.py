@@ -145,8 +145,8 @@ def test_models_lists_every_served_model_with_defaults(url):
         "text-classification", "question-answering", "text-generation", "translation",
         "feature-extraction"}
     for m in models:
-        assert set(m) == {"task", "name", "tag", "source", "optimization", "quantization",
-                          "default", "untrained"}
+        assert set(m) == {"task", "name", "tag", "source", "graph", "optimization",
+                          "quantization", "default", "untrained"}
         assert m["untrained"] is True  # the tiny profile: random weights, and it says so
         assert m["tag"].startswith(m["name"] + ":")
 

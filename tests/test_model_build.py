@@ -77,7 +77,8 @@ def tiny_build(store_env) -> subprocess.CompletedProcess:
 def test_build_tiny_profile_stores_every_catalog_model(tiny_build, store_env):
     lines = progress_lines(tiny_build.stdout)
     assert len(lines) == len(TINY_NAMES)
-    assert all("parity max|Δ|=" in line and ", saved " in line for line in lines), lines
+    assert all(("parity max|Δ|=" in line or "parity int4 max|Δ|=" in line)
+               and ", saved " in line for line in lines), lines
     models = listed(store_env)
     assert sorted(models) == sorted(TINY_NAMES)
     store_root = Path(store_env["BENTOML_HOME"])
@@ -89,7 +90,12 @@ def test_build_tiny_profile_stores_every_catalog_model(tiny_build, store_env):
         assert isinstance(entry["opset"], int) and entry["opset"] >= 14
         assert entry["architecture"] and entry["max_input_tokens"]
         assert {"transformers", "optimum", "onnxruntime", "torch"} <= set(entry["exporter"])
-        assert entry["parity"]["fp32"]["max_abs_diff"] < 0.05
+        if entry["quantization"] == "int4":  # no fp32 graph: bounded by perplexity
+            figures = entry["parity"]["int4"]["outputs"]["logits"]
+            assert figures["perplexity_ratio"] <= entry["parity"]["int4"]["tolerance"][
+                "max_perplexity_ratio"]
+        else:
+            assert entry["parity"]["fp32"]["max_abs_diff"] < 0.05
         folder = Path(entry["path"])
         for graph in entry["graphs"]:
             assert graph in entry["files"]
@@ -245,6 +251,14 @@ def test_catalog_profiles_cover_every_task_with_one_default():
         ("{name: a, task: translation, source: 'tiny:t5'}", "exactly one default"),
         ("{name: a, task: translation, source: 'tiny:t5', default: true, colour: red}",
          "unknown fields"),
+        ("{name: a, task: translation, source: 'tiny:t5', default: true, graph: genai}",
+         "decoders only"),
+        ("{name: a, task: text-generation, source: 'tiny:gpt2', default: true, quantize: int4}",
+         "int4 needs graph genai"),
+        ("{name: a, task: text-generation, source: 'tiny:gpt2', default: true, graph: genai, "
+         "optimize: O2}", "optimized by its builder"),
+        ("{name: a, task: text-generation, source: 'tiny:gpt2', default: true, graph: tf}",
+         "graph must be"),
     ],
 )
 def test_catalog_rejects_invalid_entries(tmp_path, entry, message):

@@ -13,6 +13,7 @@ for embeddings) on the same checkpoint, one call per sentence.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,6 +81,34 @@ class PlainOrt:
             encodings.sort(key=len)
         for i in range(0, len(encodings), batch_size):
             self.run(encodings[i : i + batch_size])
+        cpu_ms = (time.process_time() - cpu_started) * 1000 / len(items)
+        return len(items) / (time.perf_counter() - started), cpu_ms
+
+    def measure_side_by_side(self, items: Sequence[Any], batch_size: int, runners: int = 2
+                             ) -> tuple[float, float]:
+        """Like `measure`, but the sorted batches are taken by `runners` threads at once (each
+        ORT call single-threaded when the session has 1 thread): how the served encoders use
+        the cores under load (`EncoderModel.use_runners`), here with nothing else running."""
+        started, cpu_started = time.perf_counter(), time.process_time()
+        encodings = sorted(self.encode(items), key=len)
+        batches = iter([encodings[i : i + batch_size]
+                        for i in range(0, len(encodings), batch_size)])
+        lock = threading.Lock()
+
+        def drain() -> None:
+            while True:
+                with lock:
+                    batch = next(batches, None)
+                if batch is None:
+                    return
+                self.run(batch)
+
+        others = [threading.Thread(target=drain) for _ in range(runners - 1)]
+        for thread in others:
+            thread.start()
+        drain()
+        for thread in others:
+            thread.join()
         cpu_ms = (time.process_time() - cpu_started) * 1000 / len(items)
         return len(items) / (time.perf_counter() - started), cpu_ms
 

@@ -92,18 +92,21 @@ def _workload_section(w: Any, samples: Any, cfg: Any) -> list[str]:
              "In process (plain ONNX Runtime on the served graph; items/s):", "",
              "| model | " + " | ".join(f"sorted batch {b}" for b in cfg.batch_sizes)
              + (" | arrival-order batch 32" if not cfg.quick else "")
-             + " | sorted batch 32, threads not spinning | batch-1 latency p50 ms"
-             " | CPU ms per item (sorted 32, default / not spinning) |",
-             "|---|" + "---|" * (len(cfg.batch_sizes) + (0 if cfg.quick else 1) + 3)]
+             + " | sorted batch 32, threads not spinning"
+             " | sorted batch 8, two 1-thread runs side by side | batch-1 latency p50 ms"
+             " | CPU ms per item (sorted 32, default / not spinning; side by side) |",
+             "|---|" + "---|" * (len(cfg.batch_sizes) + (0 if cfg.quick else 1) + 4)]
     for name in w.served:
         cells = [_fmt(samples.median(f"{name}/limit/b{b}")) for b in cfg.batch_sizes]
         if not cfg.quick:
             cells.append(_fmt(samples.median(f"{name}/limit/b32-arrival")))
         cells.append(_fmt(samples.median(f"{name}/limit/b1-latency"), 2))
-        cells.insert(len(cfg.batch_sizes) + (0 if cfg.quick else 1),
-                     _fmt(samples.median(f"{name}/limit/b32-no-spin")))
+        cells[len(cfg.batch_sizes) + (0 if cfg.quick else 1):0] = [
+            _fmt(samples.median(f"{name}/limit/b32-no-spin")),
+            _fmt(samples.median(f"{name}/limit/b8-runners"))]
         cells.append(_fmt(samples.median(f"{name}/limit/b32-cpu-ms"), 2) + " / "
-                     + _fmt(samples.median(f"{name}/limit/b32-no-spin-cpu-ms"), 2))
+                     + _fmt(samples.median(f"{name}/limit/b32-no-spin-cpu-ms"), 2) + "; "
+                     + _fmt(samples.median(f"{name}/limit/b8-runners-cpu-ms"), 2))
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     if samples.has(f"{w.task}/torch/b1"):
         lines += ["", f"PyTorch pipeline in process, one call per item: "

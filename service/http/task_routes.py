@@ -85,6 +85,8 @@ class ServedModelInfo(BaseModel):
     name: str
     tag: str
     source: str
+    graph: str = Field(description="who wrote the ONNX graph: optimum (Optimum's exporter) or "
+                                   "genai (ONNX Runtime GenAI's builder, fused attention)")
     optimization: str | None
     quantization: str | None
     default: bool

@@ -92,7 +92,7 @@ class V2DataPlane:
         record = served.record
         parameters: dict[str, Any] = {
             "task": record.task, "tag": record.tag, "source": record.source,
-            "optimization": record.optimization or "none",
+            "graph": record.graph, "optimization": record.optimization or "none",
             "quantization": record.quantization or "none",
             "default": self.plane.defaults.get(record.task) == record.name,
             "untrained": record.untrained,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from service.config import Settings
+from service.runtime.onnx_session import default_threads
 from service.runtime.tasks.classification import TextClassifier
 from service.runtime.tasks.embeddings import Embedder
 from service.runtime.tasks.generation import TextGenerator
@@ -40,12 +41,15 @@ def _threads(settings: Settings) -> int | None:
 def _encoder_loader(cls: Any) -> Loader:
     """Load an encoder task and give its ORT grouping the configured batch limits (the batcher
     hands it up to `max_batch_size` inputs; it runs them in length-sorted groups that stay
-    within `max_batch_tokens` padded tokens)."""
+    within `max_batch_tokens` padded tokens), run by `models.encoder_runners` side by side
+    (0: one per intra-op thread)."""
 
     def load(path: Path, settings: Settings) -> Any:
         runtime = cls.load(path, threads=_threads(settings))
         runtime.encoder.max_batch = settings.batching.max_batch_size
         runtime.encoder.max_batch_tokens = settings.batching.max_batch_tokens
+        runtime.encoder.use_runners(settings.models.encoder_runners
+                                    or _threads(settings) or default_threads())
         return runtime
 
     return load
