@@ -64,9 +64,11 @@ TOLERANCES: dict[str, Tolerance] = {
     # int4 (ONNX Runtime GenAI's blockwise weights, decoders only): individual logits move by
     # much more than int8's, so the bound is on what a language model is for, the likelihood
     # of real text. Measured, SmolLM2-135M (from its Q4_1 GGUF), 200 corpus sentences:
-    # perplexity 146.5 -> 178.3 (x1.22); these 16 parity sentences: PPLX16. A broken graph
-    # (wrong cache, positions, scales) lands at x2 and beyond (dynamic int8 of Optimum's
-    # export: x1.71).
+    # perplexity 146.5 -> 178.3 (x1.22); on the 16 parity sentences 150.3 -> 176.2 (x1.17).
+    # Dynamic int8 of Optimum's export, whose greedy tokens diverge at the first token, measured
+    # x1.71 (250.3): the bound admits the first and refuses the second. Random-weight tiny
+    # models have no meaningful likelihood (perplexity ~1e5 either way): there it only checks
+    # that the graph runs.
     "int4": Tolerance(atol=None, rtol=None, max_perplexity_ratio=1.35),
 }
 

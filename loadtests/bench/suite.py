@@ -45,6 +45,8 @@ from loadtests.bench.bench_models import CLASSIFIER, CLASSIFIER_INT8, EMBEDDER, 
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = ROOT / ".cache" / "bench" / "home"
+# The project's own store, where `make models PROFILE=local` builds the `local` profile.
+LOCAL_HOME = Path(os.environ.get("BENTOML_HOME") or ROOT / ".bentoml")
 CORPUS = ROOT / "models" / "data" / "sentences_en.tsv"
 CONCURRENCIES = (1, 4, 16, 64)
 # The served configuration is the default one, except admission control: at c=64 the fp32 model
@@ -134,12 +136,24 @@ def process_tree_rss_mb(pid: int) -> dict[str, float]:
     return rss
 
 
-def cold_start_seconds(home: Path, log_dir: Path) -> tuple[float, dict[str, float]]:
-    """Process start to `/readyz` 200 for the tiny profile, and the RSS of its processes."""
+def profile_built(home: Path, profile: str) -> bool:
+    """Whether `home`'s store holds every model of `profile` as the catalog states it (asked in
+    a subprocess: BentoML fixes its home when first imported)."""
+    import subprocess
+
+    code = f"from models.store import served_models; served_models({profile!r})"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          env={**os.environ, "BENTOML_HOME": str(home)}).returncode == 0
+
+
+def cold_start_seconds(home: Path, log_dir: Path, profile: str = "tiny"
+                       ) -> tuple[float, dict[str, float]]:
+    """Process start to `/readyz` 200 for a profile, and the RSS of its processes."""
     from loadtests.server_process import start_server
 
     started = time.perf_counter()
-    server = start_server(home, log_dir / "cold-start.log", poll_interval=0.02)
+    server = start_server(home, log_dir / f"cold-start-{profile}.log", poll_interval=0.02,
+                          extra_env={"PROFILE": profile}, timeout=60.0)
     elapsed = time.perf_counter() - started
     try:
         rss = process_tree_rss_mb(server.process.pid)
@@ -219,6 +233,9 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
     if tiny_home is None:
         tiny_home = home.parent / "tiny-home"
         build_store(tiny_home, "tiny")
+    # The `local` profile's cold start (goal 20 s) needs its models, which take minutes to build
+    # (`make models PROFILE=local`): measured when they are there, else said to be missing.
+    local_built = not quick and profile_built(LOCAL_HOME, "local")
     load_before = os.getloadavg()
     wall_started = time.perf_counter()
 
@@ -319,6 +336,10 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
                 seconds_cold, rss_tiny = cold_start_seconds(tiny_home, logs)
                 samples.add("cold_start_tiny_s", seconds_cold)
                 samples.add("memory_tiny", rss_tiny)
+                if not quick and local_built:
+                    seconds_cold, rss_local = cold_start_seconds(LOCAL_HOME, logs, "local")
+                    samples.add("cold_start_local_s", seconds_cold)
+                    samples.add("memory_local", rss_local)
         samples.add("memory_after_load", process_tree_rss_mb(ours.process.pid))
     finally:
         for server in [*servers.values(), *baselines.values()]:
@@ -429,6 +450,8 @@ def goals(samples: Samples, quick: bool, extra: list[dict[str, Any]]) -> dict[st
           "(at most)", server_cpu_ms(f"{fp32}/http/c16") / cpu_limit(fp32), 1.1, at_most=True)
     check("O2+int8 / fp32 in process (sorted b32)", limit(int8) / limit(fp32), 1.8)
     check("cold start tiny (s)", samples.median("cold_start_tiny_s"), 5.0, at_most=True)
+    if samples.has("cold_start_local_s"):
+        check("cold start local (s)", samples.median("cold_start_local_s"), 20.0, at_most=True)
     for section in extra:
         for name, value in (section.get("checks") or {}).items():
             checks[f"{section['title'].lower()}: {name}"] = tuple(value)  # type: ignore[assignment]
