@@ -213,6 +213,9 @@ class DataPlane:
                 served.batcher.close()
             if served.scheduler:
                 served.scheduler.close()
+            encoder = getattr(served.runtime, "encoder", None)  # encoder tasks' runner threads
+            if encoder is not None:
+                encoder.close()
         tracing.shutdown()
 
     # --- lookup ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,7 +262,10 @@ class EncoderModel:
             return results
         mine, *theirs = split_for_runners(groups, lengths, self.runners)
         others = [self._pool.submit(run_groups, self.narrow, dealt) for dealt in theirs if dealt]
-        run_groups(self.narrow, mine)
+        try:
+            run_groups(self.narrow, mine)
+        finally:
+            wait(others)  # never return (or raise) while another runner still fills `results`
         for other in others:
             other.result()
         return results
