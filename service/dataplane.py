@@ -22,6 +22,7 @@ from service.batching import AdaptiveBatcher
 from service.config import Settings
 from service.model_repository import ModelRecord, load_records
 from service.runtime import stages
+from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -213,8 +214,8 @@ class DataPlane:
                 served.batcher.close()
             if served.scheduler:
                 served.scheduler.close()
-            encoder = getattr(served.runtime, "encoder", None)  # encoder tasks' runner threads
-            if encoder is not None:
+            encoder = getattr(served.runtime, "encoder", None)
+            if isinstance(encoder, EncoderModel):  # classification, QA, embeddings: runners
                 encoder.close()
         tracing.shutdown()
 
