@@ -107,7 +107,10 @@ def test_concurrent_requests_get_the_tokens_they_get_alone(kind, generators):
                                                             abs=1e-4)
     assert steps.tokens == sum(len(t) for t, _ in results)
     assert max(steps.rows) > 1, "requests were decoded one after another, not together"
-    assert steps.rows[:2] == [4, 4]  # prefill of the first half, then its first step
+    # The first half is submitted at once; the scheduler's thread may take the first arrival
+    # before the other three (a fresh CI clone saw steps [1, 1, ...]), but all four need 5+
+    # tokens, so they decode together before any of them ends.
+    assert max(steps.rows) >= 4
     assert max(steps.rows) >= 6  # the second half joined them
     # Fewer ORT calls than decoding one request after another would take.
     assert len(steps.rows) < sum(len(t) for t, _ in results)
