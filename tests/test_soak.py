@@ -23,6 +23,7 @@ SOAK = ["--shape", "soak", "--duration", "600", "--users", "27", "--rps-per-user
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 10 minutes of load plus start-up: past the suite's 600 s default
 def test_soak_has_no_failures_and_worker_memory_stays_flat(tiny_store, tmp_path):
     out = tmp_path / "soak"
     env = {**os.environ, "BENTOML_HOME": str(tiny_store)}
