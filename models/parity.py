@@ -130,18 +130,21 @@ class Comparison:
         return figures
 
 
+def negative_log_likelihood(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Summed -log softmax(logits)[target] over rows (positions, vocabulary last) whose target is
+    not -1: what perplexity is made of (exp of the mean). Torch-free; the benchmarks use it too."""
+    keep = targets >= 0
+    picked = logits[keep].astype(np.float64)
+    top = picked.max(-1, keepdims=True)
+    log_norm = np.log(np.exp(picked - top).sum(-1)) + top[:, 0]
+    return float((log_norm - picked[np.arange(len(picked)), targets[keep]]).sum())
+
+
 def _likelihoods(ref: np.ndarray, act: np.ndarray, targets: np.ndarray) -> dict:
     """Summed negative log-likelihood of `targets` (rows: positions) under both engines."""
-    keep = targets >= 0
-    rows, wanted = np.nonzero(keep)[0], targets[keep]
-
-    def nll(logits: np.ndarray) -> float:
-        picked = logits[rows].astype(np.float64)
-        top = picked.max(-1, keepdims=True)
-        log_norm = np.log(np.exp(picked - top).sum(-1)) + top[:, 0]
-        return float((log_norm - picked[np.arange(len(rows)), wanted]).sum())
-
-    return {"nll_reference": nll(ref), "nll_actual": nll(act), "predicted": int(keep.sum())}
+    return {"nll_reference": negative_log_likelihood(ref, targets),
+            "nll_actual": negative_log_likelihood(act, targets),
+            "predicted": int((targets >= 0).sum())}
 
 
 def stage_name(optimize: str | None, quantize: str | None) -> str:

@@ -151,6 +151,7 @@ def perplexity(folder: Path, texts: list[str], threads: int) -> float:
     sentence per ORT call through the graph the server runs."""
     import numpy as np
 
+    from models.parity import negative_log_likelihood
     from service.runtime.tasks.generation import TextGenerator
 
     generator = TextGenerator.load(folder, threads=threads)
@@ -161,10 +162,8 @@ def perplexity(folder: Path, texts: list[str], threads: int) -> float:
                 **generator.cache.empty(1)}
         if "position_ids" in {i.name for i in generator.session.get_inputs()}:
             feed["position_ids"] = np.arange(ids.shape[1], dtype=np.int64)[None]
-        logits = generator.session.run(["logits"], feed)[0][0, :-1].astype(np.float64)
-        shifted = logits - logits.max(axis=-1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-        total -= float(log_probs[np.arange(len(logits)), ids[0, 1:]].sum())
+        logits = generator.session.run(["logits"], feed)[0][0, :-1]
+        total += negative_log_likelihood(logits, ids[0, 1:])
         count += len(logits)
     return float(np.exp(total / count))
 
