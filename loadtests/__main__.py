@@ -1,4 +1,4 @@
-"""`python -m loadtests run|report ...` — see loadtests/runner.py and loadtests/README.md."""
+"""`python -m loadtests run|report ...` — see loadtests/runner/ and loadtests/README.md."""
 
 import sys
 

@@ -72,7 +72,7 @@ def build_identity(spec: ModelSpec, source: Source) -> dict:
         },
     }
     if spec.quantize == "int8":
-        # Quantization presets depend on the CPU, so the same model quantized elsewhere differs.
+        # One preset per architecture (models/optimize.py): x86 builds agree whatever the CPU.
         identity["quantization_target"] = quantization_target().name
         identity["per_channel"] = PER_CHANNEL
     return identity
@@ -157,7 +157,10 @@ def describe(
     parity: dict,
     quantization_config: dict | None,
 ) -> dict:
-    """The metadata stored with a model (and written to its manifest)."""
+    """The metadata stored with a model (and written to its manifest). `built_on` is the CPU
+    that exported and checked it: int8 outputs are exact only for the integer kernels it ran."""
+    from models.cpu import describe_cpu
+
     config = _json(folder / "config.json")
     return {
         "task": spec.task,
@@ -175,6 +178,7 @@ def describe(
         "graph": spec.graph,
         "parity": parity,
         "exporter": identity["exporter"],
+        "built_on": describe_cpu(),
         "identity": identity,
         "max_input_tokens": max_input_tokens(folder),
         "default": spec.default,

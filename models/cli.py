@@ -29,13 +29,40 @@ NOISY_LOGGERS = ("transformers", "optimum", "onnxruntime", "torch", "sentence_tr
                  "huggingface_hub", "bentoml")
 
 
+# The export side (torch, transformers, Optimum) is locked for this Python only
+# (requirements/export.txt, whose torch is the 3.11 CPU wheel); serving runs on 3.11-3.13.
+EXPORT_PYTHON = (3, 11)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not getattr(args, "verbose", False):
         _quiet()
+    if args.command in ("build", "export") and not _export_side_ready():
+        return 2
     return COMMANDS[args.command](args)
+
+
+def _export_side_ready() -> bool:
+    """Say plainly when the export side is missing or on a Python it is not locked for."""
+    import importlib.util
+
+    missing = [name for name in ("torch", "transformers", "optimum")
+               if importlib.util.find_spec(name) is None]
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    locked = ".".join(map(str, EXPORT_PYTHON))
+    if missing:
+        print(f"error: exporting needs the export side ({', '.join(missing)} not installed): "
+              f"on Python {locked}, `make install` (requirements/dev.txt) or "
+              "`pip install --require-hashes --no-deps -r requirements/export.txt`",
+              file=sys.stderr)
+        return False
+    if sys.version_info[:2] != EXPORT_PYTHON:
+        print(f"warning: the export side is locked and tested on Python {locked} only; this is "
+              f"Python {here} (serving is tested on 3.11, 3.12 and 3.13)", file=sys.stderr)
+    return True
 
 
 def build(args: argparse.Namespace) -> int:
@@ -159,6 +186,11 @@ def _parity_summary(report: dict) -> str:
     if report["stage"] != "fp32":
         if agreements:
             text += f" argmax-agreement={min(agreements):.2f}"
+        confident = [(f["confident_agreement"], f["confident_rows"], f["rows"])
+                     for f in outputs if "confident_rows" in f]
+        if confident:
+            share, count, rows = min(confident)
+            text += f" ({share:.2f} on {count}/{rows} confident rows)"
         if cosines:
             text += f" cosine>={min(cosines):.3f}"
     return text

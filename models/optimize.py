@@ -7,6 +7,7 @@ Both rewrite the graphs in place, so the folder keeps the layout the runtime loa
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -27,53 +28,44 @@ class OptimizationError(RuntimeError):
 
 @dataclass(frozen=True)
 class QuantizationTarget:
-    """An Optimum `AutoQuantizationConfig` preset and the CPU feature it needs."""
+    """An Optimum `AutoQuantizationConfig` preset and the range of its weights.
+
+    Activations are always u8 (quantized per batch). `weights_dtype` s8 with `reduce_range`
+    (7-bit weights) or u8 weights give the same integers on every x86 CPU; s8 at full range
+    saturates in the u8s8 kernels of CPUs without VNNI or AMX (models/cpu.py)."""
 
     name: str
-    cpu_flag: str
-    # Without VNNI, x86 int8 kernels (VPMADDUBSW) can saturate; ORT advises 7-bit weights there.
+    preset: str
     reduce_range: bool
+    weights_dtype: str  # "s8" or "u8", what the preset stores
 
     def config(self, per_channel: bool):
         from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-        preset = getattr(AutoQuantizationConfig, self.name)
+        preset = getattr(AutoQuantizationConfig, self.preset)
         kwargs = {"is_static": False, "per_channel": per_channel}
-        if self.name in ("avx2", "avx512"):
+        if self.preset in ("avx2", "avx512"):  # the other presets fix it
             kwargs["reduce_range"] = self.reduce_range
         return preset(**kwargs)
 
-
-# Best first: the first whose flag the CPU reports is used.
-QUANTIZATION_TARGETS = (
-    QuantizationTarget("avx512_vnni", "avx512_vnni", reduce_range=False),
-    QuantizationTarget("avx512", "avx512f", reduce_range=True),
-    QuantizationTarget("avx2", "avx2", reduce_range=True),
-    QuantizationTarget("arm64", "asimd", reduce_range=False),
-)
+    def describe(self) -> dict:
+        return {"target": self.name, "preset": self.preset, "reduce_range": self.reduce_range,
+                "weights_dtype": self.weights_dtype, "activations_dtype": "u8"}
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The CPU feature flags Linux reports (x86 `flags`, ARM `Features`)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return set()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return flags
+# Every x86 export: u8s8 with 7-bit weights. Exact on every x86-64 CPU (no VPMADDUBSW
+# saturation), run by VNNI/AMX where present; against the full-range VNNI preset it measured
+# the same held-out accuracy and speed (models/results/int8-portability.md), so the exporting
+# CPU no longer decides what every deployment gets.
+X86_64 = QuantizationTarget("x86-64", "avx512", reduce_range=True, weights_dtype="s8")
+# ARM's int8 kernels (SDOT/UDOT or widening multiplies) have no 16-bit pair sums to saturate.
+ARM64 = QuantizationTarget("arm64", "arm64", reduce_range=False, weights_dtype="s8")
 
 
-def quantization_target(flags: set[str] | None = None) -> QuantizationTarget:
-    """The quantization preset for this CPU (AVX2 when nothing better is reported)."""
-    flags = cpu_flags() if flags is None else flags
-    for target in QUANTIZATION_TARGETS:
-        if target.cpu_flag in flags:
-            return target
-    return QUANTIZATION_TARGETS[2]
+def quantization_target(machine: str | None = None) -> QuantizationTarget:
+    """The quantization preset for this architecture (x86-64 unless it is ARM)."""
+    machine = (machine or platform.machine()).lower()
+    return ARM64 if machine in ("aarch64", "arm64") else X86_64
 
 
 def optimize_graphs(folder: Path, task: str, level: str) -> dict:
@@ -101,13 +93,15 @@ def optimize_graphs(folder: Path, task: str, level: str) -> dict:
     return {"level": level, "graphs": list(graph_files(task))}
 
 
-def quantize_graphs(folder: Path, task: str, per_channel: bool = True) -> dict:
+def quantize_graphs(folder: Path, task: str, per_channel: bool = True,
+                    target: QuantizationTarget | None = None) -> dict:
     """Replace the folder's graphs by dynamically int8-quantized ones (weights int8 ahead of
-    time, activations quantized per batch: no calibration data needed)."""
+    time, activations quantized per batch: no calibration data needed). The returned record
+    names the preset (model metadata keeps it; the service checks it at load)."""
     from optimum.onnxruntime import ORTQuantizer
 
     folder = Path(folder)
-    target = quantization_target()
+    target = target or quantization_target()
     config = target.config(per_channel)
     for name in graph_files(task):
         _add_type_information(folder / name)
@@ -127,9 +121,8 @@ def quantize_graphs(folder: Path, task: str, per_channel: bool = True) -> dict:
     return {
         "dtype": "int8",
         "mode": "dynamic",
-        "target": target.name,
+        **target.describe(),
         "per_channel": per_channel,
-        "reduce_range": target.reduce_range,
         "graphs": list(graph_files(task)),
     }
 

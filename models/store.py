@@ -18,7 +18,8 @@ from models.hashing import data_digest, file_sha256, folder_hashes
 MANIFEST = "manifest.json"
 # Marks the store entries this project built (the store may hold other BentoML models).
 LABEL = ("built-by", "python-m-models")
-# Metadata every listed model has, whatever the profile (API.md, `python -m models list --json`).
+# Metadata every listed model has, whatever the profile (docs/api.md,
+# `python -m models list --json`).
 LISTED_FIELDS = ("name", "tag", "task", "profile", "source", "path", "optimization",
                  "quantization")
 
@@ -189,4 +190,6 @@ def _listing(model) -> dict:
         "version": model.tag.version,
         "tag": str(model.tag),
         "path": str(model.path),
+        # When it was stored (Unix seconds): OpenAI's `created` of the model.
+        "created": int(model.info.creation_time.timestamp()),
     }

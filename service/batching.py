@@ -69,7 +69,6 @@ class AdaptiveBatcher(Generic[T, R]):
         self._queue: asyncio.Queue[_Job[T, R]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
-        self.batches_run = 0
 
     @property
     def queued(self) -> int:
@@ -167,7 +166,6 @@ class AdaptiveBatcher(Generic[T, R]):
             elapsed = time.perf_counter() - started
             self.batch_seconds = elapsed if self.batch_seconds == 0 else (
                 0.8 * self.batch_seconds + 0.2 * elapsed)
-            self.batches_run += 1
             if self._observer:
                 self._observer(len(batch), waits, elapsed)
             for job, result in zip(batch, results, strict=True):

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from service import deadlines, metrics, request_logging, tracing
 from service.batching import AdaptiveBatcher
 from service.config import Settings
-from service.model_repository import ModelRecord, load_records
+from service.model_repository import ModelRecord, load_records, portability_warnings
 from service.runtime import stages
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import (
@@ -31,9 +31,11 @@ from service.runtime.errors import (
     ServingError,
 )
 from service.runtime.generation_scheduler import GenerationScheduler
+from service.runtime.onnx_session import configure_sessions
 from service.runtime.registry import TASKS, TaskSpec
 
 log = logging.getLogger("service.dataplane")
+TEXT_GENERATION = "text-generation"
 # Models loaded at once at start-up (one per core this process may use).
 LOAD_THREADS = len(os.sched_getaffinity(0))
 T = TypeVar("T")
@@ -57,7 +59,7 @@ class ServedModel:
 
     def describe(self, default: bool) -> dict[str, Any]:
         r = self.record
-        return {"task": r.task, "name": r.name, "tag": r.tag, "source": r.source,
+        return {"task": r.task, "name": r.name, "tag": r.tag, "source": r.public_source,
                 "graph": r.graph, "optimization": r.optimization,
                 "quantization": r.quantization, "default": default, "untrained": r.untrained}
 
@@ -100,6 +102,9 @@ class DataPlane:
     def load(self, records: Sequence[ModelRecord] | None = None) -> None:
         """Load and warm up every configured model; raises if any fails (start-up stops)."""
         records = list(records) if records is not None else load_records(self.settings)
+        for warning in portability_warnings(records):
+            log.warning("%s", warning)
+        configure_sessions(self.settings.models.threads, self.settings.models.allow_spinning)
         tracing.configure()
         # Sessions are built and warmed up side by side: ORT and tokenizers release the GIL,
         # so start-up takes less than the sum of the models' load times.
@@ -233,6 +238,34 @@ class DataPlane:
             raise InvalidInput(f"model {name!r} serves {served.task}, not {task}", field="model")
         return served
 
+    def shed(self, task: str | None = None, name: str | None = None,
+             protocol: str = "http") -> Overloaded | None:
+        """Admission before a request is even read: the `Overloaded` that a request for the
+        named model (else the task's default) would get because its queue is past its bound,
+        counted as such; None when the model would take it (or is not batched)."""
+        served = self.models.get(name if name is not None else self.defaults.get(task or "", ""))
+        if served is None or served.batcher is None:
+            return None
+        verdict = served.batcher.saturation()
+        if verdict is None:
+            return None
+        refusal = Overloaded(*verdict)
+        metrics.REQUESTS.labels(served.name, served.task, protocol, refusal.outcome).inc()
+        return refusal
+
+    def text_model(self, name: str | None = None) -> ServedModel:
+        """The named model of any task, else the default text-generation model (else the first
+        task that has a default): the model `/tokenize`, `/decode` and `/info` speak for."""
+        if name is not None:
+            served = self.models.get(name)
+            if served is None:
+                raise ModelNotFound(f"model {name!r} is not served; see GET /models")
+            return served
+        for task in (TEXT_GENERATION, *self.defaults):
+            if task in self.defaults:
+                return self.models[self.defaults[task]]
+        raise ModelNotFound("no model is served")
+
     def describe(self) -> list[dict[str, Any]]:
         return [m.describe(self.defaults.get(m.task) == m.name) for m in self.models.values()]
 
@@ -241,11 +274,11 @@ class DataPlane:
         came from the request and label values must stay bounded)."""
         try:
             return self.model(task, name)
-        except ServingError:
-            metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, task, protocol, "client_error").inc()
+        except ServingError as exc:
+            metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, task, protocol, exc.outcome).inc()
             context = request_logging.current()
             if context is not None:
-                context.annotate(task=task, outcome="client_error")
+                context.annotate(task=task, outcome=exc.outcome)
             raise
 
     # --- accounting -----------------------------------------------------------------------------
@@ -267,16 +300,12 @@ class DataPlane:
                                          context.carrier if context is not None else None)
         outcome = "ok"
         error: BaseException | None = None
+        active = metrics.ACTIVE_REQUESTS.labels(served.name, served.task)
+        active.inc()
         try:
             yield RequestTrace(started, span)
-        except (InvalidInput, ModelNotFound) as exc:
-            outcome, error = "client_error", exc
-            raise
-        except Overloaded as exc:
-            outcome, error = "overload", exc
-            raise
-        except DeadlineExceeded as exc:
-            outcome, error = "timeout", exc
+        except ServingError as exc:
+            outcome, error = exc.outcome, exc
             raise
         except (asyncio.CancelledError, GeneratorExit):
             # GeneratorExit: the consumer of a generation stream stopped before its end.
@@ -286,6 +315,7 @@ class DataPlane:
             outcome, error = "server_error", exc
             raise
         finally:
+            active.dec()
             metrics.REQUESTS.labels(served.name, served.task, protocol, outcome).inc()
             metrics.REQUEST_DURATION.labels(served.name, served.task, protocol).observe(
                 time.perf_counter() - started)
@@ -317,7 +347,7 @@ class DataPlane:
             return results
 
     # --- generation -----------------------------------------------------------------------------
-    async def generate_stream(self, prompt: str, params: Any, model: str | None,
+    async def generate_stream(self, prompt: str | Sequence[int], params: Any, model: str | None,
                               protocol: str, task: str = "text-generation", *,
                               add_special_tokens: bool = True) -> AsyncIterator[Any]:
         """Yield the runtime's stream events (tokens, then the final result) as the model's

@@ -21,10 +21,7 @@ LATENCY_BUCKETS = (
     5.0, 10.0, 30.0, 60.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
-PROTOCOLS = ("http", "grpc")
-OUTCOMES = ("ok", "client_error", "overload", "server_error", "cancelled", "timeout")
 # The model label of requests refused before a served model was found (never the name sent).
 UNKNOWN_MODEL = "unknown"
 
@@ -84,6 +81,14 @@ TIME_TO_FIRST_TOKEN = Histogram(
 TIME_PER_OUTPUT_TOKEN = Histogram(
     "nlp_time_per_output_token_seconds", "Generation: mean time per token after the first",
     ["model", "task"], buckets=LATENCY_BUCKETS,
+)
+# The autoscaling signal (deploy/k8s/hpa-requests.yaml): work a model has taken in and not yet
+# answered, queued or running, summed over live workers. CPU utilisation lags it and cannot see
+# requests waiting for a generation slot.
+ACTIVE_REQUESTS = Gauge(
+    "nlp_requests_active",
+    "Requests of a model in the data plane (queued or in progress), not yet answered",
+    ["model", "task"], multiprocess_mode="livesum",
 )
 MODEL_INFO = Gauge(
     "nlp_model_info", "Served models (value 1) with their store version",

@@ -37,6 +37,24 @@ class ModelRecord:
         return self.tag.split(":", 1)[1] if ":" in self.tag else ""
 
     @property
+    def created(self) -> int:
+        """When the build was stored (Unix seconds; 0 if the store did not say)."""
+        return int(self.metadata.get("created") or 0)
+
+    @property
+    def public_source(self) -> str:
+        """Where the weights came from, as a caller may see it: the catalog source (`hub:id@rev`,
+        `package:...`, `tiny:...`), a local folder by its name only (`dir:NAME`). Answers never
+        show a path of the server's file system."""
+        uri = str(self.metadata.get("source_uri") or "")
+        scheme, _, target = uri.partition(":")
+        if not target:
+            return Path(self.source).name if self.source.startswith("/") else self.source
+        if scheme == "dir" or target.startswith("/"):
+            return f"{scheme}:{Path(target).name}"
+        return uri
+
+    @property
     def untrained(self) -> bool:
         """Random weights (a `tiny:` source): its outputs are noise, and every protocol says so
         (`untrained` in the model lists and v2 metadata, a `Warning` header on HTTP answers)."""
@@ -50,6 +68,22 @@ def _record(entry: dict[str, Any]) -> ModelRecord:
         quantization=entry.get("quantization"), default=bool(entry.get("default")),
         metadata=entry,
     )
+
+
+def portability_warnings(records: list[ModelRecord], flags: set[str] | None = None
+                         ) -> list[str]:
+    """One line per model whose int8 graph may compute other numbers on this CPU than it did at
+    its parity check (full-range s8 weights where u8s8 kernels saturate; models/cpu.py). New
+    builds use 7-bit weights and never warn; builds from before may."""
+    from models.cpu import cpu_flags, saturation_hazard
+
+    flags = cpu_flags() if flags is None else flags
+    warnings = []
+    for record in records:
+        hazard = saturation_hazard(record.metadata.get("quantization_config"), flags)
+        if hazard:
+            warnings.append(f"{record.tag}: {hazard}")
+    return warnings
 
 
 def load_records(settings: Settings) -> list[ModelRecord]:

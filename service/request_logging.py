@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -31,6 +30,8 @@ from typing import Any
 from service.tracing import TRACE_HEADERS
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# What the access log records for a request whose client left before any answer (nginx's 499).
+CLIENT_CLOSED_REQUEST = 499
 # Printable ASCII without spaces, quotes or separators that would break a log or header line.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
 _LOGGER_NAME = "service"
@@ -108,10 +109,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_json_logging(level: str | None = None) -> None:
-    """JSON lines on stdout for the `service` loggers; level `NLP_LOG_LEVEL` (default INFO)."""
+def configure_json_logging(level: str = "INFO") -> None:
+    """JSON lines on stdout for the `service` loggers, at `level` (setting `server.log_level`,
+    `NLP_LOG_LEVEL`)."""
     logger = logging.getLogger(_LOGGER_NAME)
-    logger.setLevel((level or os.environ.get("NLP_LOG_LEVEL") or "INFO").upper())
+    logger.setLevel(level.upper())
     logger.propagate = False
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stdout)
@@ -143,20 +145,22 @@ class RequestLoggingMiddleware:
             elif key in _TRACE_HEADER_KEYS:
                 carrier[key.decode("latin-1")] = value.decode("latin-1")
         started = time.perf_counter()
-        status = 500
+        status, started_response = 500, False
         with request_scope("http", incoming, carrier) as context:
             header = (REQUEST_ID_HEADER.lower().encode(), context.request_id.encode())
 
             async def send_with_request_id(message: dict[str, Any]) -> None:
-                nonlocal status
+                nonlocal status, started_response
                 if message["type"] == "http.response.start":
-                    status = message["status"]
+                    status, started_response = message["status"], True
                     message = {**message, "headers": [*message.get("headers", ()), header]}
                 await send(message)
 
             try:
                 await self.app(scope, receive, send_with_request_id)
             finally:
+                if not started_response and context.fields.get("outcome") == "cancelled":
+                    status = CLIENT_CLOSED_REQUEST
                 fields = {
                     "method": scope.get("method"),
                     "path": scope.get("path"),
@@ -169,9 +173,9 @@ class RequestLoggingMiddleware:
                                extra={"json_fields": fields})
 
 
-def install_request_logging(app: Any) -> None:
+def install_request_logging(app: Any, level: str = "INFO") -> None:
     """JSON logging for this process and the request-id middleware on `app` (a FastAPI app)."""
-    configure_json_logging()
+    configure_json_logging(level)
     app.add_middleware(RequestLoggingMiddleware)
 
 

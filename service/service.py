@@ -15,15 +15,20 @@ from pathlib import Path
 
 import bentoml
 
-from service.config import load_settings
+from service.config import SettingsError, load_settings
 from service.dataplane import DataPlane
 from service.http.app import create_app
 from service.http.json_not_found import JsonNotFoundMiddleware
 from service.kserve.grpc_server import GrpcServer, start_grpc_server, stop_grpc_server
 from service.model_repository import load_records
 from service.runtime.errors import ModelLoadError
+from service.startup_guard import mark_worker_ready, watch_worker_starts
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except SettingsError as err:
+    # Start-up stops here, naming the setting, instead of a traceback from a worker.
+    raise SystemExit(f"nlp-serving cannot start: {err}") from None
 app = create_app(settings)
 log = logging.getLogger("service")
 
@@ -37,14 +42,19 @@ if _imported_by_bentoml_serve():
     # Workers inherit this environment. glibc gives each thread that allocates (ORT's pool, the
     # batchers' threads, gRPC's) an arena of its own, up to 8 per core, each keeping freed memory:
     # worker RSS then creeps up for minutes under steady load. Two arenas keep it flat
-    # (loadtests/results/soak-2026-11-27). An operator's own value wins.
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    # (loadtests/results/soak-2026-11-27). Setting `server.malloc_arena_max` (the operator's own
+    # MALLOC_ARENA_MAX wins, through the setting's alias).
+    if settings.server.malloc_arena_max:
+        os.environ["MALLOC_ARENA_MAX"] = str(settings.server.malloc_arena_max)
     # Check the model files before any worker starts: a worker whose models fail verification
     # would be respawned forever by BentoML's process manager, and the server would never exit.
     try:
         load_records(settings)
     except ModelLoadError as err:
         raise SystemExit(f"nlp-serving cannot start: {err.message}") from None
+    # Any other start-up failure happens in the workers: stop after a bounded number of them
+    # (service/startup_guard.py) instead of being respawned forever.
+    watch_worker_starts()
 
 
 @bentoml.service(
@@ -65,6 +75,7 @@ class NLPService:
         self.plane.load()
         app.state.plane = self.plane
         self.grpc: GrpcServer | None = None
+        mark_worker_ready()
 
     def __is_ready__(self) -> bool:
         return self.plane.ready

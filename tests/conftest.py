@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import shutil
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,75 @@ TINY_TASKS = {
     "t5": "translation",
     "marian": "translation",
 }
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# The export side: what the serving environment (requirements/serving-tests.txt, any supported
+# Python) does not install. `--serving-only` runs every test that needs none of it.
+EXPORT_PACKAGES = frozenset(
+    {"torch", "transformers", "optimum", "sentence_transformers", "onnx", "sentencepiece"}
+)
+# Fixtures that build or load PyTorch checkpoints.
+EXPORT_FIXTURES = frozenset({"tiny_checkpoint", "tiny_exported"})
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--serving-only", action="store_true",
+        help="run only the tests that need no export side (no torch, transformers, optimum); "
+        "the tiny model store comes from NLP_TEST_STORE (`make test-serving`)",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "export_side: needs torch/transformers/optimum (left out by --serving-only)"
+    )
+
+
+@cache
+def _imports_export_side(path: Path) -> bool:
+    """Whether a module imports the export side at import time, directly or through one of
+    the project's own modules (its top-level imports, read with `ast`, not executed)."""
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in EXPORT_PACKAGES:
+                return True
+            own = ROOT / (name.replace(".", "/") + ".py")
+            if own.is_file() and own != path and _imports_export_side(own):
+                return True
+    return False
+
+
+def pytest_ignore_collect(collection_path, config):
+    if config.getoption("--serving-only") and collection_path.suffix == ".py":
+        return _imports_export_side(Path(collection_path)) or None
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """`--serving-only` deselects (never skips) what needs the export side, so the run's
+    summary says how many tests it left out."""
+    if not config.getoption("--serving-only"):
+        return
+    kept, left_out = [], []
+    for item in items:
+        needs_export = bool(EXPORT_FIXTURES & set(getattr(item, "fixturenames", ())))
+        needs_export = needs_export or item.get_closest_marker("export_side") is not None
+        (left_out if needs_export else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -75,11 +147,23 @@ def tiny_exported(tiny_root, tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory) -> Path:
-    """A BentoML model store holding the whole tiny profile, built by the real CLI."""
+    """A BentoML model store holding the whole tiny profile, built by the real CLI (or, where
+    the export side is not installed, a copy of the store NLP_TEST_STORE names)."""
     from loadtests.server_process import build_store
 
     home = tmp_path_factory.mktemp("bentoml_home")
-    build_store(home, "tiny")
+    prebuilt = os.environ.get("NLP_TEST_STORE")
+    if prebuilt:
+        # Only each model's latest version, as a fresh build holds (earlier builds into the same
+        # store keep theirs).
+        for model in (Path(prebuilt) / "models").iterdir():
+            if not (model / "latest").is_file():
+                continue
+            latest = (model / "latest").read_text().strip()
+            shutil.copytree(model / latest, home / "models" / model.name / latest)
+            shutil.copy2(model / "latest", home / "models" / model.name / "latest")
+    else:
+        build_store(home, "tiny")
     return home
 
 

@@ -26,6 +26,9 @@ import requests
 
 from loadtests.server_process import ROOT, start_server
 
+# Its server serves a widened tiny Llama it builds with torch.
+pytestmark = pytest.mark.export_side
+
 MODEL = "slow-llama-chat"
 ASKED = 1900  # tokens each request asks for: seconds of work for this model
 
@@ -118,6 +121,23 @@ def test_client_disconnect_mid_stream_stops_generation(server, route):
     response.close()  # the client goes away mid-stream
     generated = _settled(server) - before
     assert 5 <= generated < ASKED / 2, generated  # far from the tokens asked for
+    time.sleep(1.0)
+    assert _generated(server) - before == generated  # and it stays stopped
+    assert _metric(server, "nlp_requests_total", model=MODEL, outcome="cancelled") == (
+        cancelled + 1)
+
+
+@pytest.mark.parametrize("route", ["/generate", "/v1/completions"])
+def test_client_that_leaves_a_plain_request_stops_its_generation(server, route):
+    """No stream: the client gives up after half a second (its own timeout) and closes the
+    connection; the generation leaves the batch instead of decoding every token it asked for."""
+    body = {**STREAMS[route], "stream": False}
+    before = _settled(server)
+    cancelled = _metric(server, "nlp_requests_total", model=MODEL, outcome="cancelled")
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(server.url + route, json=body, timeout=(5, 0.5))
+    generated = _settled(server) - before
+    assert 0 < generated < ASKED / 2, generated
     time.sleep(1.0)
     assert _generated(server) - before == generated  # and it stays stopped
     assert _metric(server, "nlp_requests_total", model=MODEL, outcome="cancelled") == (

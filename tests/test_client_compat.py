@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from loadtests.server_process import ROOT
+from models.tiny import MAX_POSITIONS
 
 PROMPT = "The best part of the film was"
 
@@ -46,6 +47,8 @@ def run_inference_client(url: str) -> dict:
             "The house is small.").translation_text
         out["embed"] = InferenceClient(model=url + "/embed").feature_extraction(
             "The house is small.").tolist()
+        out["embed_normalized"] = InferenceClient(model=url + "/embed").feature_extraction(
+            "The house is small.", normalize=True, truncate=True).tolist()
         print(json.dumps(out))
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE",
@@ -79,6 +82,9 @@ def test_huggingface_inference_client_works_unchanged(url):
     assert out["translate"] == post(url, "/translate",
                                     {"inputs": "The house is small."})[0]["translation_text"]
     assert out["embed"] == post(url, "/embed", {"inputs": "The house is small."})
+    # The client sends the options at the top level, as TEI and the HF spec define them.
+    assert out["embed_normalized"] == post(url, "/embed", {
+        "inputs": "The house is small.", "parameters": {"normalize": True, "truncate": True}})
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +94,55 @@ def openai_client(url):
     return OpenAI(base_url=f"{url}/v1", api_key="unused")
 
 
-def test_openai_models_lists_generation_models(openai_client):
-    ids = {m.id for m in openai_client.models.list()}
-    assert ids == {"tiny-llama-chat", "tiny-llama-chat-genai", "tiny-llama-chat-int4",
-                   "tiny-gpt2"}
+def test_openai_models_lists_generation_and_embedding_models(openai_client):
+    import openai
+
+    models = {m.id: m for m in openai_client.models.list()}
+    assert set(models) == {"tiny-llama-chat", "tiny-llama-chat-genai", "tiny-llama-chat-int4",
+                           "tiny-gpt2", "tiny-bert-embedder"}
+    assert all(m.created > 1_700_000_000 for m in models.values())  # when the build was stored
+    retrieved = openai_client.models.retrieve("tiny-gpt2")
+    assert (retrieved.id, retrieved.created) == ("tiny-gpt2", models["tiny-gpt2"].created)
+    with pytest.raises(openai.NotFoundError) as missing:
+        openai_client.models.retrieve("no-such-model")
+    assert missing.value.body["code"] == "model_not_found"
+    assert missing.value.body["type"] == "invalid_request_error"
+
+
+def test_openai_embeddings_equal_embed_in_both_encodings(openai_client, url):
+    import openai
+
+    texts = ["The house is small.", "A warm and funny film about two old friends."]
+    expected = post(url, "/embed", {"inputs": texts, "model": "tiny-bert-embedder"})
+    default = openai_client.embeddings.create(model="tiny-bert-embedder", input=texts)  # base64
+    as_floats = openai_client.embeddings.create(model="tiny-bert-embedder", input=texts,
+                                                encoding_format="float")
+    for result in (default, as_floats):
+        assert [d.index for d in result.data] == [0, 1]
+        for got, want in zip(result.data, expected, strict=True):
+            assert len(got.embedding) == len(want)
+            assert max(abs(a - b) for a, b in zip(got.embedding, want, strict=True)) < 1e-6
+    assert as_floats.usage.prompt_tokens == as_floats.usage.total_tokens > len(texts)
+    dimension = len(expected[0])
+    assert openai_client.embeddings.create(model="tiny-bert-embedder", input="x",
+                                           dimensions=dimension).data[0].embedding
+    with pytest.raises(openai.BadRequestError) as shorter:
+        openai_client.embeddings.create(model="tiny-bert-embedder", input="x",
+                                        dimensions=dimension - 1)
+    assert shorter.value.body["param"] == "dimensions"
+    with pytest.raises(openai.BadRequestError) as ids:
+        openai_client.embeddings.create(model="tiny-bert-embedder", input=[[1, 2, 3]])
+    assert ids.value.body["param"] == "input"
+
+
+def test_openai_chat_without_max_tokens_runs_to_the_end_of_the_context(openai_client):
+    """No 20-token default: the context (or the server's `limits.max_new_tokens`) ends it. The
+    random tiny Llama (256 positions) never picks its end-of-sequence token greedily here."""
+    chat = openai_client.chat.completions.create(
+        model="tiny-llama-chat", messages=[{"role": "user", "content": "Tell a long story."}],
+        temperature=0)
+    assert chat.choices[0].finish_reason == "length"
+    assert chat.usage.prompt_tokens + chat.usage.completion_tokens == 2 * MAX_POSITIONS
 
 
 def test_builder_graph_from_the_catalog_serves_the_tokens_of_optimums_export(openai_client,
@@ -182,9 +233,153 @@ def test_openai_errors_reach_the_client(openai_client):
 
     with pytest.raises(openai.NotFoundError):
         openai_client.completions.create(model="no-such-model", prompt="x")
-    with pytest.raises(openai.BadRequestError) as info:
-        openai_client.completions.create(model="tiny-gpt2", prompt="x", n=2)
-    assert "n" in str(info.value)
+    with pytest.raises(openai.BadRequestError) as info:  # more choices than decode slots
+        openai_client.completions.create(model="tiny-gpt2", prompt="x", n=9)
+    assert info.value.body["param"] == "n"
+    with pytest.raises(openai.BadRequestError) as structured:
+        openai_client.chat.completions.create(
+            model="tiny-llama-chat", messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_object"})
+    assert structured.value.body["param"] == "response_format"
     with pytest.raises(openai.APIStatusError):
         openai_client.chat.completions.create(model="tiny-gpt2",
                                               messages=[{"role": "user", "content": "hi"}])
+
+
+def _sse_events(response) -> list[dict]:
+    return [json.loads(line[len(b"data:"):]) for line in response.iter_lines()
+            if line.startswith(b"data:")]
+
+
+def test_tgi_routes_generate_stream_and_root_answer_as_tgi_does(url):
+    body = {"inputs": PROMPT, "model": "tiny-gpt2",
+            "parameters": {"max_new_tokens": 6, "details": True}}
+    (expected,) = post(url, "/generate", body)
+    assert post(url, "/", body) == [expected]  # TGI's POST / (a base-URL client)
+    assert expected["details"]["input_length"] > 0
+    for path, extra in (("/generate_stream", {}), ("/", {"stream": True}),
+                        ("/generate", {"stream": True})):
+        response = requests.post(f"{url}{path}", json={**body, **extra}, timeout=60,
+                                 stream=True)
+        assert response.headers["content-type"].startswith("text/event-stream"), path
+        events = _sse_events(response)
+        assert len(events) == 6, path
+        assert "".join(e["token"]["text"] for e in events) == expected["generated_text"]
+        assert events[-1]["generated_text"] == expected["generated_text"]
+        assert events[-1]["details"]["input_length"] == expected["details"]["input_length"]
+    assert requests.get(f"{url}/health", timeout=10).status_code == 200
+
+
+def test_tgi_and_tei_tokenize_decode_and_info(url):
+    # TGI: a generation model and one prompt -> one flat list of tokens with their spans.
+    (generated,) = post(url, "/generate", {"inputs": PROMPT, "model": "tiny-gpt2", "parameters":
+                                           {"max_new_tokens": 1, "details": True}})
+    tokens = post(url, "/tokenize", {"inputs": PROMPT, "model": "tiny-gpt2"})
+    assert len(tokens) == generated["details"]["input_length"]
+    assert "".join(t["text"] for t in tokens) == PROMPT
+    assert all(PROMPT[t["start"]:t["stop"]] == t["text"] for t in tokens)
+    # TEI: an encoder model -> a list per input, special tokens flagged; /decode inverts it.
+    (bert,) = post(url, "/tokenize", {"inputs": ["The house is small."],
+                                      "model": "tiny-bert-embedder"})
+    assert [t["special"] for t in (bert[0], bert[-1])] == [True, True]
+    assert not any(t["special"] for t in bert[1:-1])
+    ids = [t["id"] for t in bert]
+    assert post(url, "/decode", {"ids": ids, "model": "tiny-bert-embedder"}) == [
+        "the house is small."]
+    assert post(url, "/decode", {"ids": [ids, ids[1:3]], "model": "tiny-bert-embedder"}) == [
+        "the house is small.", "the house"]
+    bad = requests.post(f"{url}/decode", json={"ids": [10**9], "model": "tiny-bert-embedder"},
+                        timeout=30)
+    assert bad.status_code == 422 and bad.json()["field"] == "ids"
+    tei = requests.get(f"{url}/info", params={"model": "tiny-bert-embedder"}, timeout=30).json()
+    assert tei["model_id"] == "tiny-bert-embedder"
+    assert tei["model_type"] == {"embedding": {"pooling": "mean"}}
+    tgi = requests.get(f"{url}/info", params={"model": "tiny-gpt2"}, timeout=30).json()
+    assert tgi["model_pipeline_tag"] == "text-generation"
+    assert tgi["max_total_tokens"] == 2 * MAX_POSITIONS == tgi["max_input_tokens"] + 1
+    assert requests.get(f"{url}/info", timeout=30).json()["model_pipeline_tag"] == (
+        "text-generation")
+
+
+def test_openai_n_choices_seeds_and_prompt_forms(openai_client, url):
+    """`n` choices decode side by side, seeded seed, seed + 1, ...; a prompt list gives each
+    prompt its choices; token-id prompts equal their text; `echo` puts the prompt in front."""
+    sampled = openai_client.completions.create(model="tiny-gpt2", prompt=PROMPT, max_tokens=6,
+                                               n=3, seed=7, temperature=1.0)
+    assert [c.index for c in sampled.choices] == [0, 1, 2]
+    for i, choice in enumerate(sampled.choices):
+        alone = openai_client.completions.create(model="tiny-gpt2", prompt=PROMPT, max_tokens=6,
+                                                 seed=7 + i, temperature=1.0)
+        assert choice.text == alone.choices[0].text
+    assert sampled.usage.completion_tokens == 18
+    assert sampled.usage.prompt_tokens == alone.usage.prompt_tokens  # the prompt counted once
+    greedy = openai_client.completions.create(model="tiny-gpt2", prompt=[PROMPT, "Hi"],
+                                              max_tokens=5, temperature=0)
+    texts = [c.text for c in greedy.choices]
+    ids = post(url, "/tokenize", {"inputs": PROMPT, "model": "tiny-gpt2"})
+    by_ids = openai_client.completions.create(model="tiny-gpt2", prompt=[t["id"] for t in ids],
+                                              max_tokens=5, temperature=0)
+    assert by_ids.choices[0].text == texts[0]
+    hi = openai_client.completions.create(model="tiny-gpt2", prompt="Hi", max_tokens=5,
+                                          temperature=0)
+    assert texts[1] == hi.choices[0].text
+    echoed = openai_client.completions.create(model="tiny-gpt2", prompt=PROMPT, max_tokens=5,
+                                              temperature=0, echo=True)
+    assert echoed.choices[0].text == PROMPT + texts[0]
+    streamed = openai_client.completions.create(model="tiny-gpt2", prompt=PROMPT, max_tokens=6,
+                                                n=2, seed=7, temperature=1.0, stream=True)
+    joined = {0: "", 1: ""}
+    for event in streamed:
+        for choice in event.choices:
+            joined[choice.index] += choice.text
+    assert joined == {0: sampled.choices[0].text, 1: sampled.choices[1].text}
+
+
+def test_openai_logprobs_and_logit_bias(openai_client):
+    chat = openai_client.chat.completions.create(
+        model="tiny-llama-chat", messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=5, temperature=0, logprobs=True, top_logprobs=3)
+    content = chat.choices[0].logprobs.content
+    assert len(content) == chat.usage.completion_tokens == 5
+    for entry in content:
+        assert len(entry.top_logprobs) == 3 and entry.logprob <= 0
+        # Greedy: the chosen token is the most likely one.
+        assert entry.top_logprobs[0].token == entry.token
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob)
+    completion = openai_client.completions.create(model="tiny-gpt2", prompt=PROMPT, max_tokens=4,
+                                                  temperature=0, logprobs=2)
+    logprobs = completion.choices[0].logprobs
+    assert "".join(logprobs.tokens) == completion.choices[0].text
+    assert len(logprobs.token_logprobs) == 4 and all(len(t) <= 2 for t in logprobs.top_logprobs)
+    assert logprobs.text_offset[0] == 0
+    first = logprobs.tokens[0]
+    ids = requests.post(f"{openai_client.base_url}".replace("/v1/", "/tokenize"), timeout=30,
+                        json={"inputs": PROMPT + first, "model": "tiny-gpt2"}).json()
+    banned = openai_client.completions.create(
+        model="tiny-gpt2", prompt=PROMPT, max_tokens=4, temperature=0,
+        logit_bias={str(ids[-1]["id"]): -100})
+    assert not banned.choices[0].text.startswith(first)
+    penalised = openai_client.completions.create(
+        model="tiny-gpt2", prompt=PROMPT, max_tokens=12, temperature=0, frequency_penalty=2.0,
+        presence_penalty=2.0)
+    plain = openai_client.completions.create(model="tiny-gpt2", prompt=PROMPT, max_tokens=12,
+                                             temperature=0)
+    assert penalised.usage.completion_tokens == plain.usage.completion_tokens == 12
+
+
+def test_openai_fields_other_servers_ignore_are_accepted(openai_client):
+    chat = openai_client.chat.completions.create(
+        model="tiny-llama-chat", max_tokens=3, temperature=0,
+        messages=[{"role": "user", "content": "hi"},
+                  {"role": "assistant", "content": None,
+                   "tool_calls": [{"id": "c1", "type": "function",
+                                   "function": {"name": "f", "arguments": "{}"}}]},
+                  {"role": "user", "content": "and now?"}],
+        response_format={"type": "text"}, tool_choice="none",
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        store=False, metadata={"team": "a"}, service_tier="auto", user="u-1",
+        parallel_tool_calls=False, stream_options=None)
+    assert chat.choices[0].finish_reason == "length"
+    completion = openai_client.completions.create(model="tiny-gpt2", prompt=PROMPT, max_tokens=2,
+                                                  best_of=1, suffix=None, user="u-1")
+    assert completion.usage.completion_tokens == 2

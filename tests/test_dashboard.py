@@ -205,7 +205,9 @@ def test_deploy_files_parse_and_agree_with_each_other():
     assert {"nlp-serving", "prometheus", "grafana"} <= set(services)
     for name in ("nlp-serving", "prometheus", "grafana"):
         assert services[name]["healthcheck"]["test"], name
-    assert services["nlp-serving"]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+    build = services["nlp-serving"]["build"]
+    assert (build["context"], build["dockerfile"]) == (".", "Dockerfile")
+    assert build["target"] == "serving"  # BuildKit then builds no torch stage for it
     assert "3000:3000" in services["nlp-serving"]["ports"]
     mounts = {}
     for name in ("prometheus", "grafana"):

@@ -19,13 +19,13 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import tomllib
 import zipfile
 from fnmatch import fnmatch
 from pathlib import Path
@@ -37,13 +37,17 @@ from packaging.requirements import Requirement
 
 from loadtests.server_process import ROOT, free_port
 from models.catalog import load_catalog
+from tests.locks import pins, read_lock
 
 BENTOFILE = ROOT / "bentofile.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "deploy" / "k8s"
+# Kustomize overlays of deploy/k8s (beside it: an overlay inside the base is a cycle to kustomize).
+K8S_OVERLAYS = ROOT / "deploy" / "k8s-overlays"
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 SERVING_REQUIREMENTS = ROOT / "requirements" / "serving.txt"
+EXPORT_LOCK = ROOT / "requirements" / "export.txt"
 BENTOML = [sys.executable, "-m", "bentoml"]
 
 # Kubernetes versions the manifests are validated against: an older one still widely run and the
@@ -55,7 +59,8 @@ EXPORT_ONLY = {"torch", "transformers", "optimum", "optimum-onnx", "sentence-tra
                "accelerate", "onnx"}
 # models/ modules the serving path imports (service/model_repository.py -> models.store).
 SERVING_MODEL_FILES = ["models/__init__.py", "models/store.py", "models/catalog.py",
-                       "models/catalog.yaml", "models/hashing.py", "models/layout.py"]
+                       "models/catalog.yaml", "models/hashing.py", "models/layout.py",
+                       "models/cpu.py"]
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
@@ -70,8 +75,7 @@ def _name(requirement: str) -> str:
 
 
 def _requirements(path: Path) -> list[str]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("-")]
+    return [str(entry.requirement) for entry in read_lock(path)]
 
 
 def _tiny_names() -> list[str]:
@@ -198,22 +202,6 @@ def test_bentofile_builds_offline_with_the_service_config_and_tiny_models(bento,
     assert set(packed_requirements) == set(_requirements(SERVING_REQUIREMENTS))
 
 
-def test_serving_requirements_pin_every_runtime_dependency_of_pyproject():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    declared = {_name(r): Requirement(r) for r in pyproject["project"]["dependencies"]}
-    pinned = {}
-    for line in _requirements(SERVING_REQUIREMENTS):
-        requirement = Requirement(line)
-        (spec,) = requirement.specifier
-        assert spec.operator == "==", line
-        pinned[_name(line)] = spec.version
-    assert set(pinned) == set(declared)
-    for name, version in pinned.items():
-        assert declared[name].specifier.contains(version, prereleases=True), (name, version)
-    export = {_name(r) for r in pyproject["project"]["optional-dependencies"]["export"]}
-    assert not set(pinned) & (EXPORT_ONLY | export)
-
-
 def test_bentofile_serves_the_catalog_profile_it_names():
     config = yaml.safe_load(BENTOFILE.read_text())
     envs = {env["name"]: env["value"] for env in config["envs"]}
@@ -325,10 +313,13 @@ def test_project_dockerfile_serving_stage_and_model_builder():
     assert ("CMD", '["bentoml", "serve", "service.service:NLPService"]') in serving
     env = " ".join(args for keyword, args in serving if keyword == "ENV")
     assert "HOST=0.0.0.0" in env and "PORT=3000" in env and "GRPC_PORT=3001" in env
-    # The builder: the CPU torch wheel and the export extra, non-root, builds $PROFILE.
+    # The builder: the export lock (CPU torch wheel, hashes), non-root, builds $PROFILE.
     builder_text = " ".join(args for _, args in builder)
-    assert "torch==2.13.0" in builder_text and "download.pytorch.org/whl/cpu" in builder_text
-    assert '".[export]"' in builder_text and "models build --profile" in builder_text
+    assert "--require-hashes" in base_text and "--require-hashes" in builder_text
+    assert "requirements/export.txt" in builder_text and "download.pytorch.org/whl/cpu" in (
+        builder_text)
+    assert pins(EXPORT_LOCK)["torch"] == "2.13.0+cpu"
+    assert "models build --profile" in builder_text
     assert [args for keyword, args in builder if keyword == "USER"][-1] == "bentoml"
 
 
@@ -449,7 +440,7 @@ def _check_compose(config: dict) -> None:
 
 
 def _manifests() -> dict[Path, list[dict]]:
-    files = sorted(K8S.rglob("*.yaml"))
+    files = sorted([*K8S.rglob("*.yaml"), *K8S_OVERLAYS.rglob("*.yaml")])
     assert files
     return {path: [doc for doc in yaml.safe_load_all(path.read_text()) if doc] for path in files}
 
@@ -486,7 +477,9 @@ def _quantity(value: str) -> float:
 
 def test_kubernetes_manifests_agree_with_each_other_and_the_image(bento):
     by_kind: dict[str, list[dict]] = {}
-    for docs in _manifests().values():
+    for path, docs in _manifests().items():
+        if path.parent == K8S_OVERLAYS / "autoscaling":
+            continue  # its HPA patches the core one: test_autoscaling_overlay_adds_the_queue_signal
         for doc in docs:
             by_kind.setdefault(doc["kind"], []).append(doc)
     (deployment,) = by_kind["Deployment"]
@@ -559,8 +552,46 @@ def test_kubernetes_manifests_agree_with_each_other_and_the_image(bento):
     listed = {K8S / rel for rel in core["resources"]}
     assert listed == {p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"}
     assert core["images"][0]["name"] == container["image"].split(":")[0]
-    monitoring = yaml.safe_load((K8S / "monitoring" / "kustomization.yaml").read_text())
-    assert set(monitoring["resources"]) == {"../", "servicemonitor.yaml"}
+    monitoring = yaml.safe_load((K8S_OVERLAYS / "monitoring" / "kustomization.yaml").read_text())
+    assert set(monitoring["resources"]) == {"../../k8s", "servicemonitor.yaml"}
+
+
+def test_autoscaling_overlay_adds_the_queue_signal():
+    """The HPA of deploy/k8s-overlays/autoscaling scales on CPU and on the service's
+    queued + in-flight gauge, served as a Pods custom metric by the Prometheus adapter rule."""
+    from service import metrics
+
+    overlay = K8S_OVERLAYS / "autoscaling"
+    (hpa,) = yaml.safe_load_all((overlay / "hpa-requests.yaml").read_text())
+    core = yaml.safe_load((K8S / "hpa.yaml").read_text())
+    # A strategic-merge patch replaces the metrics list: it carries the CPU metric itself.
+    assert hpa["metadata"]["name"] == core["metadata"]["name"]
+    assert hpa["spec"]["metrics"][0] == core["spec"]["metrics"][0]
+    (pods,) = [m["pods"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    gauge = metrics.ACTIVE_REQUESTS
+    assert pods["metric"]["name"] == gauge._name == "nlp_requests_active"
+    assert gauge._type == "gauge" and gauge._multiprocess_mode == "livesum"
+    (configmap,) = yaml.safe_load_all((overlay / "prometheus-adapter-rules.yaml").read_text())
+    (rule,) = yaml.safe_load(configmap["data"]["config.yaml"])["rules"]
+    assert rule["name"]["as"] == pods["metric"]["name"]
+    assert rule["seriesQuery"].startswith(gauge._name + "{")
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+
+
+@pytest.mark.parametrize("overlay", ["monitoring", "autoscaling"])
+def test_kustomize_builds_every_overlay(overlay):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (the schema tests above still ran)")
+    built = subprocess.run([kubectl, "kustomize", str(K8S_OVERLAYS / overlay)],
+                           capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+    assert {doc["metadata"].get("namespace") for doc in docs if doc["kind"] != "Namespace"} \
+        == {"nlp-serving"}
+    (hpa,) = [doc for doc in docs if doc["kind"] == "HorizontalPodAutoscaler"]
+    kinds = {m["type"] for m in hpa["spec"]["metrics"]}
+    assert kinds == ({"Resource", "Pods"} if overlay == "autoscaling" else {"Resource"})
 
 
 def test_readme_says_how_to_deploy():

@@ -130,10 +130,60 @@ def test_truncate_matches_sentence_transformers(embedder, sentence_transformer):
     np.testing.assert_allclose(ours, sentence_transformer.encode(texts), atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize("bad", [{"normalize": True, "prompt_name": "query"}, {"dims": 32}])
+@pytest.mark.parametrize("bad", [{"normalize": True, "pooling": "cls"}, {"dims": 32},
+                                 {"truncation_direction": "middle"}])
 def test_unknown_parameters_are_rejected(bad):
     with pytest.raises(ValidationError):
         EmbeddingParameters.model_validate(bad)
+
+
+def test_prompts_match_sentence_transformers(tiny_checkpoint, tiny_exported, tmp_path):
+    """`prompt_name` (and the config's `default_prompt_name`) put the same prompt in front of
+    each text as sentence-transformers' `encode(prompt_name=...)`."""
+    from sentence_transformers import SentenceTransformer
+
+    prompts = {"query": "query: ", "passage": "passage: "}
+    folders = []
+    for source, name in ((tiny_checkpoint(KIND), "checkpoint"), (tiny_exported(KIND), "onnx")):
+        folder = tmp_path / name
+        shutil.copytree(source, folder)
+        config_path = folder / "config_sentence_transformers.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        config.update(prompts=prompts, default_prompt_name="passage")
+        config_path.write_text(json.dumps(config))
+        folders.append(folder)
+    reference = SentenceTransformer(str(folders[0]), device="cpu")
+    ours = Embedder.load(folders[1], threads=1)
+    texts = TEXTS[3:12]
+    for name in ("query", "passage"):
+        np.testing.assert_allclose(_embed(ours, texts, prompt_name=name),
+                                   reference.encode(texts, prompt_name=name),
+                                   atol=TOLERANCE, rtol=0)
+    # No name: the default prompt, as sentence-transformers applies it.
+    np.testing.assert_allclose(_embed(ours, texts), reference.encode(texts),
+                               atol=TOLERANCE, rtol=0)
+    assert not np.allclose(_embed(ours, texts, prompt_name="query"), _embed(ours, texts))
+    with pytest.raises(InvalidInput) as unknown:
+        _embed(ours, texts[:1], prompt_name="document")
+    assert unknown.value.field == "prompt_name"
+
+
+def test_truncation_direction_keeps_the_side_asked_for(embedder):
+    """`left` drops the start of an over-long input, `right` its end (the default here)."""
+    words = [f"w{i}" for i in range(MAX_POSITIONS * 2)]
+    long_text = " ".join(words)
+    limit = embedder.max_input_tokens
+    full = embedder.encoder.tokenizer.encode(long_text)
+    right = embedder.encoder.truncating_tokenizer(limit, direction="right").encode(long_text)
+    left = embedder.encoder.truncating_tokenizer(limit, direction="left").encode(long_text)
+    assert len(full) > limit and len(right) == len(left) == limit
+    assert right.ids[:5] == full.ids[:5] and left.ids[-5:] == full.ids[-5:]
+    assert right.ids[1:6] != left.ids[1:6]
+    by_default = _embed(embedder, [long_text], truncate=True)
+    np.testing.assert_allclose(_embed(embedder, [long_text], truncate=True,
+                                      truncation_direction="right"), by_default, atol=1e-6)
+    from_left = _embed(embedder, [long_text], truncate=True, truncation_direction="Left")
+    assert not np.allclose(from_left, by_default, atol=1e-3)
 
 
 @pytest.mark.parametrize(

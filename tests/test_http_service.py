@@ -1,4 +1,4 @@
-"""The HTTP service against its contract (API.md), over real HTTP to `bentoml serve`.
+"""The HTTP service against its contract (docs/api.md), over real HTTP to `bentoml serve`.
 
 Every task endpoint's output is compared with the `transformers` pipeline on the same tiny
 checkpoint the served model was exported from (the tiny builders are deterministic).

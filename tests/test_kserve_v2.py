@@ -127,7 +127,7 @@ def test_model_metadata_names_the_task_tensors(task, url, grpc_client, http_clie
     over_grpc = grpc_client.get_model_metadata(model, as_json=True)
     for metadata in (over_http, over_grpc):
         assert metadata["name"] == model
-        assert metadata["versions"] == [tag.split(":", 1)[1]]
+        assert metadata["versions"] == ["1"]  # one numeric scheme (perf_analyzer needs it)
         assert metadata["platform"] == "onnxruntime_onnx"
         assert [i["name"] for i in metadata["inputs"]] == inputs
         assert {i["datatype"] for i in metadata["inputs"]} == {"BYTES"}
@@ -136,6 +136,14 @@ def test_model_metadata_names_the_task_tensors(task, url, grpc_client, http_clie
         [o["datatype"] for o in over_grpc["outputs"]]
     assert over_http["parameters"]["task"] == task
     assert over_http["parameters"]["tag"] == tag
+    # The same version answers on every route (the store version is an alias); others do not.
+    store_version = tag.split(":", 1)[1]
+    for version in ("1", store_version):
+        assert http_client.is_model_ready(model, model_version=version)
+        assert grpc_client.is_model_ready(model, model_version=version)
+        stats = grpc_client.get_inference_statistics(model, model_version=version, as_json=True)
+        assert [s["version"] for s in stats["model_stats"]] == ["1"]
+    assert requests.get(f"{url}/v2/models/{model}/versions/2/ready", timeout=10).status_code == 404
 
 
 def test_unknown_model_is_not_found(grpc_client, http_client):
@@ -274,6 +282,28 @@ def test_bad_tensors_are_invalid_argument(case, grpc_client, url):
     response = requests.post(f"{url}/v2/models/{model}/infer", json=body, timeout=30)
     assert 400 <= response.status_code < 500
     assert message in response.json()["error"]
+
+
+def test_triton_priority_is_refused_and_timeout_honoured(grpc_client, http_client, url):
+    """Triton's request parameters are not dropped: one priority level here, so another is
+    INVALID_ARGUMENT; `timeout` (microseconds) bounds the request like a deadline."""
+    text = [texts_input(grpcclient, "text", ["hi"])]
+    with pytest.raises(InferenceServerException) as err:
+        grpc_client.infer("tiny-bert-classifier", text, priority=2)
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "parameters.priority" in err.value.message()
+    assert grpc_client.infer("tiny-bert-classifier", text, priority=0).as_numpy("label") \
+        is not None
+    with pytest.raises(InferenceServerException) as late:  # 1 µs: over before it can run
+        grpc_client.infer("tiny-bert-classifier", text, timeout=1)
+    assert late.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]}
+    response = requests.post(f"{url}/v2/models/tiny-bert-classifier/infer", timeout=30,
+                             json={**body, "parameters": {"timeout": 1}})
+    assert response.status_code == 504, response.text
+    generous = requests.post(f"{url}/v2/models/tiny-bert-classifier/infer", timeout=30,
+                             json={**body, "parameters": {"timeout": 30_000_000}})
+    assert generous.status_code == 200, generous.text
 
 
 def test_raw_contents_that_do_not_match_the_shape_are_invalid_argument(live_server):

@@ -21,6 +21,9 @@ import requests
 
 from loadtests.server_process import ROOT, start_server
 
+# Builds the `local` profile with the real CLI (torch, transformers, Optimum).
+pytestmark = pytest.mark.export_side
+
 SMOLLM = "smollm2-135m-instruct"
 SMOLLM_INT4 = "smollm2-135m-instruct-int4"
 MINILM = "all-minilm-l6-v2"

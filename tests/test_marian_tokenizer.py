@@ -8,6 +8,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+import sentencepiece as spm
+import transformers  # noqa: F401  (the reference implementation: an export-side test module)
+from tokenizers import Tokenizer
 
 from models.marian_tokenizer import (
     TARGET_TOKENIZER_FILE,
@@ -15,10 +18,6 @@ from models.marian_tokenizer import (
     convert_marian_tokenizer,
 )
 from models.tiny import _french_words, corpus_sentences
-
-spm = pytest.importorskip("sentencepiece")
-transformers = pytest.importorskip("transformers")
-from tokenizers import Tokenizer  # noqa: E402
 
 UNICODE = [
     "",

@@ -330,6 +330,49 @@ def test_errors_and_streams_carry_the_request_id_too(url, server):
     assert (entry["status"], entry["outcome"], entry["task"]) == (200, "ok", "text-generation")
 
 
+def _grpc_classify(server, text: str, metadata: tuple = ()):
+    """One raw v2 ModelInfer on the classifier: (response or the RpcError, initial metadata)."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.ModelInferRequest(model_name=CLASSIFIER)
+    request.inputs.add(name="text", datatype="BYTES", shape=[1])
+    payload = text.encode()
+    request.raw_input_contents.append(len(payload).to_bytes(4, "little") + payload)
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            response, call = stub.ModelInfer.with_call(request, metadata=metadata, timeout=60)
+        except grpc.RpcError as error:
+            return error, dict(error.initial_metadata())
+        return response, dict(call.initial_metadata())
+
+
+def test_grpc_calls_get_a_request_id_and_an_access_log_line_like_http(server):
+    import grpc
+
+    mine = f"grpc-{uuid.uuid4().hex[:12]}"
+    response, metadata = _grpc_classify(server, "fine", (("x-request-id", mine),))
+    assert not isinstance(response, grpc.RpcError) and metadata["x-request-id"] == mine
+    _, generated = _grpc_classify(server, "fine", (("x-request-id", "two words"),))
+    assert re.fullmatch(r"[0-9a-f]{32}", generated["x-request-id"])
+
+    (entry,) = _log_entries(server, mine)
+    assert entry["logger"] == "service.access" and entry["protocol"] == "grpc"
+    assert (entry["path"], entry["status"]) == (
+        "/inference.GRPCInferenceService/ModelInfer", "OK")
+    assert (entry["model"], entry["task"], entry["outcome"]) == (
+        CLASSIFIER, "text-classification", "ok")
+    assert 0 < entry["duration_ms"] < 60_000
+
+    failing = f"grpc-err-{uuid.uuid4().hex[:12]}"
+    error, metadata = _grpc_classify(server, "word " * 400, (("x-request-id", failing),))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert metadata["x-request-id"] == failing
+    (entry,) = _log_entries(server, failing)
+    assert (entry["status"], entry["outcome"]) == ("INVALID_ARGUMENT", "client_error")
+
+
 # --- tracing ----------------------------------------------------------------------------------
 
 class _OtlpReceiver(ThreadingHTTPServer):
@@ -390,10 +433,14 @@ def test_spans_follow_a_request_through_its_stages_when_an_otlp_endpoint_is_set(
         assert response.status_code == 200
         assert post(server.url, "/generate", {"inputs": "Hello", "model": GENERATOR,
                                               "parameters": {"max_new_tokens": 5}}).ok
+        grpc_trace_id, grpc_parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+        _grpc_classify(server, "fine", (
+            ("traceparent", f"00-{grpc_trace_id}-{grpc_parent_id}-01"),
+            ("x-request-id", "traced-grpc")))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with receiver.lock:
-                if sum(s.name == "nlp.request" for s in receiver.spans) >= 2:
+                if sum(s.name == "nlp.request" for s in receiver.spans) >= 3:
                     break
             time.sleep(0.1)
     finally:
@@ -401,6 +448,12 @@ def test_spans_follow_a_request_through_its_stages_when_an_otlp_endpoint_is_set(
         receiver.shutdown()
 
     spans = list(receiver.spans)
+    # gRPC continues the caller's trace as HTTP does.
+    (over_grpc,) = [s for s in spans if s.name == "nlp.request"
+                    and _attributes(s)["nlp.request_id"] == "traced-grpc"]
+    assert over_grpc.trace_id.hex() == grpc_trace_id
+    assert over_grpc.parent_span_id.hex() == grpc_parent_id
+    spans = [s for s in spans if s.trace_id != over_grpc.trace_id]
     requests_ = {_attributes(s)["nlp.task"]: s for s in spans if s.name == "nlp.request"}
     classify = requests_["text-classification"]
     # The caller's trace continues: same trace id, our request span under its span.

@@ -20,6 +20,9 @@ import pytest
 from models.catalog import CatalogError, load_catalog
 from models.sources import SourceError, resolve_source
 
+# Exports checkpoints with the real CLI (torch, transformers, Optimum).
+pytestmark = pytest.mark.export_side
+
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED_FIELDS = ("name", "tag", "task", "profile", "source", "path", "optimization",
                    "quantization")
@@ -117,7 +120,11 @@ def test_catalog_variant_is_optimized_and_quantized(tiny_build, store_env):
     assert (entry["optimization"], entry["quantization"]) == ("O2", "int8")
     assert entry["quantization_config"]["mode"] == "dynamic"
     final = entry["parity"]["O2+int8"]
-    assert final["outputs"]["logits"]["agreement"] >= final["tolerance"]["min_agreement"]
+    logits, tolerance = final["outputs"]["logits"], final["tolerance"]
+    assert final["samples"] == 128 and logits["rows"] == 129
+    assert logits["confident_rows"] >= tolerance["min_confident"] * logits["rows"]
+    assert logits["confident_agreement"] >= tolerance["min_confident_agreement"]
+    assert final["cpu"] == entry["built_on"] and final["cpu"]["int8_flags"]
 
 
 def test_second_build_is_a_no_op(tiny_build, store_env):
@@ -145,7 +152,49 @@ def test_export_one_checkpoint_with_o2_and_int8(store_env, tiny_checkpoint):
     assert (entry["optimization"], entry["quantization"]) == ("O2", "int8")
     assert entry["profile"] == "custom"
     assert set(entry["parity"]) == {"fp32", "O2+int8"}
-    assert entry["quantization_config"]["per_channel"] is True
+    config = entry["quantization_config"]
+    assert config["per_channel"] is True
+    # The same preset on every x86 CPU: 7-bit s8 weights, exact in every u8s8 kernel.
+    assert (config["target"], config["preset"], config["reduce_range"],
+            config["weights_dtype"]) == ("x86-64", "avx512", True, "s8")
+    assert "O2+int8" in proc.stdout and "confident rows" in proc.stdout
+    # Which CPU exported and checked it (int8 kernels are picked per CPU).
+    cpu = entry["parity"]["O2+int8"]["cpu"]
+    assert cpu["model"] and cpu["machine"] and isinstance(cpu["int8_flags"], list)
+    assert entry["built_on"] == cpu
+
+
+def test_broken_int8_graph_is_refused_and_stores_nothing(store_env, tiny_checkpoint):
+    """A quantizer that gets one layer wrong: the int8 weights of the first transformer layer
+    are all set to their zero point (that layer's matrices multiply by zero)."""
+    checkpoint = tiny_checkpoint("bert-classifier")
+    proc = run_python(store_env, f"""
+        import shutil
+        import sys
+        import tempfile
+        from pathlib import Path
+        import models.optimize
+        from models.cli import main
+        from models.int8_portability import break_int8_graph
+
+        real_quantize = models.optimize.quantize_graphs
+
+        def broken(folder, task, **kwargs):
+            config = real_quantize(folder, task, **kwargs)
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = break_int8_graph(folder, Path(tmp) / "broken", "zero-first-layer")
+                shutil.copy(copy / "model.onnx", folder / "model.onnx")
+            return config
+
+        models.optimize.quantize_graphs = broken
+        sys.exit(main(["export", "--task", "text-classification", "--source",
+                       {str(checkpoint)!r}, "--name", "broken-int8", "--optimize", "O2",
+                       "--quantize", "int8"]))
+    """)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "broken-int8: FAILED: parity failed (O2+int8): output 'logits'" in proc.stderr
+    assert "moves decisions by a median" in proc.stderr
+    assert "broken-int8" not in listed(store_env)
 
 
 def test_broken_parity_fails_clearly_and_stores_nothing(store_env, tiny_checkpoint):

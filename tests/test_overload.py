@@ -57,8 +57,10 @@ def test_estimated_wait_over_max_queue_ms_is_refused_and_an_idle_model_admits():
 
 def test_saturated_model_is_refused_before_its_body_is_read():
     """The front door (service/http/early_shedding.py) answers 429 from the headers alone."""
+    from functools import partial
     from types import SimpleNamespace
 
+    from service.dataplane import DataPlane
     from service.http.early_shedding import EarlySheddingMiddleware
 
     async def scenario() -> None:
@@ -66,6 +68,7 @@ def test_saturated_model_is_refused_before_its_body_is_read():
         served = SimpleNamespace(name="busy", task="text-classification", batcher=batcher)
         plane = SimpleNamespace(models={"busy": served},
                                 defaults={"text-classification": "busy"})
+        plane.shed = partial(DataPlane.shed, plane)  # the real admission rule, on this stand-in
         app = SimpleNamespace(state=SimpleNamespace(plane=plane))
         reached_app = False
 

@@ -41,6 +41,7 @@ def torch_processed(processor, logits: np.ndarray, input_ids: np.ndarray | None 
     return processor(ids, torch.from_numpy(logits.copy())).numpy()
 
 
+@pytest.mark.export_side
 @pytest.mark.parametrize("penalty", [1.3, 0.7])
 def test_repetition_penalty_equals_transformers(penalty):
     from transformers import RepetitionPenaltyLogitsProcessor
@@ -52,6 +53,7 @@ def test_repetition_penalty_equals_transformers(penalty):
     np.testing.assert_array_equal(apply_repetition_penalty(logits, ids, penalty), expected)
 
 
+@pytest.mark.export_side
 @pytest.mark.parametrize("temperature", [0.3, 0.7, 1.5])
 def test_temperature_equals_transformers(temperature):
     from transformers import TemperatureLogitsWarper
@@ -61,6 +63,7 @@ def test_temperature_equals_transformers(temperature):
     np.testing.assert_allclose(apply_temperature(logits, temperature), expected, rtol=1e-6)
 
 
+@pytest.mark.export_side
 @pytest.mark.parametrize("top_k", [1, 5, 50, 5000])
 def test_top_k_equals_transformers(top_k):
     from transformers import TopKLogitsWarper
@@ -71,6 +74,7 @@ def test_top_k_equals_transformers(top_k):
     np.testing.assert_array_equal(apply_top_k(logits, top_k), expected)
 
 
+@pytest.mark.export_side
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.99])
 def test_top_p_equals_transformers(top_p):
     from transformers import TopPLogitsWarper
@@ -85,10 +89,45 @@ def test_greedy_is_argmax_after_repetition_penalty():
     logits = random_logits(batch=1)[0]
     ids = np.argsort(logits)[-3:]  # penalise the three best tokens
     chooser = TokenChooser(repetition_penalty=10.0)
-    token, logprob = chooser.choose(logits, ids)
+    token, logprob, top = chooser.choose(logits, ids)
     penalised = apply_repetition_penalty(logits, ids, 10.0)
     assert token == int(np.argmax(penalised)) and token not in ids
     assert logprob == pytest.approx(log_softmax(penalised)[token])
+    assert top == ()  # alternatives only when asked for
+
+
+def test_logit_bias_bans_and_forces_tokens():
+    logits = random_logits(batch=1)[0]
+    best = int(np.argmax(logits))
+    banned, _, _ = TokenChooser(logit_bias={best: -100.0}).choose(logits, np.array([], int))
+    assert banned != best and banned == int(np.argsort(logits)[-2])
+    forced = int(np.argmin(logits))
+    chosen, _, _ = TokenChooser(logit_bias={forced: 100.0}).choose(logits, np.array([], int))
+    assert chosen == forced
+
+
+def test_presence_and_frequency_penalties_count_generated_tokens_only():
+    logits = np.zeros(10, dtype=np.float32)
+    logits[3], logits[4] = 1.0, 0.9
+    prompt_and_generated = np.array([3, 3, 4])  # 3 twice in the prompt: no penalty for it
+    generated = np.array([4])
+    chooser = TokenChooser(presence_penalty=0.05, frequency_penalty=0.0)
+    scores = chooser.process(logits, prompt_and_generated, generated)
+    assert scores[3] == pytest.approx(1.0) and scores[4] == pytest.approx(0.85)
+    chooser = TokenChooser(presence_penalty=0.0, frequency_penalty=0.5)
+    scores = chooser.process(logits, np.array([3, 3]), np.array([3, 3]))
+    assert scores[3] == pytest.approx(0.0)  # 1.0 - 2 x 0.5
+    token, _, _ = chooser.choose(logits, np.array([3, 3]), np.array([3, 3]))
+    assert token == 4
+
+
+def test_top_n_alternatives_are_the_most_likely_best_first():
+    logits = random_logits(batch=1)[0]
+    token, logprob, top = TokenChooser(top_n=5).choose(logits, np.array([], int))
+    expected = np.argsort(-log_softmax(logits), kind="stable")[:5]
+    assert [i for i, _ in top] == expected.tolist()
+    assert top[0] == (token, pytest.approx(logprob))
+    assert all(a[1] >= b[1] for a, b in zip(top, top[1:], strict=False))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The torch-free translator against the transformers translation pipeline on the same weights.
 
-The contract (shared/API.md): greedy and beam-search tokens identical. Random tiny models rarely
+The contract (docs/api.md): greedy and beam-search tokens identical. Random tiny models rarely
 emit their real `</s>`, so the search options that only matter once hypotheses finish
 (early_stopping, length_penalty, several eos ids) are checked with frequent tokens declared as
 eos, passed identically to the pipeline and to our settings.
@@ -13,13 +13,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch  # noqa: F401  (the reference implementation: an export-side test module)
+import transformers
 
 from models.tiny import corpus_sentences
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.tasks.translation import TranslationParameters, Translator
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 # kind -> (pipeline task, our parameters for the same language pair)
 TASKS = {

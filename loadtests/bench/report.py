@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from loadtests.bench import contenders
+
 ASSETS = Path("docs") / "bench"
 LEVERS = Path(__file__).with_name("levers.md")
 
@@ -97,33 +99,37 @@ def _workload_section(w: Any, samples: Any, cfg: Any) -> list[str]:
              " | CPU ms per item (sorted 32, default / not spinning; side by side) |",
              "|---|" + "---|" * (len(cfg.batch_sizes) + (0 if cfg.quick else 1) + 4)]
     for name in w.served:
-        cells = [_fmt(samples.median(f"{name}/limit/b{b}")) for b in cfg.batch_sizes]
+        ort = contenders.ORT.key(model=name, batch=32)
+        no_spin = contenders.ORT_NO_SPIN.key(model=name, batch=32)
+        runners = contenders.ORT_RUNNERS.key(model=name, batch=8)
+        cells = [_fmt(samples.median(contenders.ORT.key(model=name, batch=b)))
+                 for b in cfg.batch_sizes]
         if not cfg.quick:
-            cells.append(_fmt(samples.median(f"{name}/limit/b32-arrival")))
-        cells.append(_fmt(samples.median(f"{name}/limit/b1-latency"), 2))
+            cells.append(_fmt(samples.median(contenders.ORT_ARRIVAL.key(model=name, batch=32))))
+        cells.append(_fmt(samples.median(contenders.LATENCY_FLOOR.key(model=name)), 2))
         cells[len(cfg.batch_sizes) + (0 if cfg.quick else 1):0] = [
-            _fmt(samples.median(f"{name}/limit/b32-no-spin")),
-            _fmt(samples.median(f"{name}/limit/b8-runners"))]
-        cells.append(_fmt(samples.median(f"{name}/limit/b32-cpu-ms"), 2) + " / "
-                     + _fmt(samples.median(f"{name}/limit/b32-no-spin-cpu-ms"), 2) + "; "
-                     + _fmt(samples.median(f"{name}/limit/b8-runners-cpu-ms"), 2))
+            _fmt(samples.median(no_spin)), _fmt(samples.median(runners))]
+        cells.append(_fmt(samples.median(ort + contenders.CPU_MS), 2) + " / "
+                     + _fmt(samples.median(no_spin + contenders.CPU_MS), 2) + "; "
+                     + _fmt(samples.median(runners + contenders.CPU_MS), 2))
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    if samples.has(f"{w.task}/torch/b1"):
+    if samples.has(contenders.TORCH.key(task=w.task)):
         lines += ["", f"PyTorch pipeline in process, one call per item: "
-                  f"{_fmt(samples.median(f'{w.task}/torch/b1'))} items/s.", ""]
+                  f"{_fmt(samples.median(contenders.TORCH.key(task=w.task)))} items/s.", ""]
     lines += ["", "Served, closed loop (requests/s of one item each; client/server CPU in seconds "
               "per 1,000 requests):", "",
               "| contender | req/s | p50 ms | p95 ms | p99 ms | client CPU | server CPU | errors |",
               "|---|---|---|---|---|---|---|---|"]
     for name in w.served:
-        for protocol, levels in (("http", w.http_concurrencies), ("grpc", w.grpc_concurrencies)):
-            for c in levels:
-                row = _load_row(f"ours `{name}` {protocol.upper()} c={c}", samples,
-                                f"{name}/{protocol}/c{c}")
+        for served in (contenders.OURS_HTTP, contenders.OURS_GRPC):
+            for c in w.concurrencies(served):
+                row = _load_row(f"ours `{name}` {served.protocol.upper()} c={c}", samples,
+                                served.key(model=name, c=c))
                 if row:
                     lines.append(row)
-    for c in (1, 16):
-        row = _load_row(f"FastAPI + PyTorch pipeline c={c}", samples, f"{w.task}/fastapi/c{c}")
+    for c in contenders.BASELINE_CONCURRENCIES:
+        row = _load_row(f"FastAPI + PyTorch pipeline c={c}", samples,
+                        contenders.FASTAPI.key(task=w.task, c=c))
         if row:
             lines.append(row)
     return [*lines, ""]
@@ -166,21 +172,22 @@ def _plots(samples: Any, plan: list[Any], cfg: Any, assets: Path) -> list[Path]:
         slug = w.task
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for name in w.served:
-            for protocol, style, levels in (("http", "-o", w.http_concurrencies),
-                                            ("grpc", "--s", w.grpc_concurrencies)):
-                keys = [(c, f"{name}/{protocol}/c{c}") for c in levels]
+            for served, style in ((contenders.OURS_HTTP, "-o"), (contenders.OURS_GRPC, "--s")):
+                keys = [(c, served.key(model=name, c=c)) for c in w.concurrencies(served)]
                 points = [(c, samples.median(k, lambda v: v["throughput"]))
                           for c, k in keys if samples.has(k)]
                 if points:
-                    ax.plot(*zip(*points, strict=True), style, label=f"ours {name} {protocol}")
-            limit = max(samples.median(f"{name}/limit/b32"),
-                        samples.median(f"{name}/limit/b32-no-spin"))
+                    ax.plot(*zip(*points, strict=True), style,
+                            label=f"ours {name} {served.protocol}")
+            limit = contenders.in_process_limit(samples, name)
             if not math.isnan(limit):
                 ax.axhline(limit, linestyle=":", color="grey")
                 ax.annotate(f"in-process limit {name}", (w.http_concurrencies[0], limit),
                             fontsize=7, va="bottom")
-        base = [(c, samples.median(f"{w.task}/fastapi/c{c}", lambda v: v["throughput"]))
-                for c in (1, 16) if samples.has(f"{w.task}/fastapi/c{c}")]
+        baseline = {c: contenders.FASTAPI.key(task=w.task, c=c)
+                    for c in contenders.BASELINE_CONCURRENCIES}
+        base = [(c, samples.median(key, lambda v: v["throughput"]))
+                for c, key in baseline.items() if samples.has(key)]
         if base:
             ax.plot(*zip(*base, strict=True), "-^", label="FastAPI + PyTorch")
         ax.set_xscale("log", base=2)
@@ -201,7 +208,7 @@ def _plots(samples: Any, plan: list[Any], cfg: Any, assets: Path) -> list[Path]:
         series = {"p50": [], "p95": [], "p99": []}
         for name in w.served:
             for c in w.http_concurrencies:
-                key = f"{name}/http/c{c}"
+                key = contenders.OURS_HTTP.key(model=name, c=c)
                 if not samples.has(key):
                     continue
                 labels.append(f"{name.replace('bench-', '')}\nc={c}")

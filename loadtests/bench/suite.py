@@ -6,7 +6,7 @@
 Models of real size (`bench_models.py`) are exported by our own pipeline into a BentoML home of
 the suite's own and served by the real service (`bentoml serve`, one worker). In ONE run, every
 contender measured in interleaved rounds (medians quoted, so that the noise of a shared machine
-hits all of them alike):
+hits all of them alike; each contender is a row of `contenders.py`):
   1. the limit: plain ONNX Runtime in this process on the same graph, length-sorted batches,
      and batch-1 latency (`in_process.py`);
   2. the PyTorch pipeline in process, and the same behind a minimal FastAPI server
@@ -42,6 +42,23 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 from loadtests.bench import bench_models  # noqa: E402
 from loadtests.bench.bench_models import CLASSIFIER, CLASSIFIER_INT8, EMBEDDER, QA  # noqa: E402
+from loadtests.bench.contenders import (  # noqa: E402
+    BASELINE_CONCURRENCIES,
+    CPU_MS,
+    FASTAPI,
+    LATENCY_FLOOR,
+    ORT,
+    ORT_ARRIVAL,
+    ORT_NO_SPIN,
+    ORT_RUNNERS,
+    OURS_GRPC,
+    OURS_HTTP,
+    SERVED,
+    SESSIONS,
+    TORCH,
+    Contender,
+    in_process_limit,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = ROOT / ".cache" / "bench" / "home"
@@ -179,6 +196,10 @@ class Workload:
     # In-process items (fewer for slow inputs such as QA's question + context pairs).
     in_process_items: int = 256
 
+    def concurrencies(self, served: Contender) -> tuple[int, ...]:
+        """The closed-loop concurrency levels at which `served` (ours, HTTP or gRPC) is run."""
+        return self.http_concurrencies if served.protocol == "http" else self.grpc_concurrencies
+
 
 def workloads(quick: bool, home: Path) -> list[Workload]:
     """What each task measures; classification carries the goals, so it gets every point."""
@@ -220,7 +241,7 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
     (for the cold start; by default one next to `home`, built when missing)."""
     from loadtests.bench import report
     from loadtests.bench.fastapi_baseline import start_baseline
-    from loadtests.bench.in_process import PlainOrt, calls_per_second, torch_pipeline
+    from loadtests.bench.in_process import calls_per_second, torch_pipeline
     from loadtests.bench.load_generator import run_load
     from loadtests.server_process import build_store, start_server
 
@@ -253,7 +274,8 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
     samples = Samples()
     servers: dict[str, Any] = {}
     baselines: dict[str, Any] = {}
-    in_process: dict[str, PlainOrt] = {}
+    # (model, contender name) -> its in-process ORT session
+    in_process: dict[tuple[str, str], Any] = {}
     torch_calls: dict[str, Callable[[Any], Any]] = {}
     try:
         servers["ours"] = start_server(
@@ -262,11 +284,8 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
         samples.add("memory_idle", process_tree_rss_mb(servers["ours"].process.pid))
         for w in plan:
             for name in w.served:
-                in_process[name] = PlainOrt(Path(stored[name]["path"]))
-                in_process[f"{name}/no-spin"] = PlainOrt(Path(stored[name]["path"]),
-                                                         spinning=False)
-                in_process[f"{name}/runners"] = PlainOrt(Path(stored[name]["path"]), threads=1,
-                                                         spinning=False)
+                for contender in SESSIONS:
+                    in_process[name, contender.name] = contender.start(Path(stored[name]["path"]))
             if w.torch_checkpoint is not None and not quick:
                 checkpoint = w.torch_checkpoint()
                 torch_calls[w.task] = torch_pipeline(w.task, checkpoint)
@@ -274,64 +293,65 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
                                                    logs / f"fastapi-{w.route[1:]}.log")
         ours = servers["ours"]
 
-        def load(key: str, protocol: str, target: str, w: Workload, model: str | None,
+        def load(contender: Contender, target: str, w: Workload, model: str | None,
                  concurrency: int, server_pid: int) -> None:
             cpu_before = process_tree_cpu(server_pid)
-            result = run_load(protocol, target, texts_files[w.task], concurrency, cfg.seconds,
-                              w.route, model)
+            result = run_load(contender.protocol, target, texts_files[w.task], concurrency,
+                              cfg.seconds, w.route, model)
+            key = contender.key(model=model, task=w.task, c=concurrency)
             samples.add(key, summarize_load(result, process_tree_cpu(server_pid) - cpu_before))
+
+        def measure(contender: Contender, model: str, batch: int,
+                    rate_and_cpu_ms: tuple[float, float]) -> None:
+            rate, cpu_ms = rate_and_cpu_ms
+            samples.add(contender.key(model=model, batch=batch), rate)
+            samples.add(contender.key(model=model, batch=batch) + CPU_MS, cpu_ms)
 
         # Warm-up: every contender once, unmeasured.
         for w in plan:
             for name in w.served:
-                run_load("http", ours.url, texts_files[w.task], 4, 1.0, w.route, name)
-                for variant in (name, f"{name}/no-spin"):
-                    in_process[variant].sentences_per_second(w.items(texts[:32]), 8)
-                in_process[f"{name}/runners"].measure_side_by_side(w.items(texts[:32]), 8)
+                run_load(OURS_HTTP.protocol, ours.url, texts_files[w.task], 4, 1.0, w.route, name)
+                for variant in (ORT, ORT_NO_SPIN):
+                    in_process[name, variant.name].sentences_per_second(w.items(texts[:32]), 8)
+                in_process[name, ORT_RUNNERS.name].measure_side_by_side(w.items(texts[:32]), 8)
             if w.task in baselines:
-                run_load("http", baselines[w.task].url, texts_files[w.task], 4, 1.0, w.route)
+                run_load(FASTAPI.protocol, baselines[w.task].url, texts_files[w.task], 4, 1.0,
+                         w.route)
 
         for round_index in range(cfg.rounds):
             print(f"round {round_index + 1}/{cfg.rounds}", flush=True)
             for w in plan:
                 items = w.items(texts[: w.in_process_items])
                 for name in w.served:
-                    ort_model = in_process[name]
+                    ort_model = in_process[name, ORT.name]
+                    no_spin = in_process[name, ORT_NO_SPIN.name]
                     for size in cfg.batch_sizes:
-                        rate, cpu_ms = ort_model.measure(items, size)
-                        samples.add(f"{name}/limit/b{size}", rate)
-                        samples.add(f"{name}/limit/b{size}-cpu-ms", cpu_ms)
+                        measure(ORT, name, size, ort_model.measure(items, size))
                     # The limit is the better of ORT's default and non-spinning threads.
-                    rate, cpu_ms = in_process[f"{name}/no-spin"].measure(items, 32)
-                    samples.add(f"{name}/limit/b32-no-spin", rate)
-                    samples.add(f"{name}/limit/b32-no-spin-cpu-ms", cpu_ms)
+                    measure(ORT_NO_SPIN, name, 32, no_spin.measure(items, 32))
                     # How the served encoders use 2 cores under load: single-threaded runs
                     # side by side (not the goal's limit, which is one session, sorted b32).
-                    rate, cpu_ms = in_process[f"{name}/runners"].measure_side_by_side(items, 8)
-                    samples.add(f"{name}/limit/b8-runners", rate)
-                    samples.add(f"{name}/limit/b8-runners-cpu-ms", cpu_ms)
+                    measure(ORT_RUNNERS, name, 8,
+                            in_process[name, ORT_RUNNERS.name].measure_side_by_side(items, 8))
                     if not quick:
-                        samples.add(f"{name}/limit/b32-arrival",
+                        samples.add(ORT_ARRIVAL.key(model=name, batch=32),
                                     ort_model.sentences_per_second(items, 32, length_sorted=False))
                     # The latency floor: the better of ORT's default and non-spinning threads.
-                    samples.add(f"{name}/limit/b1-latency", min(
+                    samples.add(LATENCY_FLOOR.key(model=name), min(
                         statistics.median(variant.batch1_latencies_ms(items[:64]))
-                        for variant in (ort_model, in_process[f"{name}/no-spin"])))
+                        for variant in (ort_model, no_spin)))
                 if w.task in torch_calls:
-                    samples.add(f"{w.task}/torch/b1", calls_per_second(
+                    samples.add(TORCH.key(task=w.task), calls_per_second(
                         torch_calls[w.task], w.items(texts[: cfg.torch_items])))
                 for name in w.served:
-                    for c in w.http_concurrencies:
-                        load(f"{name}/http/c{c}", "http", ours.url, w, name, c,
-                             ours.process.pid)
-                    for c in w.grpc_concurrencies:
-                        load(f"{name}/grpc/c{c}", "grpc", ours.grpc_address, w, name, c,
-                             ours.process.pid)
+                    for contender in SERVED:
+                        target = ours.url if contender.protocol == "http" else ours.grpc_address
+                        for c in w.concurrencies(contender):
+                            load(contender, target, w, name, c, ours.process.pid)
                 if w.task in baselines:
-                    for c in (1, 16):
-                        base = baselines[w.task]
-                        load(f"{w.task}/fastapi/c{c}", "http", base.url, w, None, c,
-                             base.process.pid)
+                    base = baselines[w.task]
+                    for c in BASELINE_CONCURRENCIES:
+                        load(FASTAPI, base.url, w, None, c, base.process.pid)
             if not quick or round_index == cfg.rounds - 1:
                 seconds_cold, rss_tiny = cold_start_seconds(tiny_home, logs)
                 samples.add("cold_start_tiny_s", seconds_cold)
@@ -406,10 +426,13 @@ def goals(samples: Samples, quick: bool, extra: list[dict[str, Any]]) -> dict[st
     server_cpu_ms = lambda key: samples.median(  # noqa: E731
         key, lambda v: v["server_cpu_s"] / max(v["requests"], 1) * 1000)
     checks: dict[str, Check] = {}
-    limit = lambda name: max(samples.median(f"{name}/limit/b32"),  # noqa: E731
-                             samples.median(f"{name}/limit/b32-no-spin"))
-    cpu_limit = lambda name: min(samples.median(f"{name}/limit/b32-cpu-ms"),  # noqa: E731
-                                 samples.median(f"{name}/limit/b32-no-spin-cpu-ms"))
+    http = lambda model, c: OURS_HTTP.key(model=model, c=c)  # noqa: E731
+    grpc = lambda model, c: OURS_GRPC.key(model=model, c=c)  # noqa: E731
+    floor = lambda model: samples.median(LATENCY_FLOOR.key(model=model))  # noqa: E731
+    limit = lambda name: in_process_limit(samples, name)  # noqa: E731
+    cpu_limit = lambda name: min(  # noqa: E731
+        samples.median(ORT.key(model=name, batch=32) + CPU_MS),
+        samples.median(ORT_NO_SPIN.key(model=name, batch=32) + CPU_MS))
 
     def check(name: str, value: float, goal: float, at_most: bool = False) -> None:
         checks[name] = (round(value, 3), goal, value <= goal if at_most else value >= goal)
@@ -420,34 +443,34 @@ def goals(samples: Samples, quick: bool, extra: list[dict[str, Any]]) -> dict[st
         m = EMBEDDER.name
         # Quiet machine, 2026-11-26: HTTP 0.59, gRPC 0.75 (HTTP costs ~3 ms CPU per request).
         check("embeddings served http c=16 / in-process limit",
-              tput(f"{m}/http/c16") / limit(m), 0.5)
+              tput(http(m, 16)) / limit(m), 0.5)
         check("embeddings served grpc c=16 / in-process limit",
-              tput(f"{m}/grpc/c16") / limit(m), 0.6)
+              tput(grpc(m, 16)) / limit(m), 0.6)
         check("embeddings server CPU per request http c=16 / in-process CPU per item (at most)",
-              server_cpu_ms(f"{m}/http/c16") / cpu_limit(m), 2.0, at_most=True)
+              server_cpu_ms(http(m, 16)) / cpu_limit(m), 2.0, at_most=True)
         check("embeddings c=1 p50 - in-process batch-1 p50 (ms)",
-              p50(f"{m}/http/c1") - samples.median(f"{m}/limit/b1-latency"), 10.0, at_most=True)
+              p50(http(m, 1)) - floor(m), 10.0, at_most=True)
         check("cold start tiny (s)", samples.median("cold_start_tiny_s"), 20.0, at_most=True)
         return checks
     fp32, int8 = CLASSIFIER.name, CLASSIFIER_INT8.name
-    served_fp32 = tput(f"{fp32}/http/c16")
+    served_fp32 = tput(http(fp32, 16))
     check("classification fp32 http c=16 / in-process limit (sorted b32)",
           served_fp32 / limit(fp32), 0.9)
     check("classification fp32 grpc c=16 / in-process limit (sorted b32)",
-          tput(f"{fp32}/grpc/c16") / limit(fp32), 0.9)
+          tput(grpc(fp32, 16)) / limit(fp32), 0.9)
     check("classification fp32 http c=16 / best in-process figure (incl. single-threaded runs "
           "side by side, sorted b8)", served_fp32 / max(
-              limit(fp32), samples.median(f"{fp32}/limit/b8-runners")), 0.9)
+              limit(fp32), samples.median(ORT_RUNNERS.key(model=fp32, batch=8))), 0.9)
     check("classification fp32 http c=16 / FastAPI+PyTorch c=16",
-          served_fp32 / tput("text-classification/fastapi/c16"), 2.5)
+          served_fp32 / tput(FASTAPI.key(task="text-classification", c=16)), 2.5)
     check("classification int8 served / fp32 served (http c=16)",
-          tput(f"{int8}/http/c16") / served_fp32, 3.0)
+          tput(http(int8, 16)) / served_fp32, 3.0)
     check("classification fp32 c=1 p50 - in-process batch-1 p50 (ms)",
-          p50(f"{fp32}/http/c1") - samples.median(f"{fp32}/limit/b1-latency"), 1.5, at_most=True)
+          p50(http(fp32, 1)) - floor(fp32), 1.5, at_most=True)
     check("classification int8 c=1 p50 - in-process batch-1 p50 (ms)",
-          p50(f"{int8}/http/c1") - samples.median(f"{int8}/limit/b1-latency"), 1.5, at_most=True)
+          p50(http(int8, 1)) - floor(int8), 1.5, at_most=True)
     check("classification fp32 server CPU per request http c=16 / in-process CPU per item "
-          "(at most)", server_cpu_ms(f"{fp32}/http/c16") / cpu_limit(fp32), 1.1, at_most=True)
+          "(at most)", server_cpu_ms(http(fp32, 16)) / cpu_limit(fp32), 1.1, at_most=True)
     check("O2+int8 / fp32 in process (sorted b32)", limit(int8) / limit(fp32), 1.8)
     check("cold start tiny (s)", samples.median("cold_start_tiny_s"), 5.0, at_most=True)
     if samples.has("cold_start_local_s"):

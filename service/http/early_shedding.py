@@ -20,20 +20,18 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from service import metrics
-from service.http.errors import error_body
+from service.http.errors import serving_error_body
+from service.runtime.errors import Overloaded
+from service.runtime.registry import TASKS
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-TASK_ROUTES = {
-    "/classify": "text-classification",
-    "/answer": "question-answering",
-    "/embed": "feature-extraction",
-    "/translate": "translation",
-}
+# The batched tasks' routes (the registry's endpoints): generation is admitted by its scheduler.
+TASK_ROUTES = {f"/{spec.endpoint}": spec.name for spec in TASKS.values()
+               if spec.run_batch is not None}
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 
 
@@ -45,12 +43,12 @@ class EarlySheddingMiddleware:
         if scope["type"] == "http" and scope.get("method") == "POST":
             refusal = self._refusal(scope)
             if refusal is not None:
-                await _answer_429(scope, send, *refusal)
+                await _answer(scope, send, refusal)
                 return
         await self.app(scope, receive, send)
 
-    def _refusal(self, scope: Scope) -> tuple[str, float] | None:
-        """(message, retry-after seconds) when the request's model is saturated, else None."""
+    def _refusal(self, scope: Scope) -> Overloaded | None:
+        """The data plane's verdict for the model this request will reach, from its path."""
         app = scope.get("app")
         plane = getattr(getattr(app, "state", None), "plane", None)
         if plane is None:
@@ -58,28 +56,17 @@ class EarlySheddingMiddleware:
         path: str = scope.get("path", "")
         task = TASK_ROUTES.get(path)
         if task is not None:
-            served = plane.models.get(plane.defaults.get(task, ""))
-        elif path.startswith(V2_PREFIX) and path.endswith(V2_SUFFIX):
-            served = plane.models.get(path[len(V2_PREFIX):-len(V2_SUFFIX)])
-        else:
-            return None
-        batcher = getattr(served, "batcher", None)
-        if batcher is None:
-            return None
-        verdict = batcher.saturation()
-        if verdict is None:
-            return None
-        metrics.REQUESTS.labels(served.name, served.task, "http", "overload").inc()
-        return verdict
+            return plane.shed(task=task)
+        if path.startswith(V2_PREFIX) and path.endswith(V2_SUFFIX):
+            return plane.shed(name=path[len(V2_PREFIX):-len(V2_SUFFIX)])
+        return None
 
 
-async def _answer_429(scope: Scope, send: Send, message: str, retry_after: float) -> None:
-    status, body = error_body(scope.get("path", ""), 429, message, None,
-                              kind="rate_limit_exceeded")
+async def _answer(scope: Scope, send: Send, refusal: Overloaded) -> None:
+    status, body = serving_error_body(scope.get("path", ""), refusal)
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        (b"retry-after", str(max(1, round(retry_after))).encode()),
-    ]})
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(payload)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

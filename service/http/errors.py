@@ -6,7 +6,6 @@ Task routes answer `{"error": message, "field": dotted.path}`; the `/v1` routes 
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -16,41 +15,27 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.runtime.errors import (
-    DeadlineExceeded,
-    InvalidInput,
-    ModelLoadError,
-    ModelNotFound,
-    Overloaded,
-)
+from service.runtime.errors import InvalidInput, ServingError
 
 log = logging.getLogger("service.http")
 
 
-_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none"}
-
-
-def _field_path(loc: tuple) -> str | None:
-    # pydantic puts union branch names ("str", "list[str]", "function-after[...]") in locations.
-    parts = [str(p) for p in loc[1:] if isinstance(p, int) or (
-        str(p).isidentifier() and str(p) not in _TYPE_NAMES)] if loc[:1] == ("body",) else [
-        str(p) for p in loc]
-    path = ""
-    for p in parts:
-        path += f"[{p}]" if p.isdigit() else (f".{p}" if path else p)
-    return path or None
-
-
 def error_body(path: str, status: int, message: str, field: str | None = None,
-               kind: str = "invalid_request_error") -> tuple[int, dict]:
+               kind: str = "invalid_request_error", code: str | None = None
+               ) -> tuple[int, dict]:
     """The status and body of an error on `path`, in the shape of that path's protocol."""
     if path.startswith("/v1/"):
         # OpenAI answers every invalid request with 400 invalid_request_error.
         status = 400 if status == 422 else status
-        return status, {"error": {"message": message, "type": kind, "param": field, "code": None}}
+        return status, {"error": {"message": message, "type": kind, "param": field, "code": code}}
     if path.startswith("/v2/"):
         return status, {"error": message}
     return status, {"error": message, "field": field}
+
+
+def serving_error_body(path: str, exc: ServingError) -> tuple[int, dict]:
+    """`error_body` for a data-plane error, from what the error class states."""
+    return error_body(path, exc.http_status, exc.message, exc.field, exc.kind, exc.code)
 
 
 def error_response(request: Request, status: int, message: str, field: str | None = None,
@@ -60,44 +45,27 @@ def error_response(request: Request, status: int, message: str, field: str | Non
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def serving_error_response(request: Request, exc: ServingError) -> JSONResponse:
+    status, body = serving_error_body(request.url.path, exc)
+    return JSONResponse(body, status_code=status, headers=exc.headers() or None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        # In a union (str | list[str]) report the branch that got furthest, not a type mismatch.
-        errors = sorted(errors, key=lambda e: (str(e.get("type", "")).endswith("_type"),
-                                               -len(e.get("loc", ()))))
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        if first.get("type") == "json_invalid":
-            return error_response(request, 400, f"malformed JSON: {first.get('msg')}", "body")
-        field = _field_path(tuple(first.get("loc", ())))
-        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        if field:
-            message = f"{field}: {message}"
-        return error_response(request, 422, message, field)
+        errors = [dict(e) for e in exc.errors()]
+        json_invalid = [e for e in errors if e.get("type") == "json_invalid"]
+        if json_invalid:
+            return error_response(request, 400, f"malformed JSON: {json_invalid[0].get('msg')}",
+                                  "body")
+        for error in errors:  # body fields are named from the body's root
+            loc = tuple(error.get("loc", ()))
+            error["loc"] = loc[1:] if loc[:1] == ("body",) else loc
+        return serving_error_response(request, InvalidInput.from_validation(errors))
 
-    @app.exception_handler(InvalidInput)
-    async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
-        return error_response(request, 422, exc.message, exc.field)
-
-    @app.exception_handler(ModelNotFound)
-    async def model_not_found(request: Request, exc: ModelNotFound) -> JSONResponse:
-        return error_response(request, 404, exc.message, "model", kind="model_not_found")
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        retry = str(max(1, round(exc.retry_after)))
-        return error_response(request, 429, exc.message, None, kind="rate_limit_exceeded",
-                              headers={"Retry-After": retry})
-
-    @app.exception_handler(DeadlineExceeded)
-    async def deadline_exceeded(request: Request, exc: DeadlineExceeded) -> JSONResponse:
-        return error_response(request, 504, exc.message, None, kind="timeout")
-
-    @app.exception_handler(ModelLoadError)
-    async def not_loaded(request: Request, exc: ModelLoadError) -> JSONResponse:
-        return error_response(request, 503, exc.message, None, kind="service_unavailable",
-                              headers={"Retry-After": "5"})
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
+        return serving_error_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -109,11 +77,6 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s", request.url.path)
         return error_response(request, 500, f"internal error: {type(exc).__name__}", None,
                               kind="server_error")
-
-
-def sse_error(message: str, field: str | None = None) -> str:
-    """An error event for a stream that already started (the status line is gone)."""
-    return f"data: {json.dumps({'error': message, 'field': field})}\n\n"
 
 
 # --- the error shapes, as the OpenAPI document declares them ----------------------------------

@@ -22,9 +22,7 @@ _UNSUPPORTED = {
     "best_of": (None, 1),
     "decoder_input_details": (None, False),
     "watermark": (None, False),
-    "top_n_tokens": (None, 0),
     "typical_p": (None, 1.0),
-    "frequency_penalty": (None, 0.0),
     "grammar": (None,),
     "adapter_id": (None,),
 }
@@ -37,9 +35,7 @@ class TGIParameters(GenerationParameters):
     best_of: int | None = None
     decoder_input_details: bool | None = None
     watermark: bool | None = None
-    top_n_tokens: int | None = None
     typical_p: float | None = None
-    frequency_penalty: float | None = None
     grammar: Any | None = None
     adapter_id: str | None = None
 
@@ -76,11 +72,19 @@ def details_json(final: Any, tokens: list[Any] | None = None) -> dict[str, Any]:
         "finish_reason": final.finish_reason,
         "generated_tokens": final.generated_tokens,
         "seed": final.seed,
+        "input_length": final.prompt_tokens,
         "prefill": [],
     }
     if tokens is not None:
         details["tokens"] = [token_json(t) for t in tokens]
+        if any(t.top for t in tokens):  # TGI's `top_n_tokens`
+            details["top_tokens"] = [top_tokens_json(t) for t in tokens]
     return details
+
+
+def top_tokens_json(token: Any) -> list[dict[str, Any]]:
+    return [{"id": i, "text": text, "logprob": logprob, "special": False}
+            for i, text, logprob in token.top]
 
 
 def full_text(final: Any, body: GenerateRequest) -> str:
@@ -108,6 +112,7 @@ async def generation_events_as_tgi_sse(first: Any, events: AsyncIterator[Any],
                 if pending is not None:
                     index += 1
                     yield _sse({"index": index, "token": token_json(pending),
+                                "top_tokens": top_tokens_json(pending),
                                 "generated_text": None, "details": None})
                 pending = event
             else:
@@ -120,6 +125,7 @@ async def generation_events_as_tgi_sse(first: Any, events: AsyncIterator[Any],
     if pending is not None and final is not None:
         index += 1
         yield _sse({"index": index, "token": token_json(pending),
+                    "top_tokens": top_tokens_json(pending),
                     "generated_text": full_text(final, body),
                     "details": details_json(final) if body.parameters.details else None})
 

@@ -1,144 +1,78 @@
 """OpenAI-compatible generation: /v1/completions, /v1/chat/completions, /v1/models.
 
 The official `openai` client works unchanged with `base_url=http://HOST:PORT/v1`. OpenAI's
-defaults are kept (temperature 1 samples; `max_tokens` 16 for completions); fields we cannot honour
-(n > 1, logprobs, echo, penalties) are refused with the field named instead of silently ignored.
+defaults are kept (temperature 1 samples; `max_tokens` 16 for completions; chat without
+`max_tokens` runs until the context or the server's `limits.max_new_tokens` ends it). `n`
+choices (and every prompt of a prompt list) decode side by side in the model's batch, seeded
+`seed`, `seed + 1`, ...; `logprobs`/`top_logprobs`, `presence_penalty`/`frequency_penalty`,
+`logit_bias`, `stop`, `seed`, `echo` and `stream_options.include_usage` are honoured; the request
+schema (service/http/openai_schema.py) says what is accepted and ignored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, ServedModel
 from service.http import untrained
 from service.http.errors import OPENAI_ERRORS, SSE_EVENT
-from service.http.fields import ModelName, Text
+from service.http.openai_schema import (
+    COMPLETIONS_MAX_TOKENS,
+    ChatRequest,
+    CompletionRequest,
+)
 from service.http.streaming import EventStreamResponse
-from service.runtime.errors import InvalidInput, ServingError
+from service.runtime.errors import InvalidInput, ModelNotFound, ServingError
 from service.runtime.tasks.generation import GenerationParameters
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERRORS)
 TASK = "text-generation"
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: ModelName
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int = 1
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logprobs: Any = None
-    user: str | None = None
-
-    @model_validator(mode="after")
-    def _supported(self) -> _Sampling:
-        if self.n != 1:
-            raise ValueError("n: only n=1 is supported")
-        if self.presence_penalty or self.frequency_penalty:
-            raise ValueError("presence_penalty/frequency_penalty are not supported")
-        if self.logprobs not in (None, False):
-            raise ValueError("logprobs are not supported")
-        return self
-
-    def parameters(self, max_tokens: int | None) -> GenerationParameters:
-        temperature = 1.0 if self.temperature is None else self.temperature
-        stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        values: dict[str, Any] = {"do_sample": temperature > 0, "stop": stop, "seed": self.seed}
-        if max_tokens is not None:
-            values["max_new_tokens"] = max_tokens
-        if temperature > 0:
-            values["temperature"] = temperature
-            if self.top_p is not None:
-                values["top_p"] = self.top_p
-        try:
-            return GenerationParameters(**values)
-        except ValidationError as err:  # e.g. too many stop strings, an empty one, seed < 0
-            first = err.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or None
-            raise InvalidInput(f"{field}: {first['msg']}", field=field) from None
-
-
-class CompletionRequest(_Sampling):
-    prompt: Text | list[Text]
-    max_tokens: int | None = Field(16, ge=1)
-    echo: bool = False
-
-    @model_validator(mode="after")
-    def _one_prompt(self) -> CompletionRequest:
-        if isinstance(self.prompt, list) and len(self.prompt) != 1:
-            raise ValueError("prompt: a list must hold exactly one prompt")
-        if self.echo:
-            raise ValueError("echo is not supported")
-        return self
-
-    @property
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]]
-    name: str | None = None
-
-    @model_validator(mode="after")
-    def _valid_unicode(self) -> ChatMessage:
-        text = self.as_template_message()["content"]
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:  # a lone surrogate: JSON can carry "\ud800"
-            raise ValueError(f"content is not valid Unicode: lone surrogate "
-                             f"U+{ord(text[err.start]):04X} at character {err.start}") from None
-        return self
-
-    def as_template_message(self) -> dict[str, str]:
-        content = self.content
-        if isinstance(content, list):
-            content = "".join(part.get("text", "") for part in content
-                              if part.get("type") == "text")
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": content}
-
-
-class ChatRequest(_Sampling):
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+# The tasks whose models /v1 serves (and lists): generation, and embeddings (/v1/embeddings).
+OPENAI_TASKS = (TASK, "feature-extraction")
 
 
 def plane(request: Request) -> DataPlane:
     return request.app.state.plane
 
 
+def _model_object(dp: DataPlane, described: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's model object; `created` is when the build was stored."""
+    return {"id": described["name"], "object": "model",
+            "created": dp.models[described["name"]].record.created,
+            "owned_by": "nlp-serving", "task": described["task"],
+            "source": described["source"], "untrained": described["untrained"]}
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """The generation and embedding models, as OpenAI's model list."""
+    dp = plane(request)
+    return {"object": "list", "data": [_model_object(dp, m) for m in dp.describe()
+                                       if m["task"] in OPENAI_TASKS]}
+
+
+@router.get("/models/{model_id}")
+async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+    """One model of the list (`openai.models.retrieve`)."""
+    dp = plane(request)
+    for described in dp.describe():
+        if described["name"] == model_id and described["task"] in OPENAI_TASKS:
+            return _model_object(dp, described)
+    raise ModelNotFound(f"model {model_id!r} is not served over /v1; see GET /v1/models")
+
+
+# --- one choice: its generation and how its text and logprobs are written ---------------------
+
 def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
-
-
-def _usage(final: Any) -> dict[str, int]:
-    return {"prompt_tokens": final.prompt_tokens, "completion_tokens": final.generated_tokens,
-            "total_tokens": final.prompt_tokens + final.generated_tokens}
-
-
-def _sse(payload: dict[str, Any] | str) -> str:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-    return f"data: {data}\n\n"
 
 
 def _without_stop(final: Any) -> str:
@@ -180,56 +114,155 @@ class _StopHoldback:
         return out
 
 
-async def _stream(events: AsyncIterator[Any], first: Any, chunk: Any, stops: list[str],
-                  include_usage: bool, base: dict[str, Any]) -> AsyncIterator[str]:
-    """OpenAI's SSE: one chunk per text piece, a closing chunk, optional usage, `[DONE]`.
-    Closing this generator (the client went away) closes `events`, which stops generation."""
-    final = None
-    holdback = _StopHoldback(stops)
+def _chat_logprob(token: Any) -> dict[str, Any]:
+    return {"token": token.piece, "logprob": token.logprob,
+            "bytes": list(token.piece.encode("utf-8")),
+            "top_logprobs": [{"token": text, "logprob": logprob,
+                              "bytes": list(text.encode("utf-8"))}
+                             for _, text, logprob in token.top]}
+
+
+def _completion_logprobs(tokens: list[Any], offset: int) -> dict[str, Any]:
+    """Completions' legacy logprobs object for these tokens; `offset`: where their text starts."""
+    offsets = []
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token.piece)
+    return {"tokens": [t.piece for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [{text: logprob for _, text, logprob in t.top} for t in tokens],
+            "text_offset": offsets}
+
+
+@dataclass
+class _Choice:
+    """One choice of a request: the generation behind it, and its prompt (for usage and echo)."""
+
+    index: int
+    prompt_index: int
+    events: AsyncIterator[Any]
+    first: Any = None
+    final: Any = None
+    tokens: list[Any] = field(default_factory=list)
+
+
+async def _open_choices(dp: DataPlane, served: ServedModel, prompts: list[Any],
+                        params: list[GenerationParameters], add_special_tokens: bool,
+                        ) -> list[_Choice]:
+    """Every choice's generation, started (each one's first event awaited, so a refusal still
+    gets its 4xx status); `params` holds one entry per choice of each prompt."""
+    per_prompt = len(params)
+    wanted = len(prompts) * per_prompt
+    limit = dp.settings.limits.max_concurrent_generations
+    if wanted > limit:
+        raise InvalidInput(f"n: {wanted} choices ({len(prompts)} prompts x n={per_prompt}); at "
+                           f"most {limit} per request", field="n")
+    choices = [
+        _Choice(p * per_prompt + i, p,
+                dp.generate_stream(prompt, params[i], served.name, "http",
+                                   add_special_tokens=add_special_tokens))
+        for p, prompt in enumerate(prompts) for i in range(per_prompt)]
     try:
-        event = first
-        while True:
+        firsts = await asyncio.gather(*(anext(c.events) for c in choices))
+    except BaseException:
+        await asyncio.gather(*(c.events.aclose() for c in choices), return_exceptions=True)
+        raise
+    for choice, first in zip(choices, firsts, strict=True):
+        choice.first = first
+    return choices
+
+
+async def _drain(choice: _Choice) -> None:
+    event = choice.first
+    while True:
+        if getattr(event, "is_token", False):
+            choice.tokens.append(event)
+        else:
+            choice.final = event
+        try:
+            event = await anext(choice.events)
+        except StopAsyncIteration:
+            return
+
+
+def _usage(choices: list[_Choice]) -> dict[str, int]:
+    """Each prompt counted once, every choice's completion tokens."""
+    prompt_tokens = {c.prompt_index: c.final.prompt_tokens for c in choices if c.final}
+    completion = sum(c.final.generated_tokens for c in choices if c.final)
+    return {"prompt_tokens": sum(prompt_tokens.values()), "completion_tokens": completion,
+            "total_tokens": sum(prompt_tokens.values()) + completion}
+
+
+def _sse(payload: dict[str, Any] | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n"
+
+
+# Chunk(choice, text, tokens whose logprobs go with it, finish reason or None) -> choice object.
+ChunkWriter = Callable[[_Choice, str, list[Any], str | None], dict[str, Any]]
+
+
+async def _stream(choices: list[_Choice], chunk: ChunkWriter, stops: list[str],
+                  include_usage: bool, base: dict[str, Any]) -> AsyncIterator[str]:
+    """OpenAI's SSE for every choice: chunks as tokens arrive (choices interleaved), a closing
+    chunk each, optional usage, `[DONE]`. Closing this generator (the client went away) closes
+    every generation."""
+    queue: asyncio.Queue[tuple[_Choice, Any]] = asyncio.Queue()
+    done = object()
+
+    async def pump(choice: _Choice) -> None:
+        try:
+            event = choice.first
+            while True:
+                await queue.put((choice, event))
+                event = await anext(choice.events)
+        except StopAsyncIteration:
+            await queue.put((choice, done))
+        except ServingError as exc:
+            await queue.put((choice, exc))
+
+    pumps = [asyncio.ensure_future(pump(c)) for c in choices]
+    holdbacks = {c.index: _StopHoldback(stops) for c in choices}
+    pending: dict[int, list[Any]] = {c.index: [] for c in choices}
+    open_choices = len(choices)
+    try:
+        while open_choices:
+            choice, event = await queue.get()
+            if event is done or isinstance(event, ServingError):
+                open_choices -= 1
+                if isinstance(event, ServingError):
+                    yield _sse({"error": {"message": event.message, "type": event.kind,
+                                          "code": event.code}})
+                    return
+                final = choice.final
+                if final is not None:
+                    rest = holdbacks[choice.index].finish(_without_stop(final))
+                    if rest or pending[choice.index]:
+                        yield _sse({**base, "choices": [chunk(choice, rest,
+                                                              pending[choice.index], None)]})
+                    yield _sse({**base, "choices": [chunk(choice, "", [],
+                                                          _finish(final.finish_reason))]})
+                continue
             if getattr(event, "is_token", False):
-                piece = holdback.push(event.text)
+                pending[choice.index].append(event)
+                piece = holdbacks[choice.index].push(event.text)
                 if piece:
-                    yield _sse({**base, "choices": [chunk(piece, None)]})
+                    yield _sse({**base, "choices": [chunk(choice, piece, pending[choice.index],
+                                                          None)]})
+                    pending[choice.index] = []
             else:
-                final = event
-            event = await anext(events)
-    except StopAsyncIteration:
-        pass
-    except ServingError as exc:
-        yield _sse({"error": {"message": exc.message, "type": type(exc).__name__}})
-    finally:
-        await events.aclose()
-    if final is not None:
-        rest = holdback.finish(_without_stop(final))
-        if rest:
-            yield _sse({**base, "choices": [chunk(rest, None)]})
-        yield _sse({**base, "choices": [chunk("", _finish(final.finish_reason))]})
+                choice.final = event
         if include_usage:
-            yield _sse({**base, "choices": [], "usage": _usage(final)})
-    yield _sse("[DONE]")
+            yield _sse({**base, "choices": [], "usage": _usage(choices)})
+        yield _sse("[DONE]")
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        await asyncio.gather(*(c.events.aclose() for c in choices), return_exceptions=True)
 
 
-async def _collect(events: AsyncIterator[Any]) -> Any:
-    final = None
-    async for event in events:
-        if not getattr(event, "is_token", False):
-            final = event
-    return final
+# --- routes ---------------------------------------------------------------------------------
 
-
-@router.get("/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    """The generation models, as OpenAI's model list."""
-    return {"object": "list", "data": [
-        {"id": m["name"], "object": "model", "created": 0, "owned_by": "nlp-serving",
-         "task": m["task"], "source": m["source"], "untrained": m["untrained"]}
-        for m in plane(request).describe() if m["task"] == TASK]}
-
-
-# Both answer JSON, or Server-Sent Events when the request has `"stream": true`.
 _STREAMS = {200: {"description": "JSON; `text/event-stream` when `stream`",
                   "content": {"text/event-stream": {"schema": SSE_EVENT}}}}
 
@@ -239,24 +272,48 @@ async def completions(body: CompletionRequest, request: Request, response: Respo
     dp = plane(request)
     served = dp.model(TASK, body.model)
     warning = untrained.headers_for(dp, TASK, served.name)
-    params = body.parameters(body.max_tokens)
-    events = dp.generate_stream(body.text, params, served.name, "http")
+    if body.echo and body.logprobs is not None:
+        raise InvalidInput("echo: the prompt's own logprobs are not computed; send echo or "
+                           "logprobs, not both", field="echo")
+    prompts = body.prompts()
+    top_n = body.logprobs
+    params = [body.parameters(body.max_tokens or COMPLETIONS_MAX_TOKENS, top_n, seed)
+              for seed in body.choice_seeds()]
+    choices = await _open_choices(dp, served, prompts, params, add_special_tokens=True)
+    tokenizer = served.runtime.tokenizer
+
+    def echoed(choice: _Choice) -> str:
+        prompt = prompts[choice.prompt_index]
+        return (prompt if isinstance(prompt, str) else tokenizer.decode(prompt)) if body.echo \
+            else ""
+
     base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
             "created": int(time.time()), "model": served.name}
     if body.stream:
-        first = await anext(events)
+        offsets: dict[int, int] = {}
 
-        def chunk(text: str, finish: str | None) -> dict[str, Any]:
-            return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+        def chunk(choice: _Choice, text: str, tokens: list[Any],
+                  finish: str | None) -> dict[str, Any]:
+            prefix = "" if choice.index in offsets else echoed(choice)
+            start = offsets.setdefault(choice.index, len(prefix))
+            logprobs = None
+            if top_n is not None and tokens:
+                logprobs = _completion_logprobs(tokens, start)
+                offsets[choice.index] = start + sum(len(t.piece) for t in tokens)
+            return {"text": prefix + text, "index": choice.index, "logprobs": logprobs,
+                    "finish_reason": finish}
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventStreamResponse(
-            _stream(events, first, chunk, params.stop, include_usage, base), headers=warning)
-    final = await _collect(events)
+        return EventStreamResponse(_stream(choices, chunk, params[0].stop, include_usage, base),
+                                   headers=warning)
+    await asyncio.gather(*(_drain(c) for c in choices))
     response.headers.update(warning)
-    return {**base, "choices": [{"text": _without_stop(final), "index": 0, "logprobs": None,
-                                 "finish_reason": _finish(final.finish_reason)}],
-            "usage": _usage(final)}
+    return {**base, "choices": [
+        {"text": echoed(c) + _without_stop(c.final), "index": c.index,
+         "logprobs": None if top_n is None else _completion_logprobs(c.tokens,
+                                                                     len(echoed(c))),
+         "finish_reason": _finish(c.final.finish_reason)} for c in choices],
+        "usage": _usage(choices)}
 
 
 @router.post("/chat/completions", responses=_STREAMS)
@@ -269,31 +326,38 @@ async def chat_completions(body: ChatRequest, request: Request, response: Respon
     warning = untrained.headers_for(dp, TASK, served.name)
     prompt = served.runtime.apply_chat_template(
         [m.as_template_message() for m in body.messages])
-    params = body.parameters(body.max_completion_tokens or body.max_tokens)
+    top_n = body.top_n_tokens()
+    params = [body.parameters(body.max_completion_tokens or body.max_tokens, top_n, seed)
+              for seed in body.choice_seeds()]
     # The template already holds the model's special tokens (a BOS must not be added twice).
-    events = dp.generate_stream(prompt, params, served.name, "http", add_special_tokens=False)
+    choices = await _open_choices(dp, served, [prompt], params, add_special_tokens=False)
     base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
             "model": served.name}
     if body.stream:
-        first = await anext(events)
-        sent_role = False
+        greeted: set[int] = set()
 
-        def chunk(text: str, finish: str | None) -> dict[str, Any]:
-            nonlocal sent_role
+        def chunk(choice: _Choice, text: str, tokens: list[Any],
+                  finish: str | None) -> dict[str, Any]:
             delta: dict[str, Any] = {} if finish else {"content": text}
-            if not sent_role:
+            if choice.index not in greeted:
                 delta["role"] = "assistant"
-                sent_role = True
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                greeted.add(choice.index)
+            logprobs = None
+            if top_n is not None and tokens:
+                logprobs = {"content": [_chat_logprob(t) for t in tokens]}
+            return {"index": choice.index, "delta": delta, "logprobs": logprobs,
+                    "finish_reason": finish}
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventStreamResponse(
-            _stream(events, first, chunk, params.stop, include_usage,
+            _stream(choices, chunk, params[0].stop, include_usage,
                     {**base, "object": "chat.completion.chunk"}), headers=warning)
-    final = await _collect(events)
+    await asyncio.gather(*(_drain(c) for c in choices))
     response.headers.update(warning)
-    return {**base, "object": "chat.completion",
-            "choices": [{"index": 0, "logprobs": None,
-                         "message": {"role": "assistant", "content": _without_stop(final)},
-                         "finish_reason": _finish(final.finish_reason)}],
-            "usage": _usage(final)}
+    return {**base, "object": "chat.completion", "choices": [
+        {"index": c.index,
+         "logprobs": None if top_n is None else {
+             "content": [_chat_logprob(t) for t in c.tokens]},
+         "message": {"role": "assistant", "content": _without_stop(c.final)},
+         "finish_reason": _finish(c.final.finish_reason)} for c in choices],
+        "usage": _usage(choices)}

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import deadlines
-from service.http.errors import error_body
+from service.http.errors import serving_error_body
 from service.runtime.errors import InvalidInput
 
 
@@ -31,7 +31,7 @@ class RequestDeadlineMiddleware:
         try:
             timeout = deadlines.timeout_from(header, self.request_timeout_s)
         except InvalidInput as exc:
-            status, body = error_body(scope.get("path", ""), 422, exc.message, exc.field)
+            status, body = serving_error_body(scope.get("path", ""), exc)
             await JSONResponse(body, status_code=status)(scope, receive, send)
             return
         with deadlines.within(timeout):

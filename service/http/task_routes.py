@@ -7,7 +7,7 @@ plane independent items, shape the answer the way `huggingface_hub.InferenceClie
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,8 +76,23 @@ class Translation(BaseModel):
 
 
 class EmbedRequest(Envelope):
+    """TEI's `/embed` and the HF feature-extraction spec put the options at the top level
+    (`InferenceClient.feature_extraction` sends them there); the older `parameters` object keeps
+    working, and a top-level value wins over it."""
+
     inputs: Text | list[Text] = Field(..., examples=["A sentence to embed."])
+    normalize: bool | None = None
+    truncate: bool | None = None
+    truncation_direction: Literal["left", "right", "Left", "Right"] | None = None
+    prompt_name: str | None = None
     parameters: EmbeddingParameters = Field(default_factory=EmbeddingParameters)
+
+    def options(self) -> EmbeddingParameters:
+        top = {k: v for k in ("normalize", "truncate", "truncation_direction", "prompt_name")
+               if (v := getattr(self, k)) is not None}
+        if not top:
+            return self.parameters
+        return EmbeddingParameters.model_validate({**self.parameters.model_dump(), **top})
 
 
 class ServedModelInfo(BaseModel):
@@ -139,21 +154,24 @@ async def translate(body: TranslateRequest, request: Request, response: Response
 async def embed(body: EmbedRequest, request: Request, response: Response) -> Any:
     """Sentence embeddings (`feature-extraction` payload, TEI `/embed` semantics)."""
     texts = _as_list(body.inputs)
+    options = body.options()
     vectors = await plane(request).run_batched(
-        "feature-extraction", [(t, body.parameters) for t in texts], body.model, "http")
+        "feature-extraction", [(t, options) for t in texts], body.model, "http")
     untrained.flag(response, request, "feature-extraction", body.model)
     return vectors
 
 
-@router.post("/generate", tags=["tasks"],
-             responses={200: {"description": "TGI schema; `text/event-stream` when `stream`",
-                              "content": {"text/event-stream": {"schema": SSE_EVENT}}}})
-async def generate(body: GenerateRequest, request: Request, response: Response) -> Any:
-    """Text generation (TGI payload); `"stream": true` answers Server-Sent Events."""
+_TGI_STREAMS = {200: {"description": "TGI schema; `text/event-stream` when streaming",
+                      "content": {"text/event-stream": {"schema": SSE_EVENT}}}}
+
+
+async def _generate(body: GenerateRequest, request: Request, response: Response,
+                    stream: bool) -> Any:
+    """The final TGI answer object, or TGI's Server-Sent Events when `stream`."""
     dp = plane(request)
     params = body.to_runtime_parameters()
     events = dp.generate_stream(body.inputs, params, body.model, "http")
-    if body.stream:
+    if stream:
         first = await anext(events)  # errors before the first token still get a 4xx status
         return EventStreamResponse(generation_events_as_tgi_sse(first, events, body),
                                    headers=untrained.headers_for(dp, "text-generation", body.model))
@@ -162,7 +180,37 @@ async def generate(body: GenerateRequest, request: Request, response: Response) 
         if not getattr(event, "is_token", False):
             final = event
     untrained.flag(response, request, "text-generation", body.model)
-    return [tgi_response(final, body)]
+    return tgi_response(final, body)
+
+
+@router.post("/generate", tags=["tasks"], responses=_TGI_STREAMS)
+async def generate(body: GenerateRequest, request: Request, response: Response) -> Any:
+    """Text generation (TGI payload): `[{"generated_text"}]`; `"stream": true` answers
+    Server-Sent Events (what `InferenceClient(model=URL + "/generate")` sends)."""
+    answer = await _generate(body, request, response, body.stream)
+    return answer if body.stream else [answer]
+
+
+@router.post("/generate_stream", tags=["tasks"], responses=_TGI_STREAMS)
+async def generate_stream(body: GenerateRequest, request: Request, response: Response) -> Any:
+    """TGI's streaming route: Server-Sent Events, one per token, whatever `stream` says."""
+    return await _generate(body, request, response, True)
+
+
+@router.post("/", tags=["tasks"], responses=_TGI_STREAMS)
+async def tgi_compat(body: GenerateRequest, request: Request, response: Response) -> Any:
+    """TGI's `POST /`: `[{"generated_text"}]`, or Server-Sent Events with `"stream": true`
+    (what clients pointed at a TGI base URL send)."""
+    answer = await _generate(body, request, response, body.stream)
+    return answer if body.stream else [answer]
+
+
+@router.get("/health", tags=["operations"], response_class=Response,
+            responses={200: {"description": "ready (no body)"},
+                       503: {"description": "models still loading (no body)"}})
+async def health(request: Request) -> Response:
+    """TGI/TEI's health route: 200 once every model is loaded and warm, else 503."""
+    return Response(status_code=200 if plane(request).ready else 503)
 
 
 @router.get("/models", response_model=list[ServedModelInfo], tags=["operations"])

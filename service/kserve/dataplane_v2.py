@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from service import metrics
+from service import deadlines, metrics
 from service.dataplane import DataPlane, ServedModel
 from service.kserve.tensors import (
     TASK_TENSORS,
@@ -35,14 +35,34 @@ BACKEND = "onnxruntime"
 # and statistics extensions (read by perf_analyzer) and request parameters.
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "parameters")
 
-# The version the statistics extension reports (and accepts besides the store version).
-STATISTICS_VERSION = "1"
+# The one version every v2 route names a served model by (metadata, ready, infer, statistics):
+# Triton numbers versions, and perf_analyzer parses the statistics' version as an integer
+# (`std::stoll` aborts on a store hash such as "abc123"). The store version (the build's hash)
+# is in the metadata's `tag` parameter, and is accepted as an alias wherever a version is.
+V2_VERSION = "1"
 
 _CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16",
                  "UINT32": "TYPE_UINT32", "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8",
                  "INT16": "TYPE_INT16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
                  "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
                  "BYTES": "TYPE_STRING", "BF16": "TYPE_BF16"}
+
+
+def triton_timeout(parameters: dict[str, Any]) -> float | None:
+    """Seconds from Triton's `timeout` request parameter (microseconds, 0 = none), which bounds
+    the request like the caller's own deadline; `priority` other than 0 (the default level) is
+    refused: requests here are served in arrival order."""
+    priority = parameters.get("priority", 0)
+    if priority not in (0, None):
+        raise InvalidInput("parameters.priority: this server has one priority level (0); "
+                           f"got {priority!r}", field="parameters.priority")
+    timeout = parameters.get("timeout")
+    if timeout is None or timeout == 0:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        raise InvalidInput("parameters.timeout: microseconds as a non-negative integer, got "
+                           f"{timeout!r}", field="parameters.timeout")
+    return timeout / 1e6
 
 
 def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
@@ -68,14 +88,15 @@ class V2DataPlane:
 
     # --- metadata -------------------------------------------------------------------------------
     def served(self, name: str, version: str = "") -> ServedModel:
-        """The served model `name`; `version` empty or its store version, else NOT_FOUND."""
+        """The served model `name`; `version` empty, `V2_VERSION` or its store version (an
+        alias), else NOT_FOUND."""
         served = self.plane.models.get(name)
         if served is None:
             raise ModelNotFound(f"model {name!r} is not served; served models: "
                                 f"{', '.join(sorted(self.plane.models))}")
-        if version and version != served.record.version:
+        if version and version not in (V2_VERSION, served.record.version):
             raise ModelNotFound(f"model {name!r} has no version {version!r}; served version: "
-                                f"{served.record.version!r}")
+                                f"{V2_VERSION!r}")
         return served
 
     def tensors(self, served: ServedModel) -> TaskTensors:
@@ -91,7 +112,7 @@ class V2DataPlane:
         table = self.tensors(served)
         record = served.record
         parameters: dict[str, Any] = {
-            "task": record.task, "tag": record.tag, "source": record.source,
+            "task": record.task, "tag": record.tag, "source": record.public_source,
             "graph": record.graph, "optimization": record.optimization or "none",
             "quantization": record.quantization or "none",
             "default": self.plane.defaults.get(record.task) == record.name,
@@ -99,7 +120,7 @@ class V2DataPlane:
         }
         return {
             "name": record.name,
-            "versions": [record.version],
+            "versions": [V2_VERSION],
             "platform": PLATFORM,
             "inputs": [_tensor_metadata(spec) for spec in table.inputs],
             "outputs": [_tensor_metadata(spec) for spec in table.outputs],
@@ -133,12 +154,8 @@ class V2DataPlane:
         compute_input is tokenization, compute_infer the model run with post-processing,
         compute_output (included in compute_infer) reports zero time; the three share one count,
         as perf_analyzer requires. `success.ns` is the time of all requests (the duration
-        histogram has no outcome label). Each model reports its one
-        served version as "1": Triton numbers versions and perf_analyzer parses this field as an
-        integer (`std::stoll`, which aborts it on a store hash such as "abc123").
+        histogram has no outcome label). Versions: `V2_VERSION`, as everywhere.
         """
-        if version == STATISTICS_VERSION:
-            version = ""
         models = [self.served(name, version)] if name else list(self.plane.models.values())
         return [self._statistics(served) for served in models]
 
@@ -160,7 +177,7 @@ class V2DataPlane:
         runs = total(metrics.INFERENCE_DURATION, "nlp_inference_duration_seconds_count")
         return {
             "name": served.name,
-            "version": STATISTICS_VERSION,
+            "version": V2_VERSION,
             "inference_count": int(total(metrics.BATCH_SIZE, "nlp_batch_size_sum")),
             "execution_count": int(total(metrics.BATCH_SIZE, "nlp_batch_size_count")),
             "inference_stats": {
@@ -184,19 +201,24 @@ class V2DataPlane:
         served = self.served(name, version)
         table = self.tensors(served)
         try:
+            timeout = triton_timeout(request.parameters)
             texts = input_texts(table, request.inputs)
             params = task_parameters(table, request.parameters)
-        except InvalidInput:
+        except InvalidInput as exc:
             # Refused before reaching the data plane, which counts everything after this.
-            metrics.REQUESTS.labels(served.name, served.task, protocol, "client_error").inc()
+            metrics.REQUESTS.labels(served.name, served.task, protocol, exc.outcome).inc()
             raise
         items = table.items(texts, params)
-        if served.spec.streams:
-            results = await self._generate_all(served, items, params, protocol)
-        else:
-            results = await self.plane.run_batched(served.task, items, served.name, protocol)
+        left = deadlines.remaining()
+        bound = left if timeout is None else timeout if left is None else min(left, timeout)
+        with deadlines.within(bound):
+            if served.spec.streams:
+                results = await self._generate_all(served, items, params, protocol)
+            else:
+                results = await self.plane.run_batched(served.task, items, served.name,
+                                                       protocol)
         outputs = select_outputs(table, table.encode(results), request.outputs)
-        return InferenceResponse(served.name, served.record.version, outputs, request.id)
+        return InferenceResponse(served.name, V2_VERSION, outputs, request.id)
 
     async def _generate_all(self, served: ServedModel, prompts: list[str], params: Any,
                             protocol: str) -> list[str]:

@@ -6,30 +6,30 @@ process could only forward to HTTP (a second hop per request) or load its own mo
 copy, separate batches). With several workers each binds the port with SO_REUSEPORT and the
 kernel spreads connections over them, as it does for HTTP.
 
-The servicer is a thin adapter: protobuf to `tensors.Tensor` and back, data-plane exceptions to
-status codes (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED with a `retry-after` trailer).
+The servicer is a thin adapter: protobuf to `tensors.Tensor` and back; a data-plane exception
+answers with the gRPC status its class states (service/runtime/errors.py; `Retry-After` as a
+`retry-after` trailer).
 Besides `inference.GRPCInferenceService` the server answers `grpc.health.v1.Health` (SERVING once
 the models are loaded, NOT_SERVING while shutting down) and server reflection.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service import deadlines
+from service.api_keys import ApiKeys
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.kserve.dataplane_v2 import V2DataPlane
 from service.kserve.generated import grpc_predict_v2_pb2 as pb
 from service.kserve.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.kserve.grpc_calls import PROTOCOL, ApiKeyInterceptor, maps_errors
 from service.kserve.tensors import (
     InferenceRequest,
     InferenceResponse,
@@ -39,18 +39,11 @@ from service.kserve.tensors import (
     tensor_from_values,
     tensor_raw_bytes,
 )
-from service.runtime.errors import (
-    DeadlineExceeded,
-    InvalidInput,
-    ModelLoadError,
-    ModelNotFound,
-    Overloaded,
-)
+from service.runtime.errors import InvalidInput
 
 log = logging.getLogger("service.kserve.grpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-PROTOCOL = "grpc"
 
 # InferTensorContents field holding each datatype's typed elements.
 _CONTENTS_FIELD = {
@@ -123,40 +116,6 @@ def metadata_to_pb(metadata: dict[str, Any]) -> pb.ModelMetadataResponse:
     for key, value in metadata.get("parameters", {}).items():
         set_parameter(message.parameters[key], value)
     return message
-
-
-# --- error mapping ----------------------------------------------------------------------------
-
-Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-
-def maps_errors(method: Handler) -> Handler:
-    """Answer data-plane exceptions with the status codes of the contract."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            # The client's deadline (None without one) bounds the work the data plane does.
-            with deadlines.within(context.time_remaining()):
-                return await method(self, request, context)
-        except DeadlineExceeded as exc:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, exc.message)
-        except InvalidInput as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
-        except ModelNotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
-        except Overloaded as exc:
-            retry = str(max(1, round(exc.retry_after)))
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message,
-                                trailing_metadata=(("retry-after", retry),))
-        except ModelLoadError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
-        except Exception as exc:
-            log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL,
-                                f"internal error: {type(exc).__name__}")
-
-    return wrapper  # type: ignore[return-value]
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -239,7 +198,8 @@ async def start_grpc_server(plane: DataPlane, settings: Settings) -> GrpcServer:
         # server started on the same port by mistake fails instead of stealing requests.
         ("grpc.so_reuseport", 1 if server_settings.workers > 1 else 0),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(
+        options=options, interceptors=[ApiKeyInterceptor(ApiKeys.from_settings(server_settings))])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(V2DataPlane(plane)),
                                                        server)
     health_servicer = health.aio.HealthServicer()

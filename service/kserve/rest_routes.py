@@ -201,9 +201,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferenceRequ
         payload = RestInferenceRequest.model_validate(json.loads(header))
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError and ValidationError
         if isinstance(err, ValidationError):
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise InvalidInput(f"{where}: {first.get('msg')}", field=where) from None
+            raise InvalidInput.from_validation(err.errors()) from None
         raise InvalidInput(f"malformed JSON: {err}", field="body") from None
     inputs: list[Tensor] = []
     offset = 0

@@ -377,14 +377,10 @@ def task_parameters(table: TaskTensors, parameters: dict[str, Any]) -> BaseModel
     try:
         return table.parameters.model_validate(values)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        field_name = f"parameters.{loc}" if loc else "parameters"
-        if first.get("type") == "extra_forbidden":
-            allowed = ", ".join(sorted(table.parameters.model_fields))
-            message = f"unknown parameter; this task takes {allowed}"
-        raise InvalidInput(f"{field_name}: {message}", field=field_name) from None
+        allowed = ", ".join(sorted(table.parameters.model_fields))
+        raise InvalidInput.from_validation(
+            err.errors(), prefix="parameters",
+            unknown_key_hint=f"unknown parameter; this task takes {allowed}") from None
 
 
 def select_outputs(table: TaskTensors, outputs: list[Tensor],

@@ -11,7 +11,6 @@ own longest member, and results come back in the caller's order.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -32,9 +31,10 @@ MAX_BATCH = 32
 # Padded tokens per ORT call: 32 inputs of 128 tokens, or 8 of 512.
 MAX_BATCH_TOKENS = 4096
 # What one more ORT call costs, in padded tokens: DistilBERT-base runs a sentence alone 25-50%
-# slower than in a length-sorted batch (fp32 and int8, FACTS.md), about 10-20 tokens' worth.
-# `ENCODER_CALL_OVERHEAD_TOKENS` overrides it (a huge value restores fill-to-the-limit groups).
-CALL_OVERHEAD_TOKENS = int(os.environ.get("ENCODER_CALL_OVERHEAD_TOKENS", "16"))
+# slower than in a length-sorted batch (fp32 and int8, docs/facts.md), about 10-20 tokens'
+# worth. The setting `batching.call_overhead_tokens` overrides it (a huge value restores
+# fill-to-the-limit groups).
+CALL_OVERHEAD_TOKENS = 16
 
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -128,8 +128,9 @@ class EncoderModel:
     max_input_tokens: int
     max_batch: int = MAX_BATCH
     max_batch_tokens: int = MAX_BATCH_TOKENS
+    call_overhead_tokens: int = CALL_OVERHEAD_TOKENS
     _input_types: dict[str, type] = field(init=False, repr=False)
-    _truncating: dict[tuple[int, int, str], Tokenizer] = field(
+    _truncating: dict[tuple[int, int, str, str], Tokenizer] = field(
         init=False, repr=False, default_factory=dict
     )
     _truncating_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
@@ -196,18 +197,20 @@ class EncoderModel:
         return [o.name for o in self.session.get_outputs()]
 
     def truncating_tokenizer(
-        self, max_length: int, stride: int = 0, strategy: str = "longest_first"
+        self, max_length: int, stride: int = 0, strategy: str = "longest_first",
+        direction: str | None = None,
     ) -> Tokenizer:
-        """A copy of the tokenizer that truncates like `transformers` does with these settings.
+        """A copy of the tokenizer that truncates like `transformers` does with these settings
+        (`direction` None: the tokenizer config's `truncation_side`, else right).
 
         Copies, cached per setting, keep the shared tokenizer untouched for concurrent callers.
         """
-        key = (max_length, stride, strategy)
+        direction = direction or self.tokenizer.config.get("truncation_side", "right")
+        key = (max_length, stride, strategy, direction)
         with self._truncating_lock:
             copy = self._truncating.get(key)
             if copy is None:
                 copy = Tokenizer.from_str(self.tokenizer.tokenizer.to_str())
-                direction = self.tokenizer.config.get("truncation_side", "right")
                 copy.enable_truncation(
                     max_length, stride=stride, strategy=strategy, direction=direction
                 )
@@ -217,9 +220,11 @@ class EncoderModel:
         return copy
 
     def encode(
-        self, texts: Sequence[str], truncate: Sequence[bool], field_name: str = "inputs"
+        self, texts: Sequence[str], truncate: Sequence[bool], field_name: str = "inputs",
+        directions: Sequence[str | None] | None = None,
     ) -> list[Encoding]:
-        """Tokenize with special tokens; inputs over the limit are cut if asked, else refused."""
+        """Tokenize with special tokens; inputs over the limit are cut if asked (from the side
+        `directions` names per input, default the tokenizer's), else refused."""
         with tokenizing() as count_tokens:
             encodings = self.tokenizer.encode_batch(list(texts))
             limit = self.max_input_tokens
@@ -232,7 +237,9 @@ class EncoderModel:
                         f"{limit} tokens; send truncate=true to cut it to the limit",
                         field=field_name,
                     )
-                encodings[i] = self.truncating_tokenizer(limit).encode(texts[i])
+                direction = directions[i] if directions is not None else None
+                encodings[i] = self.truncating_tokenizer(limit, direction=direction).encode(
+                    texts[i])
             count_tokens(sum(len(e) for e in encodings))
         return encodings
 
@@ -246,7 +253,8 @@ class EncoderModel:
         """
         results: list[tuple[np.ndarray, ...]] = [()] * len(encodings)
         lengths = [len(e) for e in encodings]
-        groups = length_sorted_groups(lengths, self.max_batch, self.max_batch_tokens)
+        groups = length_sorted_groups(lengths, self.max_batch, self.max_batch_tokens,
+                                      self.call_overhead_tokens)
 
         def run_groups(session: ort.InferenceSession, groups: list[list[int]]) -> None:
             for group in groups:
@@ -260,7 +268,8 @@ class EncoderModel:
         if self._pool is None or self.narrow is None or len(encodings) < 2:
             run_groups(self.session, groups)
             return results
-        mine, *theirs = split_for_runners(groups, lengths, self.runners)
+        mine, *theirs = split_for_runners(groups, lengths, self.runners,
+                                          self.call_overhead_tokens)
         others = [self._pool.submit(run_groups, self.narrow, dealt) for dealt in theirs if dealt]
         try:
             run_groups(self.narrow, mine)

@@ -114,14 +114,6 @@ class GenerationScheduler:
         self._thread.start()
 
     @property
-    def active(self) -> int:
-        return len(self._members)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-    @property
     def in_flight(self) -> int:
         return self._in_flight
 

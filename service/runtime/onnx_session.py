@@ -7,16 +7,32 @@ the cores, so the defaults come from the serving configuration rather than ORT's
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
 
 
+@dataclass
+class SessionDefaults:
+    """What the settings say about every session (`models.threads`, `models.allow_spinning`),
+    set once per worker by `configure_sessions` before any model loads."""
+
+    threads: int = 0  # 0: every core the process may use
+    allow_spinning: bool | None = None  # None: each caller's choice
+
+
+DEFAULTS = SessionDefaults()
+
+
+def configure_sessions(threads: int = 0, allow_spinning: bool | None = None) -> None:
+    DEFAULTS.threads, DEFAULTS.allow_spinning = threads, allow_spinning
+
+
 def default_threads() -> int:
-    """Intra-op threads per session: `ORT_INTRA_OP_THREADS` or every core the process may use."""
-    env = os.environ.get("ORT_INTRA_OP_THREADS")
-    if env:
-        return max(1, int(env))
+    """Intra-op threads per session: `models.threads` or every core the process may use."""
+    if DEFAULTS.threads:
+        return DEFAULTS.threads
     return max(1, len(os.sched_getaffinity(0)))
 
 
@@ -28,8 +44,8 @@ def create_session(path: Path, threads: int | None = None, spinning: bool = True
     batch now and then in a worker whose event loop (HTTP, gRPC) and tokenizer need the same
     cores, which spinning threads starve. Measured on the tiny classifier behind HTTP: 12.7 ->
     4.3 ms of server CPU per request at c=1, 55 -> 89 requests/s at c=16 (BENCHMARKS.md, "Levers").
-    Decode loops call ORT back to back and keep ORT's default. `ORT_ALLOW_SPINNING=0|1`
-    overrides both."""
+    Decode loops call ORT back to back and keep ORT's default. The setting
+    `models.allow_spinning` (`ORT_ALLOW_SPINNING=0|1`) overrides both."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
@@ -38,9 +54,5 @@ def create_session(path: Path, threads: int | None = None, spinning: bool = True
     options.log_severity_level = 3
     options.add_session_config_entry(
         "session.intra_op.allow_spinning",
-        os.environ.get("ORT_ALLOW_SPINNING", "1" if spinning else "0"))
+        "1" if (spinning if DEFAULTS.allow_spinning is None else DEFAULTS.allow_spinning) else "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def input_names(session: ort.InferenceSession) -> set[str]:
-    return {i.name for i in session.get_inputs()}

@@ -48,6 +48,7 @@ def _encoder_loader(cls: Any) -> Loader:
         runtime = cls.load(path, threads=_threads(settings))
         runtime.encoder.max_batch = settings.batching.max_batch_size
         runtime.encoder.max_batch_tokens = settings.batching.max_batch_tokens
+        runtime.encoder.call_overhead_tokens = settings.batching.call_overhead_tokens
         runtime.encoder.use_runners(settings.models.encoder_runners
                                     or _threads(settings) or default_threads())
         return runtime

@@ -30,6 +30,30 @@ def apply_repetition_penalty(scores: np.ndarray, token_ids: np.ndarray,
     return scores
 
 
+def apply_logit_bias(scores: np.ndarray, bias: dict[int, float]) -> np.ndarray:
+    """OpenAI's `logit_bias`: added to the raw scores of the named tokens before anything else
+    (-100 bans a token, +100 all but forces it)."""
+    if not bias:
+        return scores
+    scores = scores.copy()
+    ids = np.fromiter(bias, dtype=np.int64, count=len(bias))
+    scores[..., ids] += np.fromiter(bias.values(), dtype=scores.dtype, count=len(bias))
+    return scores
+
+
+def apply_presence_frequency(scores: np.ndarray, generated: np.ndarray, presence: float,
+                             frequency: float) -> np.ndarray:
+    """OpenAI's penalties over the tokens generated so far (not the prompt): each one that
+    appeared loses `presence`, plus `frequency` per time it appeared."""
+    if (not presence and not frequency) or generated.shape[-1] == 0:
+        return scores
+    ids, counts = np.unique(generated.astype(np.int64), return_counts=True)
+    scores = scores.copy()
+    scores[..., ids] -= (np.float32(presence) + np.float32(frequency) * counts).astype(
+        scores.dtype)
+    return scores
+
+
 def apply_temperature(scores: np.ndarray, temperature: float) -> np.ndarray:
     """`TemperatureLogitsWarper`."""
     if temperature == 1.0:
@@ -93,6 +117,12 @@ class TokenChooser:
     top_p: float | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
+    # OpenAI's processors, applied before transformers' (none of them by default).
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # How many most likely alternatives to report with each chosen token (0: none).
+    top_n: int = 0
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,9 +130,15 @@ class TokenChooser:
             self.seed = new_seed()
         self.rng = np.random.default_rng(self.seed)
 
-    def process(self, logits: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
-        """The scores the next token is chosen from: float32 [vocab], filtered ones at -inf."""
+    def process(self, logits: np.ndarray, token_ids: np.ndarray,
+                generated: np.ndarray | None = None) -> np.ndarray:
+        """The scores the next token is chosen from: float32 [vocab], filtered ones at -inf.
+        `token_ids` are the prompt and the tokens so far, `generated` the latter alone."""
         scores = logits.astype(np.float32, copy=False)
+        scores = apply_logit_bias(scores, self.logit_bias)
+        if generated is not None:
+            scores = apply_presence_frequency(scores, generated, self.presence_penalty,
+                                              self.frequency_penalty)
         if self.repetition_penalty is not None:
             scores = apply_repetition_penalty(scores, token_ids, self.repetition_penalty)
         if self.do_sample:
@@ -114,10 +150,18 @@ class TokenChooser:
                 scores = apply_top_p(scores, self.top_p)
         return scores
 
-    def choose(self, logits: np.ndarray, token_ids: np.ndarray) -> tuple[int, float]:
-        """(token id, its log-probability under the processed distribution)."""
-        scores = self.process(logits, token_ids)
+    def choose(self, logits: np.ndarray, token_ids: np.ndarray,
+               generated: np.ndarray | None = None
+               ) -> tuple[int, float, tuple[tuple[int, float], ...]]:
+        """(token id, its log-probability under the processed distribution, the `top_n` most
+        likely (id, log-probability), best first)."""
+        scores = self.process(logits, token_ids, generated)
         logprobs = log_softmax(scores)
+        top: tuple[tuple[int, float], ...] = ()
+        if self.top_n:
+            best = np.argpartition(-logprobs, min(self.top_n, len(logprobs)) - 1)[: self.top_n]
+            best = best[np.argsort(-logprobs[best], kind="stable")]
+            top = tuple((int(i), float(logprobs[i])) for i in best)
         if self.do_sample:
             cumulative = np.cumsum(np.exp(logprobs))
             # side="right" can never land on a zero-probability (filtered) token.
@@ -126,4 +170,4 @@ class TokenChooser:
             token = min(token, len(cumulative) - 1)
         else:
             token = int(np.argmax(scores))  # first maximum, like torch.argmax
-        return token, float(logprobs[token])
+        return token, float(logprobs[token]), top

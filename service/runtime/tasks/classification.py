@@ -16,6 +16,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import ModelLoadError
+from service.runtime.text_tokenizer import TextTokenizer
 
 ScoreFunction = Literal["softmax", "sigmoid", "none"]
 
@@ -88,6 +89,10 @@ class TextClassifier:
     @property
     def max_input_tokens(self) -> int:
         return self.encoder.max_input_tokens
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        return self.encoder.tokenizer
 
     def warmup(self) -> None:
         self.classify([("warm up", ClassificationParameters())])

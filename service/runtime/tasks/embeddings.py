@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from service.runtime.encoder_batches import EncoderModel
-from service.runtime.errors import ModelLoadError
+from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.text_tokenizer import TextTokenizer
 
 TOKEN_OUTPUTS = ("token_embeddings", "last_hidden_state")
 # Legacy `pooling_mode_*` flags, in the order sentence-transformers concatenates them.
@@ -40,6 +41,16 @@ class EmbeddingParameters(BaseModel):
     # None follows the model: normalised when its modules.json has a Normalize step.
     normalize: bool | None = None
     truncate: bool = Field(default=False, validation_alias=AliasChoices("truncate", "truncation"))
+    # Which end a truncated input loses (TEI writes `Left`/`Right`); None: the tokenizer's side.
+    truncation_direction: Literal["left", "right"] | None = None
+    # A prompt of the model's sentence-transformers config (`prompts`), put before each text;
+    # None: the config's `default_prompt_name`, if any.
+    prompt_name: str | None = None
+
+    @field_validator("truncation_direction", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
 
 def _weighted_mean(tokens: np.ndarray) -> np.ndarray:
@@ -86,6 +97,14 @@ def normalizes_by_default(model_dir: Path) -> bool:
     return any(str(m.get("type", "")).endswith("Normalize") for m in modules)
 
 
+def prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
+    """The named prompts of the model's sentence-transformers config and the default's name."""
+    config = _read_json(model_dir / "config_sentence_transformers.json") or {}
+    named = {str(k): str(v) for k, v in (config.get("prompts") or {}).items()}
+    default = config.get("default_prompt_name")
+    return named, (default if default in named else None)
+
+
 @dataclass
 class Embedder:
     encoder: EncoderModel
@@ -93,6 +112,8 @@ class Embedder:
     modes: list[str]
     normalize_default: bool
     dimension: int
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt: str | None = None
 
     @classmethod
     def load(cls, model_dir: Path, threads: int | None = None) -> Embedder:
@@ -107,17 +128,24 @@ class Embedder:
         if not isinstance(hidden, int):
             hidden = encoder.config.get("hidden_size") or encoder.config.get("dim")
         modes = pooling_modes(model_dir)
+        named, default = prompts(model_dir)
         return cls(
             encoder=encoder,
             token_output=token_output,
             modes=modes,
             normalize_default=normalizes_by_default(model_dir),
             dimension=int(hidden) * len(modes),
+            prompts=named,
+            default_prompt=default,
         )
 
     @property
     def max_input_tokens(self) -> int:
         return self.encoder.max_input_tokens
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        return self.encoder.tokenizer
 
     def warmup(self) -> None:
         self.embed([("warm up", EmbeddingParameters())])
@@ -127,13 +155,34 @@ class Embedder:
         if not items:
             return []
         encodings = self.encoder.encode(
-            [text for text, _ in items], [params.truncate for _, params in items]
+            [self.prompted(text, params) for text, params in items],
+            [params.truncate for _, params in items],
+            directions=[params.truncation_direction for _, params in items],
         )
         rows = self.encoder.run(encodings, [self.token_output], per_token=True)
         return [
             self._vector(tokens, params).tolist()
             for (tokens,), (_, params) in zip(rows, items, strict=True)
         ]
+
+    def prompted(self, text: str, params: EmbeddingParameters) -> str:
+        """The text with its prompt in front, as sentence-transformers' `encode(prompt_name=)`."""
+        name = params.prompt_name or self.default_prompt
+        if name is None:
+            return text
+        if name not in self.prompts:
+            known = ", ".join(sorted(self.prompts)) or "none"
+            raise InvalidInput(f"prompt_name {name!r} is not one of this model's prompts "
+                               f"({known})", field="prompt_name")
+        return self.prompts[name] + text
+
+    def count_tokens(self, texts: Sequence[str], params: EmbeddingParameters) -> list[int]:
+        """Tokens each input is embedded from (special tokens and prompt included, capped at
+        the model's limit as truncation leaves them): OpenAI's `usage`."""
+        limit = self.encoder.max_input_tokens
+        encodings = self.encoder.tokenizer.encode_batch([self.prompted(t, params)
+                                                         for t in texts])
+        return [min(len(e), limit) for e in encodings]
 
     def _vector(self, tokens: np.ndarray, params: EmbeddingParameters) -> np.ndarray:
         tokens = tokens.astype(np.float32, copy=False)

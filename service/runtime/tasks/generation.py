@@ -2,7 +2,7 @@
 
 Why our own loop: Optimum's `ORTModelForCausalLM.generate` needs torch and wraps every ORT call in
 transformers' generic generation machinery (torch tensors in and out, cache objects, stopping
-criteria); on a tiny GPT-2 FACTS.md measured it about 4x slower than this plain numpy loop, and
+criteria); on a tiny GPT-2 docs/facts.md measured it about 4x slower than this plain numpy loop, and
 it cannot stream. The loop is short: prefill the left-padded prompts once, then feed each step's
 `present.*` outputs back as `past_key_values.*` with one new token per sequence. Greedy choices
 equal `generate(do_sample=False)` (see `service.runtime.sampling`); the text equals the pipeline's
@@ -42,6 +42,8 @@ _ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
 # Every generated token is checked against every stop string: bound their number so that one
 # request cannot buy unbounded CPU per token (OpenAI allows 4, TGI 4 by default).
 MAX_STOP_SEQUENCES = 16
+# Alternatives a token may report (OpenAI allows 20 for chat, TGI 5 by default).
+MAX_TOP_N_TOKENS = 20
 
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
 StopSequence = Annotated[str, StringConstraints(min_length=1)]
@@ -62,7 +64,9 @@ class GenerationParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, ge=1)
+    # None: as many as the model's context leaves after the prompt, up to the deployment's cap
+    # (what OpenAI's chat does without `max_tokens`).
+    max_new_tokens: int | None = Field(default=DEFAULT_MAX_NEW_TOKENS, ge=1)
     do_sample: bool = False
     temperature: float | None = Field(default=None, gt=0)
     top_k: int | None = Field(default=None, ge=0)
@@ -74,6 +78,12 @@ class GenerationParameters(BaseModel):
     details: bool = False
     truncate: bool | Annotated[int, Field(ge=1)] | None = Field(
         default=None, validation_alias=AliasChoices("truncate", "truncation"))
+    # OpenAI's processors (before transformers' ones) and TGI's `top_n_tokens`: the most likely
+    # alternatives reported with each token (0: only each token's own text, for logprobs).
+    logit_bias: dict[int, Annotated[float, Field(ge=-100, le=100)]] = Field(default_factory=dict)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    top_n_tokens: int | None = Field(default=None, ge=0, le=MAX_TOP_N_TOKENS)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -93,6 +103,10 @@ class GeneratedToken:
     text: str
     logprob: float
     special: bool
+    # The most likely alternatives (id, text, log-probability), best first, and the token's own
+    # text, when asked for (`top_n_tokens` not None: OpenAI's logprobs).
+    top: tuple[tuple[int, str, float], ...] = ()
+    piece: str = ""
     is_token: ClassVar[bool] = True
 
 
@@ -134,6 +148,10 @@ class IncrementalText:
 
     def _decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token_id: int) -> str:
+        """One token's own text (special tokens by name), for reporting alternatives."""
+        return self._tokenizer.decode([token_id], skip_special_tokens=False)
 
     def _clean(self, text: str) -> str:
         return clean_up_tokenization(text) if self._clean_up else text
@@ -199,7 +217,8 @@ class DecodingSequence:
         self.length = len(self.prompt_ids)
 
     def advance(self, logits: np.ndarray) -> GeneratedToken:
-        token_id, logprob = self.chooser.choose(logits, self.history[: self.length])
+        token_id, logprob, top = self.chooser.choose(
+            logits, self.history[: self.length], self.history[len(self.prompt_ids): self.length])
         self.history[self.length] = token_id
         self.length += 1
         text = self.detokenizer
@@ -212,8 +231,11 @@ class DecodingSequence:
             self.finish_reason = "length"
         if self.finish_reason is not None:
             text.flush()
+        alternatives = tuple((i, text.token_text(i), lp) for i, lp in top)
+        piece = text.token_text(token_id) if self.params.top_n_tokens is not None else ""
         token = GeneratedToken(id=token_id, text=text.release(final=self.finish_reason is not None),
-                               logprob=logprob, special=token_id in self.special_ids)
+                               logprob=logprob, special=token_id in self.special_ids,
+                               top=alternatives, piece=piece)
         self.tokens.append(token)
         return token
 
@@ -418,6 +440,8 @@ class TextGenerator:
 
     def check(self, params: GenerationParameters) -> None:
         """Refuse parameters beyond this deployment's limits."""
+        if params.max_new_tokens is None:
+            return
         if params.max_new_tokens > self.max_new_tokens_cap:
             raise InvalidInput(
                 f"max_new_tokens must be at most {self.max_new_tokens_cap} for this model, "
@@ -428,14 +452,23 @@ class TextGenerator:
                 f"tokens (prompt included), got {params.max_new_tokens}",
                 field="parameters.max_new_tokens")
 
-    def prepare(self, prompt: str, params: GenerationParameters,
+    def prepare(self, prompt: str | Sequence[int], params: GenerationParameters,
                 add_special_tokens: bool = True) -> DecodingSequence:
-        """Tokenize and validate a prompt into a sequence ready to join a batch (InvalidInput
-        is raised here, before any decoding)."""
+        """Tokenize and validate a prompt (text, or token ids as OpenAI's completions take them)
+        into a sequence ready to join a batch (InvalidInput is raised here, before any
+        decoding)."""
         self.check(params)
+        vocabulary = self.tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
         with tokenizing() as count_tokens:
-            ids = self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids
-            room = self.max_positions - params.max_new_tokens
+            if isinstance(prompt, str):
+                ids = self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids
+            else:
+                ids = [int(i) for i in prompt]
+                bad = [i for i in ids if not 0 <= i < vocabulary]
+                if bad:
+                    raise InvalidInput(f"prompt: {bad[0]} is not a token id of this model "
+                                       f"(0..{vocabulary - 1})", field="prompt")
+            room = self.max_positions - (params.max_new_tokens or 1)
             truncate = params.truncate
             if truncate is True:
                 ids = ids[-room:]
@@ -450,9 +483,20 @@ class TextGenerator:
                 field="inputs")
         if not ids:
             raise InvalidInput("inputs must not be empty", field="inputs")
+        if params.max_new_tokens is None:
+            fill = min(self.max_new_tokens_cap, self.max_positions - len(ids))
+            params = params.model_copy(update={"max_new_tokens": fill})
+        bad = [i for i in params.logit_bias if not 0 <= i < vocabulary]
+        if bad:
+            raise InvalidInput(f"logit_bias: {bad[0]} is not a token id of this model "
+                               f"(0..{vocabulary - 1})", field="logit_bias")
         chooser = TokenChooser(do_sample=params.do_sample, temperature=params.temperature,
                                top_k=params.top_k, top_p=params.top_p,
-                               repetition_penalty=params.repetition_penalty, seed=params.seed)
+                               repetition_penalty=params.repetition_penalty, seed=params.seed,
+                               logit_bias=dict(params.logit_bias),
+                               presence_penalty=params.presence_penalty or 0.0,
+                               frequency_penalty=params.frequency_penalty or 0.0,
+                               top_n=params.top_n_tokens or 0)
         return DecodingSequence(prompt_ids=ids, params=params, chooser=chooser,
                          detokenizer=IncrementalText(self.tokenizer, ids,
                                                      self.clean_up_tokenization_spaces),

@@ -25,7 +25,7 @@ from tokenizers import Encoding
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.stages import tokenizing
-from service.runtime.text_tokenizer import require_unicode
+from service.runtime.text_tokenizer import TextTokenizer, require_unicode
 
 LOGITS = ("start_logits", "end_logits")
 
@@ -150,6 +150,10 @@ class QuestionAnswerer:
     @property
     def max_input_tokens(self) -> int:
         return self.encoder.max_input_tokens
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        return self.encoder.tokenizer
 
     def warmup(self) -> None:
         self.answer([("What is this?", "A warm-up call.", QuestionAnsweringParameters())])

@@ -2,7 +2,7 @@
 
 Why not `optimum.onnxruntime.ORTModelForSeq2SeqLM.generate`: it imports torch and runs
 transformers' generic loop around every ONNX call; on the tiny T5 it took 66 ms where a plain
-numpy loop took 4.2 ms (FACTS.md). Here, 48 greedy tokens on 1 thread: this module 10 ms,
+numpy loop took 4.2 ms (docs/facts.md). Here, 48 greedy tokens on 1 thread: this module 10 ms,
 `ORTModelForSeq2SeqLM.generate` 43 ms, PyTorch 81 ms. So the encoder runs once per batch and the
 decoder steps through `decoder_model.onnx` (first token: returns the cross-attention
 keys/values) and then `decoder_with_past_model.onnx` (KV cache). That pair measured faster than

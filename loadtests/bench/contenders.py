@@ -1,0 +1,108 @@
+"""The benchmark's contenders, one row each: what it is called, how it starts and the key its
+measurements are filed under in results.json.
+
+The suite, the goals and BENCHMARKS.md all read measurements by these keys; naming them here
+once keeps a typo from silently reading an empty series (a missing key's median is NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CPU_MS = "-cpu-ms"  # suffix of the key of a measurement's CPU milliseconds per item
+
+
+def _plain_ort(**options: Any) -> Callable[[Path], Any]:
+    def start(model_dir: Path) -> Any:
+        from loadtests.bench.in_process import PlainOrt
+
+        return PlainOrt(model_dir, **options)
+
+    return start
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One side of the suite's comparisons."""
+
+    name: str
+    starts: str  # how it runs, in words
+    measures: str  # results.json key: a template over {model} or {task}, {batch} or {c}
+    # In-process ONNX Runtime contenders: opens a session on a stored model's folder.
+    start: Callable[[Path], Any] | None = None
+    protocol: str | None = None  # served contenders: how the load generator talks to it
+
+    def key(self, **where: Any) -> str:
+        """The results key of one measurement, e.g. `key(model=m, batch=32)`."""
+        return self.measures.format(**where)
+
+
+ORT = Contender(
+    "plain ONNX Runtime, sorted batches",
+    "in this process, ORT's default (spinning) intra-op threads",
+    "{model}/limit/b{batch}",
+    start=_plain_ort(),
+)
+ORT_ARRIVAL = Contender(
+    "plain ONNX Runtime, arrival-order batches",
+    "the ORT session above, batches cut in arrival order",
+    "{model}/limit/b{batch}-arrival",
+)
+ORT_NO_SPIN = Contender(
+    "plain ONNX Runtime, threads not spinning",
+    "in this process, intra-op threads that sleep when idle",
+    "{model}/limit/b{batch}-no-spin",
+    start=_plain_ort(spinning=False),
+)
+ORT_RUNNERS = Contender(
+    "plain ONNX Runtime, 1-thread runs side by side",
+    "in this process, one single-threaded session run from one thread per core",
+    "{model}/limit/b{batch}-runners",
+    start=_plain_ort(threads=1, spinning=False),
+)
+LATENCY_FLOOR = Contender(
+    "batch-1 latency floor",
+    "the better of ORT and ORT_NO_SPIN, one item per call",
+    "{model}/limit/b1-latency",
+)
+TORCH = Contender(
+    "PyTorch pipeline",
+    "in this process, `transformers.pipeline` on the checkpoint, one call per item",
+    "{task}/torch/b1",
+)
+FASTAPI = Contender(
+    "FastAPI + PyTorch pipeline",
+    "a hand-written FastAPI server (`fastapi_baseline.py`), closed loop",
+    "{task}/fastapi/c{c}",
+    protocol="http",
+)
+OURS_HTTP = Contender(
+    "ours over HTTP",
+    "`bentoml serve`, one worker, closed loop (`load_generator.py`)",
+    "{model}/http/c{c}",
+    protocol="http",
+)
+OURS_GRPC = Contender(
+    "ours over gRPC",
+    "the same server's KServe v2 gRPC endpoint, closed loop",
+    "{model}/grpc/c{c}",
+    protocol="grpc",
+)
+
+# The in-process ORT sessions the suite opens per served model.
+SESSIONS = (ORT, ORT_NO_SPIN, ORT_RUNNERS)
+SERVED = (OURS_HTTP, OURS_GRPC)
+# The FastAPI baseline's concurrency levels.
+BASELINE_CONCURRENCIES = (1, 16)
+
+
+def in_process_limit(samples: Any, model: str) -> float:
+    """The hardware limit the goals divide by: the better of ORT's default and non-spinning
+    threads, sorted batches of 32 (items/s; NaN when neither was measured)."""
+    return max(
+        samples.median(ORT.key(model=model, batch=32)),
+        samples.median(ORT_NO_SPIN.key(model=model, batch=32)),
+    )

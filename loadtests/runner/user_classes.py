@@ -1,0 +1,32 @@
+"""What the runner knows about each task: the Locust user classes that exercise it and how
+their request names read. Kept in one place until the task registry (issue 16) keys them."""
+
+from __future__ import annotations
+
+# User class (loadtests/locustfile.py) -> the task the service must serve for it.
+USER_CLASSES = {
+    "ClassifyUser": "text-classification",
+    "EmbedUser": "feature-extraction",
+    "AnswerUser": "question-answering",
+    "GenerateUser": "text-generation",
+    "GenerateStreamUser": "text-generation",
+    "TranslateUser": "translation",
+    "OpenAIUser": "text-generation",
+    "KServeGrpcUser": "text-classification",
+}
+# The one user class that speaks gRPC: it runs only when a gRPC address is known.
+GRPC_USER = "KServeGrpcUser"
+
+
+def served_classes(served_tasks: set[str], grpc: str | None) -> list[str]:
+    """The user classes whose task the service serves (the gRPC one only with an address)."""
+    return [
+        c for c, task in USER_CLASSES.items() if task in served_tasks and (c != GRPC_USER or grpc)
+    ]
+
+
+def request_type(name: str) -> str:
+    """The protocol a request name stands for, as the summary's table shows it."""
+    return (
+        "grpc" if name.startswith("ModelInfer") else ("SSE" if name.endswith("stream") else "POST")
+    )
