@@ -329,7 +329,7 @@ class GenerateUser(_HttpTaskUser):
         item = random.choice(PROMPTS)
         body = {"inputs": item["prompt"], "parameters": _generation_parameters(item["words"])}
         self.post_json("/generate", body, "/generate",
-                       lambda b: _is_list(b) and "generated_text" in b[0])
+                       lambda b: isinstance(b, dict) and "generated_text" in b)
 
 
 class GenerateStreamUser(_HttpTaskUser):

@@ -45,6 +45,20 @@ def run_inference_client(url: str) -> dict:
                                                           stream=True))
         out["translate"] = InferenceClient(model=url + "/translate").translation(
             "The house is small.").translation_text
+        # Every parameter of the HF task specs, as the client sends them.
+        out["classify_spec"] = [[e.label, e.score] for e in InferenceClient(
+            model=url + "/classify").text_classification("A warm and funny film.", top_k=2,
+                                                         function_to_apply="sigmoid")]
+        answers = InferenceClient(model=url + "/answer").question_answering(
+            question="Where does the cat sleep?", context="The cat sleeps on the mat all day.",
+            top_k=2, doc_stride=32, max_answer_len=5, max_question_len=32, max_seq_len=64,
+            handle_impossible_answer=False, align_to_words=False)
+        out["answer_spec"] = [[a.answer, a.start, a.end, a.score] for a in answers]
+        out["translate_spec"] = InferenceClient(model=url + "/translate").translation(
+            "The house is small.", src_lang="en", tgt_lang="fr",
+            clean_up_tokenization_spaces=True, truncation="longest_first",
+            generate_parameters={{"max_new_tokens": 6, "num_beams": 2,
+                                  "early_stopping": True}}).translation_text
         out["embed"] = InferenceClient(model=url + "/embed").feature_extraction(
             "The house is small.").tolist()
         out["embed_normalized"] = InferenceClient(model=url + "/embed").feature_extraction(
@@ -75,13 +89,31 @@ def test_huggingface_inference_client_works_unchanged(url):
                                               "context": "The cat sleeps on the mat all day."}})
     assert out["answer"] == [answer["answer"], answer["start"], answer["end"], answer["score"]]
     generated = post(url, "/generate", {"inputs": PROMPT,
-                                        "parameters": {"max_new_tokens": 8}})[0]
+                                        "parameters": {"max_new_tokens": 8}})
     assert out["generate"] == generated["generated_text"]
     assert "".join(out["generate_stream"]) == generated["generated_text"]
     assert out["generate_details"] == "length"
     assert out["translate"] == post(url, "/translate",
                                     {"inputs": "The house is small."})[0]["translation_text"]
     assert out["embed"] == post(url, "/embed", {"inputs": "The house is small."})
+    # The spec parameters reach the model: each answer equals the one this service's own
+    # (older) parameter names ask for.
+    assert out["classify_spec"] == [[d["label"], d["score"]] for d in post(url, "/classify", {
+        "inputs": "A warm and funny film.",
+        "parameters": {"top_k": 2, "function_to_apply": "sigmoid"}})[0]]
+    assert out["classify_spec"] != out["classify"]  # sigmoid, not the default softmax
+    answers = post(url, "/answer", {
+        "inputs": {"question": "Where does the cat sleep?",
+                   "context": "The cat sleeps on the mat all day."},
+        "parameters": {"top_k": 2, "doc_stride": 32, "max_answer_len": 5, "max_seq_len": 64,
+                       "align_to_words": False}})
+    assert out["answer_spec"] == [[a["answer"], a["start"], a["end"], a["score"]]
+                                  for a in answers]
+    assert out["translate_spec"] == post(url, "/translate", {
+        "inputs": "The house is small.",
+        "parameters": {"src_lang": "en", "tgt_lang": "fr", "max_new_tokens": 6, "num_beams": 2,
+                       "clean_up_tokenization_spaces": True, "truncate": True,
+                       "generate_parameters": {"early_stopping": True}}})[0]["translation_text"]
     # The client sends the options at the top level, as TEI and the HF spec define them.
     assert out["embed_normalized"] == post(url, "/embed", {
         "inputs": "The house is small.", "parameters": {"normalize": True, "truncate": True}})
@@ -154,7 +186,7 @@ def test_builder_graph_from_the_catalog_serves_the_tokens_of_optimums_export(ope
 
     def generate(model: str) -> list:
         return [post(url, "/generate", {"inputs": p, "model": model,
-                                        "parameters": {"max_new_tokens": 12}})[0]
+                                        "parameters": {"max_new_tokens": 12}})
                 for p in prompts]
 
     assert generate("tiny-llama-chat-genai") == generate("tiny-llama-chat")
@@ -173,7 +205,7 @@ def test_openai_completion_equals_greedy_generate(openai_client, url):
     completion = openai_client.completions.create(model="tiny-gpt2", prompt=PROMPT,
                                                   max_tokens=8, temperature=0)
     expected = post(url, "/generate", {"inputs": PROMPT, "model": "tiny-gpt2",
-                                       "parameters": {"max_new_tokens": 8}})[0]
+                                       "parameters": {"max_new_tokens": 8}})
     assert completion.choices[0].text == expected["generated_text"]
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage.completion_tokens == 8
@@ -206,7 +238,7 @@ def test_openai_chat_uses_the_models_chat_template(openai_client, url, tiny_chec
     prompt = AutoTokenizer.from_pretrained(tiny_checkpoint("llama-chat")).apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True)
     expected = post(url, "/generate", {"inputs": prompt, "model": "tiny-llama-chat",
-                                       "parameters": {"max_new_tokens": 6}})[0]
+                                       "parameters": {"max_new_tokens": 6}})
     assert chat.choices[0].message.role == "assistant"
     assert chat.choices[0].message.content == expected["generated_text"]
     streamed = openai_client.chat.completions.create(
@@ -254,8 +286,8 @@ def _sse_events(response) -> list[dict]:
 def test_tgi_routes_generate_stream_and_root_answer_as_tgi_does(url):
     body = {"inputs": PROMPT, "model": "tiny-gpt2",
             "parameters": {"max_new_tokens": 6, "details": True}}
-    (expected,) = post(url, "/generate", body)
-    assert post(url, "/", body) == [expected]  # TGI's POST / (a base-URL client)
+    expected = post(url, "/generate", body)  # TGI's /generate: one object
+    assert post(url, "/", body) == [expected]  # TGI's POST / (a base-URL client): a list
     assert expected["details"]["input_length"] > 0
     for path, extra in (("/generate_stream", {}), ("/", {"stream": True}),
                         ("/generate", {"stream": True})):
@@ -272,8 +304,8 @@ def test_tgi_routes_generate_stream_and_root_answer_as_tgi_does(url):
 
 def test_tgi_and_tei_tokenize_decode_and_info(url):
     # TGI: a generation model and one prompt -> one flat list of tokens with their spans.
-    (generated,) = post(url, "/generate", {"inputs": PROMPT, "model": "tiny-gpt2", "parameters":
-                                           {"max_new_tokens": 1, "details": True}})
+    generated = post(url, "/generate", {"inputs": PROMPT, "model": "tiny-gpt2", "parameters":
+                                        {"max_new_tokens": 1, "details": True}})
     tokens = post(url, "/tokenize", {"inputs": PROMPT, "model": "tiny-gpt2"})
     assert len(tokens) == generated["details"]["input_length"]
     assert "".join(t["text"] for t in tokens) == PROMPT
@@ -383,3 +415,170 @@ def test_openai_fields_other_servers_ignore_are_accepted(openai_client):
     completion = openai_client.completions.create(model="tiny-gpt2", prompt=PROMPT, max_tokens=2,
                                                   best_of=1, suffix=None, user="u-1")
     assert completion.usage.completion_tokens == 2
+
+
+def test_async_openai_client_chat_stream_with_usage_and_embeddings(url):
+    """`AsyncOpenAI`, unmodified: chat streamed with usage, completions, embeddings."""
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    async def calls() -> tuple:
+        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+        try:
+            messages = [{"role": "user", "content": "Tell me about the film."}]
+            stream = await client.chat.completions.create(
+                model="tiny-llama-chat", messages=messages, max_tokens=6, temperature=0,
+                stream=True, stream_options={"include_usage": True})
+            chunks = [chunk async for chunk in stream]
+            chat = await client.chat.completions.create(
+                model="tiny-llama-chat", messages=messages, max_tokens=6, temperature=0)
+            completion = await client.completions.create(
+                model="tiny-gpt2", prompt=PROMPT, max_tokens=5, temperature=0)
+            vectors = await client.embeddings.create(model="tiny-bert-embedder",
+                                                     input=["The house is small."])
+            return chunks, chat, completion, vectors
+        finally:
+            await client.close()
+
+    chunks, chat, completion, vectors = asyncio.run(calls())
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == chat.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == chat.usage.completion_tokens == 6
+    expected = post(url, "/generate", {"inputs": PROMPT, "model": "tiny-gpt2",
+                                       "parameters": {"max_new_tokens": 5}})
+    assert completion.choices[0].text == expected["generated_text"]
+    direct = post(url, "/embed", {"inputs": ["The house is small."]})[0]
+    assert vectors.data[0].embedding == pytest.approx(direct, abs=1e-6)
+
+
+def run_async_inference_client(url: str) -> dict:
+    """`AsyncInferenceClient`, every task method with its spec parameters (a child process,
+    as `run_inference_client`)."""
+    script = textwrap.dedent(f"""
+        import asyncio, json
+        from huggingface_hub import AsyncInferenceClient
+        url = {url!r}
+
+        async def main():
+            out = {{}}
+            labels = await AsyncInferenceClient(model=url + "/classify").text_classification(
+                "A warm and funny film.", top_k=2, function_to_apply="sigmoid")
+            out["classify"] = [[e.label, e.score] for e in labels]
+            answer = await AsyncInferenceClient(model=url + "/answer").question_answering(
+                question="Where does the cat sleep?",
+                context="The cat sleeps on the mat all day.", top_k=1, max_answer_len=5,
+                handle_impossible_answer=False, align_to_words=True)
+            answer = answer[0] if isinstance(answer, list) else answer
+            out["answer"] = [answer.answer, answer.start, answer.end, answer.score]
+            gen = AsyncInferenceClient(model=url + "/generate")
+            out["generate"] = await gen.text_generation({PROMPT!r}, max_new_tokens=8,
+                                                        stop=["zzz"], seed=3)
+            out["generate_stream"] = [t async for t in await gen.text_generation(
+                {PROMPT!r}, max_new_tokens=8, stream=True)]
+            out["translate"] = (await AsyncInferenceClient(model=url + "/translate").translation(
+                "The house is small.", src_lang="en", tgt_lang="fr",
+                generate_parameters={{"max_new_tokens": 6}})).translation_text
+            out["embed"] = (await AsyncInferenceClient(model=url + "/embed").feature_extraction(
+                "The house is small.", normalize=True, truncate=True,
+                truncation_direction="right")).tolist()
+            print(json.dumps(out))
+
+        asyncio.run(main())
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE",
+                                                           "TRANSFORMERS_OFFLINE")}
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_async_huggingface_inference_client_works_unchanged(url):
+    out = run_async_inference_client(url)
+    assert out["classify"] == [[d["label"], d["score"]] for d in post(url, "/classify", {
+        "inputs": "A warm and funny film.",
+        "parameters": {"top_k": 2, "function_to_apply": "sigmoid"}})[0]]
+    answer = post(url, "/answer", {"inputs": {"question": "Where does the cat sleep?",
+                                              "context": "The cat sleeps on the mat all day."},
+                                   "parameters": {"max_answer_len": 5}})
+    assert out["answer"] == [answer["answer"], answer["start"], answer["end"], answer["score"]]
+    generated = post(url, "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 8}})
+    assert out["generate"] == generated["generated_text"]
+    assert "".join(out["generate_stream"]) == generated["generated_text"]
+    assert out["translate"] == post(url, "/translate", {
+        "inputs": "The house is small.",
+        "parameters": {"src_lang": "en", "tgt_lang": "fr", "max_new_tokens": 6}},
+    )[0]["translation_text"]
+    assert out["embed"] == post(url, "/embed", {"inputs": "The house is small.",
+                                                "normalize": True, "truncate": True})
+
+
+def test_text_generation_client_works_unchanged(url):
+    """TGI's own Python client (`text-generation`), sync and async, against `POST /` (where it
+    sends everything) and `/generate_stream`-style streaming."""
+    import asyncio
+
+    from text_generation import AsyncClient, Client
+
+    client = Client(url, timeout=60)
+    response = client.generate(PROMPT, max_new_tokens=8, top_n_tokens=2)
+    expected = post(url, "/generate", {"inputs": PROMPT, "parameters": {
+        "max_new_tokens": 8, "details": True, "top_n_tokens": 2}})
+    assert response.generated_text == expected["generated_text"]
+    assert response.details.finish_reason.value == "length"
+    assert response.details.generated_tokens == 8
+    assert [t.id for t in response.details.tokens] == [
+        t["id"] for t in expected["details"]["tokens"]]
+    assert len(response.details.top_tokens[0]) == 2
+    tokens = list(client.generate_stream(PROMPT, max_new_tokens=8))
+    assert "".join(t.token.text for t in tokens) == expected["generated_text"]
+    assert tokens[-1].generated_text == expected["generated_text"]
+    assert tokens[-1].details.finish_reason.value == "length"
+
+    async def async_calls() -> tuple:
+        async_client = AsyncClient(url, timeout=60)
+        answer = await async_client.generate(PROMPT, max_new_tokens=8)
+        streamed = [t async for t in async_client.generate_stream(PROMPT, max_new_tokens=8)]
+        return answer, streamed
+
+    answer, streamed = asyncio.run(async_calls())
+    assert answer.generated_text == expected["generated_text"]
+    assert "".join(t.token.text for t in streamed) == expected["generated_text"]
+
+
+def test_langchain_openai_retrieval_then_answer_round_trip(url):
+    """A retrieval framework's OpenAI adapters, unmodified (`langchain-openai`): embed a few
+    documents and a question with `OpenAIEmbeddings`, pick the nearest document, and answer
+    with `ChatOpenAI` from it. Each step equals the service's own answer to the same call.
+    `check_embedding_ctx_length=False` keeps LangChain from fetching OpenAI's tiktoken files
+    (no internet here); the texts go to the server as they are."""
+    import numpy as np
+    from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+
+    documents = ["The cat sleeps on the mat all day.",
+                 "The festival opened on a rainy Friday.",
+                 "Prices rose twelve percent in March."]
+    question = "Where does the cat sleep?"
+    embeddings = OpenAIEmbeddings(model="tiny-bert-embedder", base_url=f"{url}/v1",
+                                  api_key="unused", check_embedding_ctx_length=False)
+    vectors = np.array(embeddings.embed_documents(documents))
+    query = np.array(embeddings.embed_query(question))
+    direct = np.array(post(url, "/v1/embeddings", {"model": "tiny-bert-embedder",
+                                                   "input": documents})["data"][0]["embedding"])
+    np.testing.assert_allclose(vectors[0], direct, atol=1e-6)
+    scores = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+    context = documents[int(scores.argmax())]
+    chat = ChatOpenAI(model="tiny-llama-chat", base_url=f"{url}/v1", api_key="unused",
+                      max_tokens=8, temperature=0)
+    messages = [("system", f"Answer from this document: {context}"), ("human", question)]
+    reply = chat.invoke(messages)
+    expected = post(url, "/v1/chat/completions", {
+        "model": "tiny-llama-chat", "max_tokens": 8, "temperature": 0,
+        "messages": [{"role": "system", "content": f"Answer from this document: {context}"},
+                     {"role": "user", "content": question}]})
+    assert reply.content == expected["choices"][0]["message"]["content"]
+    assert reply.usage_metadata["output_tokens"] == 8
+    streamed = "".join(chunk.content for chunk in chat.stream(messages))
+    assert streamed == reply.content

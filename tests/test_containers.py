@@ -334,7 +334,7 @@ def _every_task(container: Container) -> None:
     assert isinstance(answer["answer"], str) and answer["end"] >= answer["start"]
     generated = post("/generate", {"inputs": "Once upon a time",
                                    "parameters": {"max_new_tokens": 8}})
-    assert isinstance(generated[0]["generated_text"], str)
+    assert isinstance(generated["generated_text"], str)
     assert isinstance(post("/translate", {"inputs": "The house is small."})[0]
                       ["translation_text"], str)
     embedding = np.asarray(post("/embed", {"inputs": "The house is small."}), dtype=float)

@@ -66,6 +66,46 @@ def test_classify_single_input_and_named_model(url, pipelines):
     assert abs(got[0][0]["score"] - expected[0]["score"]) < 1e-4
 
 
+def _same_labels(ours: list[dict], theirs: list[dict]) -> None:
+    assert [o["label"] for o in ours] == [t["label"] for t in theirs]
+    np.testing.assert_allclose([o["score"] for o in ours], [t["score"] for t in theirs],
+                               atol=1e-4)
+
+
+def test_tei_predict_matches_transformers_pipeline(url, pipelines):
+    """TEI's `/predict`: every label, best first; a flat pair is one sequence (text, text_pair),
+    as the pipeline's `{"text", "text_pair"}`; a list of lists is a batch."""
+    classify = pipelines("text-classification", "bert-classifier")
+    text, pair = SENTENCES[0], SENTENCES[1]
+    _same_labels(post(url, "/predict", {"inputs": text}).json(), classify(text, top_k=None))
+    pair_expected = classify({"text": text, "text_pair": pair}, top_k=None)
+    _same_labels(post(url, "/predict", {"inputs": [text, pair]}).json(), pair_expected)
+    assert pair_expected != classify(text, top_k=None)  # the pair really reached the model
+    batch = post(url, "/predict", {"inputs": [[text], [text, pair], [SENTENCES[2]]]}).json()
+    for ours, theirs in zip(batch, [classify(text, top_k=None), pair_expected,
+                                    classify(SENTENCES[2], top_k=None)], strict=True):
+        _same_labels(ours, theirs)
+    raw = post(url, "/predict", {"inputs": text, "raw_scores": True}).json()
+    _same_labels(raw, classify(text, top_k=None, function_to_apply="none"))
+    long_text = " ".join(SENTENCES) * 20
+    for direction in ("Left", "right"):
+        cut = post(url, "/predict", {"inputs": [long_text, pair], "truncate": True,
+                                     "truncation_direction": direction}).json()
+        classify.tokenizer.truncation_side = direction.lower()
+        try:
+            expected = classify({"text": long_text, "text_pair": pair}, top_k=None,
+                                truncation=True)
+        finally:
+            classify.tokenizer.truncation_side = "right"
+        _same_labels(cut, expected)
+    refused = post(url, "/predict", {"inputs": long_text})
+    assert refused.status_code == 422 and refused.json()["field"] == "inputs"
+    for inputs, field in (([text, pair, text], "inputs"), ([[text], []], "inputs.1"),
+                          ([[text], [text, pair, text]], "inputs.1")):
+        bad = post(url, "/predict", {"inputs": inputs})
+        assert bad.status_code == 422 and bad.json()["field"] == field, (inputs, bad.text)
+
+
 def test_answer_matches_transformers_pipeline(url, pipelines):
     context = " ".join(corpus_sentences()[:30])  # several windows of the 128-token model
     question = "What did the critics think of the film?"
@@ -87,12 +127,12 @@ def test_generate_matches_transformers_pipeline(url, pipelines):
         prompt, max_new_tokens=12, do_sample=False, return_full_text=False)
     got = post(url, "/generate", {"inputs": prompt,
                                   "parameters": {"max_new_tokens": 12}}).json()
-    assert got == [{"generated_text": expected[0]["generated_text"]}]
+    assert got == {"generated_text": expected[0]["generated_text"]}
     full = post(url, "/generate", {"inputs": prompt, "model": "tiny-gpt2",
                                    "parameters": {"max_new_tokens": 12,
                                                   "return_full_text": True}}).json()
     gpt2 = pipelines("text-generation", "gpt2")(prompt, max_new_tokens=12, do_sample=False)
-    assert full[0]["generated_text"] == gpt2[0]["generated_text"]
+    assert full["generated_text"] == gpt2[0]["generated_text"]
 
 
 def test_generate_stream_is_tgi_sse(url, pipelines):

@@ -9,6 +9,7 @@ an HTTP request arriving together run as one batch.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -209,14 +210,63 @@ def test_generation_equals_generate_endpoint(url, grpc_client, http_client):
     prompts = ["The movie was", "I would watch it again because"]
     params = {"max_new_tokens": 6}
     got = infer_both(grpc_client, http_client, "tiny-llama-chat", {"text": prompts}, params)[0]
-    expected = [post(url, "/generate", {"inputs": p, "parameters": params})[0]["generated_text"]
+    expected = [post(url, "/generate", {"inputs": p, "parameters": params})["generated_text"]
                 for p in prompts]
     assert as_text(got["generated_text"]) == expected
     full = infer_both(grpc_client, http_client, "tiny-gpt2", {"text": prompts[:1]},
                       {**params, "return_full_text": True})[0]
     assert as_text(full["generated_text"]) == [post(url, "/generate", {
         "inputs": prompts[0], "model": "tiny-gpt2",
-        "parameters": {**params, "return_full_text": True}})[0]["generated_text"]]
+        "parameters": {**params, "return_full_text": True}})["generated_text"]]
+
+
+def test_generate_extension_answers_what_infer_and_the_task_routes_answer(url):
+    """Triton's generate extension: inputs and outputs by name in one flat JSON object; the
+    LLM backends' `text_input`/`text_output` names as aliases; every task, not only
+    generation; the stream is one event per token and adds up to the same text."""
+    params = {"max_new_tokens": 6}
+    prompt = "The movie was"
+    expected = post(url, "/generate", {"inputs": prompt, "parameters": params})["generated_text"]
+    for path in ("/v2/models/tiny-llama-chat/generate",
+                 "/v2/models/tiny-llama-chat/versions/1/generate"):
+        answer = post(url, path, {"text": prompt, "parameters": params, "id": "a1"})
+        assert answer == {"model_name": "tiny-llama-chat", "model_version": "1",
+                          "generated_text": expected, "id": "a1"}
+    aliased = post(url, "/v2/models/tiny-llama-chat/generate",
+                   {"text_input": prompt, "parameters": params})
+    assert aliased["text_output"] == expected and "generated_text" not in aliased
+    response = requests.post(f"{url}/v2/models/tiny-llama-chat/generate_stream", timeout=60,
+                             stream=True, json={"text_input": prompt, "parameters": params})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[5:]) for line in response.iter_lines(decode_unicode=True)
+              if line.startswith("data:")]
+    assert len(events) == 6 and all(e["model_name"] == "tiny-llama-chat" for e in events)
+    assert "".join(e["text_output"] for e in events) == expected
+    # Any task: a classifier's label and score, as /infer gives them.
+    classified = post(url, "/v2/models/tiny-bert-classifier/generate", {"text": SENTENCES[0]})
+    direct = post(url, "/classify", {"inputs": SENTENCES[0]})[0][0]
+    assert (classified["label"], classified["score"]) == (direct["label"], direct["score"])
+    stream = requests.post(f"{url}/v2/models/tiny-bert-classifier/generate_stream", timeout=60,
+                           json={"text": SENTENCES[0]})
+    (event,) = [json.loads(line[5:]) for line in stream.text.splitlines()
+                if line.startswith("data:")]
+    assert event["label"] == direct["label"]
+    for path, body, status, field in (
+        ("/v2/models/tiny-llama-chat/generate", {"prompt": "x"}, 422, None),
+        ("/v2/models/tiny-llama-chat/generate", {"text": 3}, 422, "text"),
+        ("/v2/models/tiny-llama-chat/generate",
+         {"text": "x", "parameters": {"max_new_tokens": 0}}, 422, "parameters.max_new_tokens"),
+        ("/v2/models/tiny-llama-chat/generate_stream",
+         {"text": "x", "parameters": {"priority": 2}}, 422, "parameters.priority"),
+        ("/v2/models/tiny-llama-chat/generate_stream", {"text": ["a", "b"]}, 422, "text"),
+        ("/v2/models/no-such-model/generate", {"text": "x"}, 404, None),
+    ):
+        refused = requests.post(url + path, json=body, timeout=60)
+        assert refused.status_code == status, (path, body, refused.text)
+        # v2 errors are `{"error": message}`; the message names the field.
+        if field:
+            assert field.rsplit(".", 1)[-1] in refused.json()["error"], refused.text
 
 
 def test_batch_input_of_shape_n_by_1_and_requested_outputs(grpc_client):

@@ -195,7 +195,7 @@ def test_generated_token_counters_equal_the_tokens_returned(url, tiny_store):
     for prompt, max_new_tokens in zip(prompts, (3, 7, 12), strict=True):
         body = {"inputs": prompt, "model": GENERATOR,
                 "parameters": {"max_new_tokens": max_new_tokens, "details": True}}
-        details = post(url, "/generate", body).json()[0]["details"]
+        details = post(url, "/generate", body).json()["details"]
         assert details["generated_tokens"] == len(details["tokens"])
         returned += details["generated_tokens"]
     stream = requests.post(f"{url}/generate", timeout=60, stream=True, json={

@@ -21,8 +21,9 @@ from service.startup_guard import EXIT_CODE
 from tests.test_faults import CLASSIFIER, classify, spawn
 
 # Three failed starts of a worker that fails at once take a few seconds each here (import,
-# session creation); the bound leaves room for a busy 2-core machine.
-EXIT_WITHIN_S = 120
+# session creation), but two workers starting side by side on a busy 2-core machine took more
+# than 120 s once (a CI run sharing the CPUs): the bound only needs to be finite.
+EXIT_WITHIN_S = 300
 
 
 def _corrupt_store(tiny_store: Path, home: Path) -> Path:

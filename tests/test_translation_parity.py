@@ -134,6 +134,87 @@ def test_search_options_match_transformers_pipeline(kind, option, translators, p
     assert ended_by_eos and hit_limit, "the inputs should exercise both ways of stopping"
 
 
+# The HF translation spec's `generate_parameters`, as the pipeline takes them: applied over its
+# resolved config (T5 keeps the pipeline's max_new_tokens=256 over a bare max_length, Marian,
+# whose config sets max_length, does not), sampling-only knobs inert without do_sample.
+SPEC_GENERATE_PARAMETERS = [
+    {"max_length": 6},
+    {"max_length": 6, "max_new_tokens": 9},
+    {"max_new_tokens": 9, "min_new_tokens": 7},
+    {"max_new_tokens": 9, "min_length": 8},
+    {"max_new_tokens": 10, "num_beams": 3, "early_stopping": True},
+    {"max_new_tokens": 5, "do_sample": False, "temperature": 0.5, "top_k": 5, "top_p": 0.9,
+     "use_cache": True},
+]
+
+
+@pytest.mark.parametrize("generate", SPEC_GENERATE_PARAMETERS,
+                         ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("kind", list(TASKS))
+def test_spec_generate_parameters_match_transformers_pipeline(kind, generate, translators,
+                                                              pipelines):
+    translator, pipe = translators[kind], pipelines[kind]
+    # T5's pipeline default (256 new tokens) would make the bare max_length case slow to compare
+    # on every input: one input is enough to show which limit wins.
+    texts = INPUTS[2:5] if "max_new_tokens" in generate else INPUTS[3:4]
+    for text in texts:
+        params = TranslationParameters(generate_parameters=generate, **TASKS[kind][1])
+        expected = reference(pipe, text, **generate)
+        assert translator.translate_ids([text], params)[0] == expected, text
+
+
+def test_spec_clean_up_and_truncation_match_transformers_pipeline(translators, pipelines):
+    translator, pipe = translators["marian"], pipelines["marian"]
+    text = "I loved this movie , the acting was superb ."
+    for clean in (False, True):
+        params = TranslationParameters(clean_up_tokenization_spaces=clean,
+                                       generate_parameters={"max_new_tokens": 12})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = pipe(text, clean_up_tokenization_spaces=clean, max_new_tokens=12)
+        assert translator.translate([text], params) == [expected[0]["translation_text"]]
+    long_text = " ".join(INPUTS[3:8]) * 40
+    with pytest.raises(InvalidInput, match="tokens"):
+        translator.translate([long_text], TranslationParameters(truncation="do_not_truncate"))
+    cut = TranslationParameters(truncation="longest_first", max_new_tokens=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = pipe(long_text, truncation="longest_first", max_new_tokens=4,
+                        return_tensors=True)[0]["translation_token_ids"].tolist()
+    assert translator.translate_ids([long_text], cut)[0] == expected
+
+
+@pytest.mark.parametrize(("parameters", "field"), [
+    ({"generate_parameters": {"do_sample": True}}, "generate_parameters.do_sample"),
+    ({"generate_parameters": {"num_beam_groups": 2}}, "generate_parameters.num_beam_groups"),
+    ({"generate_parameters": {"penalty_alpha": 0.6}}, "generate_parameters.penalty_alpha"),
+    ({"generate_parameters": {"seed": 1}}, "generate_parameters.seed"),
+    ({"truncation": "only_second"}, "truncation"),
+    ({"max_new_tokens": 4, "generate_parameters": {"max_new_tokens": 5}}, ""),
+])
+def test_spec_options_we_do_not_run_are_refused_naming_the_field(parameters, field):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        TranslationParameters.model_validate(parameters)
+    assert ".".join(map(str, caught.value.errors()[0]["loc"])) == field
+
+
+def test_spec_limits_name_the_field(translators):
+    translator = translators["t5"]
+    limit = translator.max_new_tokens_limit
+    for params, field in (
+        ({"generate_parameters": {"max_new_tokens": limit + 1}},
+         "parameters.generate_parameters.max_new_tokens"),
+        ({"max_new_tokens": limit + 1}, "parameters.max_new_tokens"),
+        ({"generate_parameters": {"num_beams": translator.max_beams + 1}},
+         "parameters.generate_parameters.num_beams"),
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            translator.generation_settings(TranslationParameters.model_validate(params))
+        assert caught.value.field == field
+
+
 @pytest.mark.parametrize("num_beams", [1, 4])
 @pytest.mark.parametrize("kind", list(TASKS))
 def test_batch_equals_one_by_one(kind, num_beams, translators):

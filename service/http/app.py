@@ -18,6 +18,7 @@ from service.http.openai_routes import router as openai_router
 from service.http.request_deadline import RequestDeadlineMiddleware
 from service.http.task_routes import router as task_router
 from service.http.tokenizer_routes import router as tokenizer_router
+from service.kserve.generate_routes import router as kserve_generate_router
 from service.kserve.rest_routes import router as kserve_router
 from service.request_logging import install_request_logging
 
@@ -46,4 +47,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(openai_embeddings_router)
     app.include_router(kserve_router)
+    app.include_router(kserve_generate_router)
     return app

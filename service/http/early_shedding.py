@@ -31,7 +31,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The batched tasks' routes (the registry's endpoints): generation is admitted by its scheduler.
 TASK_ROUTES = {f"/{spec.endpoint}": spec.name for spec in TASKS.values()
-               if spec.run_batch is not None}
+               if spec.run_batch is not None} | {"/predict": "text-classification"}
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 
 

@@ -22,6 +22,7 @@ from service.http.generation_schema import (
     tgi_response,
 )
 from service.http.streaming import EventStreamResponse
+from service.runtime.errors import InvalidInput
 from service.runtime.tasks.classification import ClassificationParameters
 from service.runtime.tasks.embeddings import EmbeddingParameters
 from service.runtime.tasks.question_answering import QuestionAnsweringParameters
@@ -45,6 +46,51 @@ class ClassifyRequest(Envelope):
 class Label(BaseModel):
     label: str
     score: float
+
+
+class PredictRequest(BaseModel):
+    """TEI's `/predict`. `inputs`: a text; a pair `[text, text_pair]` (one sequence with the
+    model's separator, as a pair classifier reads it); or a batch `[[text], [text, text_pair],
+    ...]` of both. As in TEI, a flat list of two strings is one pair, not a batch of two."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: ModelName | None = Field(None, description="A served text-classification model "
+                                                      "(GET /models); default: the task's default")
+    inputs: Text | list[Text] | list[list[Text]] = Field(
+        ..., examples=["I loved this film.", ["A man eats.", "Someone is eating."]])
+    raw_scores: bool = Field(False, description="the logits, without softmax/sigmoid")
+    truncate: bool | None = None
+    truncation_direction: Literal["left", "right", "Left", "Right"] | None = None
+
+    def sequences(self) -> tuple[list[str | tuple[str, str]], bool]:
+        """The sequences to classify and whether the answer is a batch (a list per sequence)."""
+        inputs = self.inputs
+        if isinstance(inputs, str):
+            return [inputs], False
+        if not inputs:
+            raise InvalidInput("inputs is empty", "inputs")
+        if all(isinstance(item, str) for item in inputs):
+            if len(inputs) > 2:
+                raise InvalidInput("a sequence is one text or a pair [text, text_pair]; a batch "
+                                   "is a list of those: [[text], [text, text_pair], ...]",
+                                   "inputs")
+            return [inputs[0] if len(inputs) == 1 else (inputs[0], inputs[1])], False
+        batch: list[str | tuple[str, str]] = []
+        for index, item in enumerate(inputs):
+            if isinstance(item, str) or not 1 <= len(item) <= 2:
+                raise InvalidInput("each item of a batch is [text] or [text, text_pair]",
+                                   f"inputs.{index}")
+            batch.append(item[0] if len(item) == 1 else (item[0], item[1]))
+        return batch, True
+
+    def parameters(self) -> ClassificationParameters:
+        """Every label, best first; scores as the model's config says unless `raw_scores`."""
+        return ClassificationParameters(
+            top_k=MAX_LABELS, function_to_apply="none" if self.raw_scores else None,
+            truncate=bool(self.truncate), truncation_direction=self.truncation_direction)
+
+
+MAX_LABELS = 1 << 20  # "all of them": a classifier's labels are returned sliced to this
 
 
 class QuestionContext(BaseModel):
@@ -130,6 +176,18 @@ async def classify(body: ClassifyRequest, request: Request, response: Response) 
     return labels
 
 
+@router.post("/predict", response_model=list[Label] | list[list[Label]], tags=["tasks"])
+async def predict(body: PredictRequest, request: Request, response: Response) -> Any:
+    """Sequence classification as TEI's `/predict` answers it: every label with its score,
+    best first; one list for one sequence, a list of lists for a batch."""
+    sequences, batch = body.sequences()
+    params = body.parameters()
+    labels = await plane(request).run_batched(
+        "text-classification", [(s, params) for s in sequences], body.model, "http")
+    untrained.flag(response, request, "text-classification", body.model)
+    return labels if batch else labels[0]
+
+
 @router.post("/answer", response_model=Answer | list[Answer], tags=["tasks"])
 async def answer(body: AnswerRequest, request: Request, response: Response) -> Any:
     """Extractive question answering (`question-answering` pipeline payload)."""
@@ -185,10 +243,11 @@ async def _generate(body: GenerateRequest, request: Request, response: Response,
 
 @router.post("/generate", tags=["tasks"], responses=_TGI_STREAMS)
 async def generate(body: GenerateRequest, request: Request, response: Response) -> Any:
-    """Text generation (TGI payload): `[{"generated_text"}]`; `"stream": true` answers
-    Server-Sent Events (what `InferenceClient(model=URL + "/generate")` sends)."""
-    answer = await _generate(body, request, response, body.stream)
-    return answer if body.stream else [answer]
+    """Text generation (TGI's `/generate`): one `{"generated_text", "details"}` object.
+    `"stream": true` answers Server-Sent Events as `/generate_stream` does (what
+    `InferenceClient(model=URL + "/generate")` sends when it streams; TGI itself would ignore
+    the field)."""
+    return await _generate(body, request, response, body.stream)
 
 
 @router.post("/generate_stream", tags=["tasks"], responses=_TGI_STREAMS)

@@ -33,7 +33,8 @@ PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 # What ServerMetadata lists: the REST binary tensor extension, the Triton model configuration
 # and statistics extensions (read by perf_analyzer) and request parameters.
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "parameters")
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "parameters",
+              "generate")
 
 # The one version every v2 route names a served model by (metadata, ready, infer, statistics):
 # Triton numbers versions, and perf_analyzer parses the statistics' version as an integer

@@ -220,11 +220,12 @@ class EncoderModel:
         return copy
 
     def encode(
-        self, texts: Sequence[str], truncate: Sequence[bool], field_name: str = "inputs",
-        directions: Sequence[str | None] | None = None,
+        self, texts: Sequence[str | tuple[str, str]], truncate: Sequence[bool],
+        field_name: str = "inputs", directions: Sequence[str | None] | None = None,
     ) -> list[Encoding]:
         """Tokenize with special tokens; inputs over the limit are cut if asked (from the side
-        `directions` names per input, default the tokenizer's), else refused."""
+        `directions` names per input, default the tokenizer's; a (text, text_pair) pair loses
+        tokens from its longer part first, as `truncation=True` does), else refused."""
         with tokenizing() as count_tokens:
             encodings = self.tokenizer.encode_batch(list(texts))
             limit = self.max_input_tokens
@@ -238,8 +239,9 @@ class EncoderModel:
                         field=field_name,
                     )
                 direction = directions[i] if directions is not None else None
+                text = texts[i]
                 encodings[i] = self.truncating_tokenizer(limit, direction=direction).encode(
-                    texts[i])
+                    *(text if isinstance(text, tuple) else (text,)))
             count_tokens(sum(len(e) for e in encodings))
         return encodings
 

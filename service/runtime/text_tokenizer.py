@@ -119,9 +119,14 @@ class TextTokenizer:
             require_unicode(pair)
         return self.tokenizer.encode(text, pair, add_special_tokens=add_special_tokens)
 
-    def encode_batch(self, texts: list[str], add_special_tokens: bool = True) -> list[Encoding]:
+    def encode_batch(self, texts: list[str | tuple[str, str]],
+                     add_special_tokens: bool = True) -> list[Encoding]:
+        """Texts, or (text, text_pair) pairs encoded as one sequence with the model's separator
+        (what a cross-encoder or a pair classifier reads)."""
         for index, text in enumerate(texts):
-            require_unicode(text, f"inputs[{index}]" if len(texts) > 1 else "inputs")
+            field = f"inputs[{index}]" if len(texts) > 1 else "inputs"
+            for part in (text if isinstance(text, tuple) else (text,)):
+                require_unicode(part, field)
         return self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True,

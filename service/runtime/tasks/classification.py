@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import ModelLoadError
@@ -31,6 +31,14 @@ class ClassificationParameters(BaseModel):
     # None lets the model's config decide, as the pipeline does.
     function_to_apply: ScoreFunction | None = None
     truncate: bool = Field(default=False, validation_alias=AliasChoices("truncate", "truncation"))
+    # Which end a truncated input loses (TEI's `/predict` writes `Left`/`Right`); None: the
+    # tokenizer's side.
+    truncation_direction: Literal["left", "right"] | None = None
+
+    @field_validator("truncation_direction", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -98,13 +106,15 @@ class TextClassifier:
         self.classify([("warm up", ClassificationParameters())])
 
     def classify(
-        self, items: Sequence[tuple[str, ClassificationParameters]]
+        self, items: Sequence[tuple[str | tuple[str, str], ClassificationParameters]]
     ) -> list[list[dict[str, Any]]]:
-        """Labels with scores, best first, for independent requests batched together."""
+        """Labels with scores, best first, for independent requests batched together. A text
+        may be a (text, text_pair) pair, as the pipeline's `{"text", "text_pair"}` input."""
         if not items:
             return []
         encodings = self.encoder.encode(
-            [text for text, _ in items], [params.truncate for _, params in items]
+            [text for text, _ in items], [params.truncate for _, params in items],
+            directions=[params.truncation_direction for _, params in items],
         )
         rows = self.encoder.run(encodings, ["logits"])
         return [

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.onnx_session import create_session
@@ -66,8 +66,73 @@ _UNSUPPORTED: dict[str, Any] = {
 _NEG = np.float32(-1.0e9)  # transformers' "never choose this" score in beam search
 
 
+class TranslationGenerateParameters(BaseModel):
+    """`parameters.generate_parameters` of the Hugging Face translation task spec: keyword
+    arguments of `generate`, applied as the pipeline applies them (over its resolved generation
+    config, so e.g. T5's pipeline default max_new_tokens=256 still beats a `max_length`).
+
+    Greedy and beam search only: sampling, group beam search and contrastive search are refused
+    with a 422 naming the field. The knobs that only act when sampling (`temperature`, `top_k`,
+    `top_p`, `typical_p`, `epsilon_cutoff`, `eta_cutoff`) are accepted and, as in `generate`
+    without `do_sample`, change nothing; `use_cache` changes nothing either (the decoder always
+    runs with its KV cache, the tokens are the same)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    max_length: int | None = Field(default=None, ge=1,
+                                   description="tokens of the output, decoder start included")
+    min_new_tokens: int | None = Field(default=None, ge=0)
+    min_length: int | None = Field(default=None, ge=0)
+    num_beams: int | None = Field(default=None, ge=1)
+    early_stopping: bool | Literal["never"] | None = None
+    do_sample: bool | None = None
+    num_beam_groups: int | None = Field(default=None, ge=1)
+    penalty_alpha: float | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    typical_p: float | None = Field(default=None, ge=0, le=1)
+    epsilon_cutoff: float | None = Field(default=None, ge=0, le=1)
+    eta_cutoff: float | None = Field(default=None, ge=0, le=1)
+    use_cache: bool | None = None
+
+    @field_validator("do_sample")
+    @classmethod
+    def _no_sampling(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("sampling is not supported for translation (greedy or beam search)")
+        return value
+
+    @field_validator("num_beam_groups")
+    @classmethod
+    def _no_groups(cls, value: int | None) -> int | None:
+        if value is not None and value > 1:
+            raise ValueError("group beam search is not supported (num_beam_groups must be 1)")
+        return value
+
+    @field_validator("penalty_alpha")
+    @classmethod
+    def _no_contrastive(cls, value: float | None) -> float | None:
+        if value:
+            raise ValueError("contrastive search is not supported (penalty_alpha must be 0)")
+        return value
+
+    def search_options(self) -> dict[str, Any]:
+        """The options that decide the tokens, as `generate` keyword arguments."""
+        return {key: getattr(self, key) for key in SEARCH_OPTIONS
+                if getattr(self, key) is not None}
+
+
+SEARCH_OPTIONS = ("max_new_tokens", "max_length", "min_new_tokens", "min_length", "num_beams",
+                  "early_stopping")
+
+
 class TranslationParameters(BaseModel):
-    """The `parameters` object of `POST /translate`."""
+    """The `parameters` object of `POST /translate`: the Hugging Face translation task spec
+    (`src_lang`, `tgt_lang`, `clean_up_tokenization_spaces`, `truncation`,
+    `generate_parameters`) and this service's earlier shorthands (`max_new_tokens`,
+    `num_beams`, `truncate`), which keep working; a value given both ways must agree."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +141,39 @@ class TranslationParameters(BaseModel):
     max_new_tokens: int | None = Field(default=None, ge=1)
     num_beams: int | None = Field(default=None, ge=1)
     truncate: bool = False
+    truncation: bool | Literal["do_not_truncate", "longest_first", "only_first",
+                               "only_second"] | None = None
+    clean_up_tokenization_spaces: bool = False  # the pipeline's default for translation
+    generate_parameters: TranslationGenerateParameters | None = None
+
+    @field_validator("truncation")
+    @classmethod
+    def _one_text(cls, value: Any) -> Any:
+        if value == "only_second":
+            raise ValueError("'only_second' truncates a second text; translation takes one")
+        return value
+
+    @model_validator(mode="after")
+    def _shorthands_agree(self) -> TranslationParameters:
+        spec = self.generate_parameters
+        for key in ("max_new_tokens", "num_beams"):
+            mine, theirs = getattr(self, key), getattr(spec, key) if spec else None
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(f"{key} is {mine} but generate_parameters.{key} is {theirs}")
+        return self
+
+    @property
+    def cuts(self) -> bool:
+        """Whether inputs longer than the model takes are cut (else refused)."""
+        return self.truncate or self.truncation in (True, "longest_first", "only_first")
+
+    def search_options(self) -> dict[str, Any]:
+        """`generate` keyword arguments this request sets, shorthands and spec form merged."""
+        options = self.generate_parameters.search_options() if self.generate_parameters else {}
+        for key in ("max_new_tokens", "num_beams"):
+            if getattr(self, key) is not None:
+                options[key] = getattr(self, key)
+        return options
 
 
 @dataclass(frozen=True)
@@ -551,19 +649,33 @@ class Translator:
 
     def generation_settings(self, params: TranslationParameters | None = None
                             ) -> GenerationSettings:
-        """The settings a request runs with: the pipeline's defaults, then the request's own."""
+        """The settings a request runs with: the pipeline's resolved generation config, updated
+        by the request's `generate` options as `generate(**kwargs)` updates it."""
         params = params or TranslationParameters()
-        settings = self._base_settings(self._pair(params))
-        if params.max_new_tokens is not None:
-            if params.max_new_tokens > self.max_new_tokens_limit:
-                raise InvalidInput(f"max_new_tokens must be at most {self.max_new_tokens_limit}",
-                                   "parameters.max_new_tokens")
-            settings = settings.with_overrides(max_length=params.max_new_tokens + 1)
-        if params.num_beams is not None:
-            if params.num_beams > self.max_beams:
-                raise InvalidInput(f"num_beams must be between 1 and {self.max_beams}",
-                                   "parameters.num_beams")
-            settings = settings.with_overrides(num_beams=params.num_beams)
+        options = params.search_options()
+        if not options:
+            return self._base_settings(self._pair(params))
+        pair = self._pair(params)
+        config = pipeline_generation_config(self.model_config, self.generation_config,
+                                            pair.task_params if pair else {})
+        config.update(options)
+        settings = settings_from_config(config, self.model_config.get("max_position_embeddings"))
+        where = "parameters.generate_parameters." if params.generate_parameters else "parameters."
+        if settings.max_length - 1 > self.max_new_tokens_limit:
+            if "max_new_tokens" not in options and "max_length" not in options:
+                settings = settings.with_overrides(max_length=self.max_new_tokens_limit + 1)
+            else:
+                key = "max_new_tokens" if "max_new_tokens" in options else "max_length"
+                field = ("parameters." if getattr(params, key, None) is not None else where) + key
+                raise InvalidInput(f"{key} must be at most {self.max_new_tokens_limit} new tokens",
+                                   field)
+        if settings.num_beams > self.max_beams:
+            if "num_beams" not in options:
+                settings = settings.with_overrides(num_beams=self.max_beams)
+            else:
+                field = "parameters.num_beams" if params.num_beams is not None \
+                    else where + "num_beams"
+                raise InvalidInput(f"num_beams must be between 1 and {self.max_beams}", field)
         return settings
 
     # --- encode / generate / decode --------------------------------------------------------------
@@ -598,7 +710,7 @@ class Translator:
             return []
         prefix = str(pair.task_params.get("prefix", "")) if pair else ""
         with tokenizing() as count_tokens:
-            encoded = self._encode(texts, prefix, params.truncate)
+            encoded = self._encode(texts, prefix, params.cuts)
             count_tokens(sum(len(ids) for ids in encoded))
         width = max(len(ids) for ids in encoded)
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else settings.pad_token_id
@@ -612,8 +724,10 @@ class Translator:
         return search(self.graphs, hidden, attention_mask, settings)
 
     def translate(self, texts: list[str], params: TranslationParameters | None = None) -> list[str]:
-        """Translations in input order, decoded as the pipeline does (specials skipped, no
-        clean-up of tokenization spaces)."""
+        """Translations in input order, decoded as the pipeline does (specials skipped; spaces
+        cleaned up only when asked, the pipeline's default)."""
+        params = params or TranslationParameters()
+        clean = params.clean_up_tokenization_spaces
         return [self.target_tokenizer.decode(ids, skip_special_tokens=True,
-                                             clean_up_tokenization_spaces=False)
+                                             clean_up_tokenization_spaces=clean)
                 for ids in self.translate_ids(texts, params)]
