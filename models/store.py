@@ -102,7 +102,7 @@ def resolve(name_or_tag: str) -> tuple[str, Path, dict]:
             "`python -m models build [--profile NAME] [MODEL ...]` (`python -m models list` "
             "shows what is there)"
         ) from None
-    except BentoMLException as err:  # e.g. an ambiguous version prefix
+    except (BentoMLException, ValueError) as err:  # an ambiguous version prefix, a bad tag
         raise ModelNotFound(str(err)) from None
     if model.info.labels.get(LABEL[0]) != LABEL[1]:
         raise ModelNotFound(f"{model.tag} was not built by `python -m models`")

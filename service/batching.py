@@ -74,6 +74,11 @@ class AdaptiveBatcher(Generic[T, R]):
     def queued(self) -> int:
         return self._queue.qsize() if self._queue else 0
 
+    @property
+    def busy(self) -> bool:
+        """Items queued or a batch running."""
+        return self.queued > 0 or self._running_since is not None
+
     def estimated_wait(self) -> float:
         """Seconds a request arriving now would wait before its first batch starts."""
         left = 0.0

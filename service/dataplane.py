@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -99,47 +99,108 @@ class DataPlane:
         self.ready = False
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def load(self, records: Sequence[ModelRecord] | None = None) -> None:
-        """Load and warm up every configured model; raises if any fails (start-up stops)."""
+    def load(self, records: Sequence[ModelRecord] | None = None,
+             configured_defaults: bool = True) -> None:
+        """Load and warm up every configured model; raises if any fails (start-up stops).
+        `configured_defaults`: apply `models.defaults` (a worker that joins after models were
+        unloaded may lack some, and takes the first model of each task instead)."""
         records = list(records) if records is not None else load_records(self.settings)
-        for warning in portability_warnings(records):
-            log.warning("%s", warning)
         configure_sessions(self.settings.models.threads, self.settings.models.allow_spinning)
         tracing.configure()
         # Sessions are built and warmed up side by side: ORT and tokenizers release the GIL,
         # so start-up takes less than the sum of the models' load times.
         with ThreadPoolExecutor(max_workers=max(1, min(len(records), LOAD_THREADS)),
                                 thread_name_prefix="load") as pool:
-            loaded = list(pool.map(self._load_runtime, records))
+            loaded = list(pool.map(self.load_runtime, records))
         for record, (runtime, seconds) in zip(records, loaded, strict=True):
-            spec = TASKS[record.task]
-            served = ServedModel(record, spec, runtime)
-            if spec.run_batch is not None:
-                served.batcher = self._make_batcher(served)
-            if spec.streams:
-                served.scheduler = self._make_scheduler(served)
-            self.models[record.name] = served
-            metrics.MODEL_INFO.labels(record.name, record.task, record.version,
-                                      record.optimization or "none",
-                                      record.quantization or "none").set(1)
-            log.info("loaded %s (%s) in %.2fs", record.tag, record.task, seconds)
+            self.install(record, runtime, seconds)
         for record in records:
             if record.default or record.task not in self.defaults:
                 self.defaults.setdefault(record.task, record.name)
                 if record.default:
                     self.defaults[record.task] = record.name
         for task, name in self.settings.models.defaults.items():
+            if not configured_defaults and name not in self.models:
+                continue
             if name not in self.models:
                 raise ModelNotFound(f"configured default for {task} is {name!r}, not served")
             self.defaults[task] = name
         self.ready = True
 
-    def _load_runtime(self, record: ModelRecord) -> tuple[Any, float]:
-        """A model's runtime, loaded and warmed up, and the seconds that took."""
+    def load_runtime(self, record: ModelRecord) -> tuple[Any, float]:
+        """A model's runtime, loaded and warmed up, and the seconds that took (any thread)."""
         started = time.perf_counter()
         runtime = TASKS[record.task].load(record.path, self.settings)
         runtime.warmup()
         return runtime, time.perf_counter() - started
+
+    def install(self, record: ModelRecord, runtime: Any, seconds: float) -> ServedModel | None:
+        """Serve a loaded runtime under its name (on the event loop's thread); returns the model
+        it replaces, if any, for `retire`. A task without a default model gets this one."""
+        for warning in portability_warnings([record]):
+            log.warning("%s", warning)
+        spec = TASKS[record.task]
+        served = ServedModel(record, spec, runtime)
+        if spec.run_batch is not None:
+            served.batcher = self._make_batcher(served)
+        if spec.streams:
+            served.scheduler = self._make_scheduler(served)
+        replaced = self.models.get(record.name)
+        if replaced is not None:
+            self._forget_metrics(replaced)
+        self.models[record.name] = served
+        if self.ready and record.task not in self.defaults:
+            self.defaults[record.task] = record.name
+        metrics.MODEL_INFO.labels(record.name, record.task, record.version,
+                                  record.optimization or "none",
+                                  record.quantization or "none").set(1)
+        log.info("loaded %s (%s) in %.2fs", record.tag, record.task, seconds)
+        return replaced
+
+    def uninstall(self, name: str) -> ServedModel:
+        """Stop serving a model (on the event loop's thread): new requests get 404, those in
+        flight finish (`retire` waits for them). If it was its task's default, another model
+        of the task becomes the default, else the task has none."""
+        served = self.models.pop(name, None)
+        if served is None:
+            raise ModelNotFound(f"model {name!r} is not served")
+        if self.defaults.get(served.task) == name:
+            others = [m.name for m in self.models.values() if m.task == served.task]
+            if others:
+                self.defaults[served.task] = others[0]
+            else:
+                del self.defaults[served.task]
+        self._forget_metrics(served)
+        log.info("unloaded %s (%s)", served.record.tag, served.task)
+        return served
+
+    @staticmethod
+    def _forget_metrics(served: ServedModel) -> None:
+        record = served.record
+        with suppress(KeyError):
+            metrics.MODEL_INFO.remove(record.name, record.task, record.version,
+                                      record.optimization or "none",
+                                      record.quantization or "none")
+
+    async def retire(self, served: ServedModel, grace_s: float = 60.0) -> None:
+        """Close a model that no longer takes requests once the ones it holds are done (or
+        after `grace_s`)."""
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and (
+                (served.batcher is not None and served.batcher.busy)
+                or (served.scheduler is not None and served.scheduler.in_flight)):
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(self._close_model, served)
+
+    @staticmethod
+    def _close_model(served: ServedModel) -> None:
+        if served.batcher:
+            served.batcher.close()
+        if served.scheduler:
+            served.scheduler.close()
+        encoder = getattr(served.runtime, "encoder", None)
+        if isinstance(encoder, EncoderModel):  # classification, QA, embeddings: runners
+            encoder.close()
 
     def _make_batcher(self, served: ServedModel) -> AdaptiveBatcher[Any, Any]:
         b = self.settings.batching
@@ -215,13 +276,7 @@ class DataPlane:
 
     def close(self) -> None:
         for served in self.models.values():
-            if served.batcher:
-                served.batcher.close()
-            if served.scheduler:
-                served.scheduler.close()
-            encoder = getattr(served.runtime, "encoder", None)
-            if isinstance(encoder, EncoderModel):  # classification, QA, embeddings: runners
-                encoder.close()
+            self._close_model(served)
         tracing.shutdown()
 
     # --- lookup ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from service.config import Settings
-from service.runtime.errors import ModelLoadError
+from service.runtime.errors import ModelLoadError, ModelNotFound
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,38 @@ def load_records(settings: Settings) -> list[ModelRecord]:
                 raise ModelLoadError(f"model {record.name} ({record.tag}) failed "
                                      f"verification: {err}") from None
     return records
+
+
+def stored_record(name_or_tag: str, verify: bool = True) -> ModelRecord:
+    """One stored model by name (its latest version) or `NAME:VERSION`, hashes verified: what
+    the repository extension loads. Raises ModelNotFound for a name the store lacks (requests
+    name models, never paths: a name with a `/` is no stored model either)."""
+    from models import store
+
+    if "/" in name_or_tag or "\\" in name_or_tag:
+        raise ModelNotFound(f"no model {name_or_tag!r} in the model store")
+    try:
+        record = _record(store.resolve(name_or_tag)[2])
+    except (store.ModelNotFound, LookupError) as err:
+        raise ModelNotFound(str(err)) from None
+    if verify:
+        try:
+            store.verify_files(record.path)
+        except store.ManifestError as err:
+            # An answer to a caller: the store's folder is named by the model's tag, not its path.
+            reason = str(err).replace(f" in {record.path}", "").replace(str(record.path),
+                                                                          record.tag)
+            raise ModelLoadError(f"model {record.name} ({record.tag}) failed verification: "
+                                 f"{reason}") from None
+    return record
+
+
+def stored_index() -> list[dict[str, Any]]:
+    """Every model this project built, its latest version only: name, version, task."""
+    from models import store
+
+    latest: dict[str, dict[str, Any]] = {}
+    for listing in store.list_models():  # by name, newest first
+        latest.setdefault(listing["name"], listing)
+    return [{"name": name, "version": entry["version"], "task": entry.get("task", "")}
+            for name, entry in latest.items()]

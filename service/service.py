@@ -20,6 +20,7 @@ from service.dataplane import DataPlane
 from service.http.app import create_app
 from service.http.json_not_found import JsonNotFoundMiddleware
 from service.kserve.grpc_server import GrpcServer, start_grpc_server, stop_grpc_server
+from service.model_control import ModelControl, SharedServedSet, prepare_shared_state
 from service.model_repository import load_records
 from service.runtime.errors import ModelLoadError
 from service.startup_guard import mark_worker_ready, watch_worker_starts
@@ -55,6 +56,8 @@ if _imported_by_bentoml_serve():
     # Any other start-up failure happens in the workers: stop after a bounded number of them
     # (service/startup_guard.py) instead of being respawned forever.
     watch_worker_starts()
+    # Where workers share the set of served models the repository extension changes.
+    prepare_shared_state()
 
 
 @bentoml.service(
@@ -72,8 +75,13 @@ if _imported_by_bentoml_serve():
 class NLPService:
     def __init__(self) -> None:
         self.plane = DataPlane(settings)
-        self.plane.load()
+        self.control = ModelControl(self.plane, SharedServedSet.from_environment())
+        configured = load_records(settings)
+        records = self.control.startup_records(configured)
+        # A worker respawned after models were unloaded serves what the others serve now.
+        self.plane.load(records, configured_defaults=records is configured)
         app.state.plane = self.plane
+        app.state.control = self.control
         self.grpc: GrpcServer | None = None
         mark_worker_ready()
 
@@ -83,11 +91,13 @@ class NLPService:
     @bentoml.on_startup
     async def start_grpc(self) -> None:
         # In the worker's event loop, so gRPC calls share this worker's models and batchers.
-        self.grpc = await start_grpc_server(self.plane, settings)
+        self.grpc = await start_grpc_server(self.plane, settings, self.control)
+        self.control.start()
 
     @bentoml.on_shutdown
     async def close(self) -> None:
         await stop_grpc_server(self.grpc)
+        await self.control.stop()
         self.plane.close()
 
 

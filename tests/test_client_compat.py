@@ -23,6 +23,18 @@ def url(live_server) -> str:
     return live_server.url
 
 
+def run_client_script(script: str) -> dict:
+    """Run a client script in a child process (InferenceClient refuses to run under
+    HF_HUB_OFFLINE=1; the script only talks to our URLs) and read the JSON it prints last."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE",
+                                                           "TRANSFORMERS_OFFLINE")}
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def run_inference_client(url: str) -> dict:
     """InferenceClient refuses to run under HF_HUB_OFFLINE=1, so it runs in a child process
     without it; it only talks to our URLs."""
@@ -65,13 +77,7 @@ def run_inference_client(url: str) -> dict:
             "The house is small.", normalize=True, truncate=True).tolist()
         print(json.dumps(out))
     """)
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE",
-                                                           "TRANSFORMERS_OFFLINE")}
-    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_client_script(script)
 
 
 def post(url: str, path: str, body: dict) -> object:
@@ -486,13 +492,7 @@ def run_async_inference_client(url: str) -> dict:
 
         asyncio.run(main())
     """)
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE",
-                                                           "TRANSFORMERS_OFFLINE")}
-    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_client_script(script)
 
 
 def test_async_huggingface_inference_client_works_unchanged(url):

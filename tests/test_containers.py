@@ -22,7 +22,6 @@ import platform
 import re
 import shutil
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -395,25 +394,11 @@ def test_bento_container_serves_from_its_own_models_read_only_as_uid_1034(bento)
 def test_sigterm_drains_the_streams_in_flight_and_the_container_exits_zero(serving, results):
     """Last user of the serving container: `docker stop` sends SIGTERM; streams that are
     answering finish to their last token and the container exits 0, well before its kill."""
-    body = {"inputs": "Once upon a time", "model": "tiny-gpt2", "stream": True,
-            "parameters": {"max_new_tokens": 200}}
+    from tests.test_faults import streams_in_flight
+
     streams = 4
-    first_events = threading.Barrier(streams + 1)
-
-    def generate() -> tuple[int, list[dict]]:
-        with requests.post(f"{serving.url}/generate", json=body, stream=True,
-                           timeout=120) as response:
-            events = []
-            for line in response.iter_lines():
-                if line.startswith(b"data:"):
-                    events.append(json.loads(line[5:]))
-                    if len(events) == 1:
-                        first_events.wait(timeout=60)
-            return response.status_code, events
-
     with ThreadPoolExecutor(streams) as pool:
-        futures = [pool.submit(generate) for _ in range(streams)]
-        first_events.wait(timeout=60)
+        futures = streams_in_flight(serving.url, streams, pool)
         in_flight = sum(1 for f in futures if not f.done())
         stopped = time.monotonic()
         run(serving.docker, "stop", "--time", "60", serving.name, timeout=120)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -207,18 +207,15 @@ def test_killed_worker_loses_only_its_requests_and_is_replaced(tiny_store, tmp_p
 
 # --- SIGTERM drains -----------------------------------------------------------------------------
 
-def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tiny_store, tmp_path):
-    """Streams that have started answering when SIGTERM arrives run to their last token; a new
-    connection is refused; the server exits 0."""
-    server = start_server(tiny_store, tmp_path / "server.log")
+def streams_in_flight(url: str, count: int, pool: ThreadPoolExecutor) -> list[Future]:
+    """`count` long TGI generation streams, returned once every one has sent its first event
+    (all are answering: in flight). Each future gives (status, events)."""
     body = {"inputs": "Once upon a time", "model": "tiny-gpt2", "stream": True,
             "parameters": {"max_new_tokens": 200}}
-    streams = 8
-    first_events = threading.Barrier(streams + 1)
+    first_events = threading.Barrier(count + 1)
 
     def generate() -> tuple[int, list[dict]]:
-        with requests.post(f"{server.url}/generate", json=body, stream=True,
-                           timeout=120) as response:
+        with requests.post(f"{url}/generate", json=body, stream=True, timeout=120) as response:
             events = []
             for line in response.iter_lines():
                 if line.startswith(b"data:"):
@@ -227,10 +224,19 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tiny_store, tmp_
                         first_events.wait(timeout=60)
             return response.status_code, events
 
+    futures = [pool.submit(generate) for _ in range(count)]
+    first_events.wait(timeout=60)
+    return futures
+
+
+def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tiny_store, tmp_path):
+    """Streams that have started answering when SIGTERM arrives run to their last token; a new
+    connection is refused; the server exits 0."""
+    server = start_server(tiny_store, tmp_path / "server.log")
+    streams = 8
     try:
         with ThreadPoolExecutor(streams) as pool:
-            futures = [pool.submit(generate) for _ in range(streams)]
-            first_events.wait(timeout=60)  # every stream is answering: in flight
+            futures = streams_in_flight(server.url, streams, pool)
             server.process.send_signal(signal.SIGTERM)
             terminated = time.monotonic()
             in_flight = sum(1 for f in futures if not f.done())

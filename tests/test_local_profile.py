@@ -144,7 +144,7 @@ def _served_greedy(url: str, prompt: str) -> tuple[list[int], requests.Response]
         "inputs": prompt, "parameters": {"max_new_tokens": NEW_TOKENS, "details": True}},
         timeout=120)
     assert response.status_code == 200, response.text
-    return [t["id"] for t in response.json()[0]["details"]["tokens"]], response
+    return [t["id"] for t in response.json()["details"]["tokens"]], response
 
 
 # --- SmolLM2 ----------------------------------------------------------------------------------

@@ -7,16 +7,13 @@ this app).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from service.api_keys import ApiKeys
-from service.http.errors import serving_error_body
-from service.runtime.errors import ServingError
+from starlette.types import ASGIApp, Scope
 
-Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+from service.api_keys import ApiKeys
+from service.http.errors import send_refusal
+from service.runtime.errors import ServingError
 
 OPEN_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
 
@@ -36,12 +33,6 @@ class ApiKeyMiddleware:
         try:
             self.keys.check(header)
         except ServingError as refusal:
-            status, body = serving_error_body(scope.get("path", ""), refusal)
-            payload = json.dumps(body).encode()
-            headers = [(b"content-type", b"application/json"),
-                       (b"content-length", str(len(payload)).encode())]
-            headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()]
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
+            await send_refusal(scope, send, refusal)
             return
         await self.app(scope, receive, send)

@@ -19,6 +19,7 @@ from service.http.request_deadline import RequestDeadlineMiddleware
 from service.http.task_routes import router as task_router
 from service.http.tokenizer_routes import router as tokenizer_router
 from service.kserve.generate_routes import router as kserve_generate_router
+from service.kserve.repository_routes import router as kserve_repository_router
 from service.kserve.rest_routes import router as kserve_router
 from service.request_logging import install_request_logging
 
@@ -48,4 +49,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai_embeddings_router)
     app.include_router(kserve_router)
     app.include_router(kserve_generate_router)
+    app.include_router(kserve_repository_router)
     return app

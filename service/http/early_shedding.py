@@ -16,18 +16,11 @@ refused; the batcher's own check stays in place for everything this one lets thr
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.http.errors import serving_error_body
+from service.http.errors import send_refusal
 from service.runtime.errors import Overloaded
 from service.runtime.registry import TASKS
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The batched tasks' routes (the registry's endpoints): generation is admitted by its scheduler.
 TASK_ROUTES = {f"/{spec.endpoint}": spec.name for spec in TASKS.values()
@@ -43,7 +36,7 @@ class EarlySheddingMiddleware:
         if scope["type"] == "http" and scope.get("method") == "POST":
             refusal = self._refusal(scope)
             if refusal is not None:
-                await _answer(scope, send, refusal)
+                await send_refusal(scope, send, refusal)
                 return
         await self.app(scope, receive, send)
 
@@ -61,12 +54,3 @@ class EarlySheddingMiddleware:
             return plane.shed(name=path[len(V2_PREFIX):-len(V2_SUFFIX)])
         return None
 
-
-async def _answer(scope: Scope, send: Send, refusal: Overloaded) -> None:
-    status, body = serving_error_body(scope.get("path", ""), refusal)
-    payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(payload)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})

@@ -6,6 +6,7 @@ Task routes answer `{"error": message, "field": dotted.path}`; the `/v1` routes 
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -36,6 +37,18 @@ def error_body(path: str, status: int, message: str, field: str | None = None,
 def serving_error_body(path: str, exc: ServingError) -> tuple[int, dict]:
     """`error_body` for a data-plane error, from what the error class states."""
     return error_body(path, exc.http_status, exc.message, exc.field, exc.kind, exc.code)
+
+
+async def send_refusal(scope: Any, send: Any, refusal: ServingError) -> None:
+    """Answer a refusal from ASGI middleware, before any route ran (shedding, API keys): the
+    same JSON error and headers (`Retry-After`, `WWW-Authenticate`) a route would give."""
+    status, body = serving_error_body(scope.get("path", ""), refusal)
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(payload)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def error_response(request: Request, status: int, message: str, field: str | None = None,

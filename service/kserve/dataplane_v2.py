@@ -32,9 +32,10 @@ SERVER_VERSION = "0.1.0"
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 # What ServerMetadata lists: the REST binary tensor extension, the Triton model configuration
-# and statistics extensions (read by perf_analyzer) and request parameters.
+# and statistics extensions (read by perf_analyzer), request parameters, and Triton's generate
+# and model repository extensions (service/kserve/generate_routes.py, repository_routes.py).
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "parameters",
-              "generate")
+              "generate", "model_repository")
 
 # The one version every v2 route names a served model by (metadata, ready, infer, statistics):
 # Triton numbers versions, and perf_analyzer parses the statistics' version as an integer

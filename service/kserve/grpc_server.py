@@ -15,6 +15,7 @@ the models are loaded, NOT_SERVING while shutting down) and server reflection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from service.kserve.tensors import (
     tensor_from_values,
     tensor_raw_bytes,
 )
+from service.model_control import ModelControl
 from service.runtime.errors import InvalidInput
 
 log = logging.getLogger("service.kserve.grpc")
@@ -119,10 +121,12 @@ def metadata_to_pb(metadata: dict[str, Any]) -> pb.ModelMetadataResponse:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """`inference.GRPCInferenceService` over the v2 data plane."""
+    """`inference.GRPCInferenceService` over the v2 data plane (and the model repository
+    extension over the worker's `ModelControl`)."""
 
-    def __init__(self, v2: V2DataPlane) -> None:
+    def __init__(self, v2: V2DataPlane, control: ModelControl | None = None) -> None:
         self.v2 = v2
+        self.control = control or ModelControl(v2.plane)
 
     @maps_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any
@@ -169,6 +173,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                                        PROTOCOL)
         return response_to_pb(response)
 
+    @maps_errors
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any
+                              ) -> pb.RepositoryIndexResponse:
+        entries = await asyncio.to_thread(self.control.index, request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries])
+
+    @maps_errors
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any
+                                  ) -> pb.RepositoryModelLoadResponse:
+        await self.control.load(request.model_name, parameters_from_pb(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    @maps_errors
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
+                                    context: Any) -> pb.RepositoryModelUnloadResponse:
+        await self.control.unload(request.model_name, parameters_from_pb(request.parameters))
+        return pb.RepositoryModelUnloadResponse()
+
 
 # --- lifecycle --------------------------------------------------------------------------------
 
@@ -186,7 +209,8 @@ def bind_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def start_grpc_server(plane: DataPlane, settings: Settings) -> GrpcServer:
+async def start_grpc_server(plane: DataPlane, settings: Settings,
+                            control: ModelControl | None = None) -> GrpcServer:
     """Serve v2 gRPC, health and reflection on `settings.server.grpc_port` in this event loop.
 
     Raises when the port cannot be bound: the contract promises gRPC, so start-up fails loudly.
@@ -200,8 +224,8 @@ async def start_grpc_server(plane: DataPlane, settings: Settings) -> GrpcServer:
     ]
     server = grpc.aio.server(
         options=options, interceptors=[ApiKeyInterceptor(ApiKeys.from_settings(server_settings))])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(V2DataPlane(plane)),
-                                                       server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(V2DataPlane(plane), control), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
