@@ -155,7 +155,9 @@ class ModelControl:
     def startup_records(self, configured: list[ModelRecord]) -> list[ModelRecord]:
         """What this worker loads at start: the published set when there is one (a respawned
         worker joins the others as they are now), else the configured models."""
+        # Registered before loading: a change published meanwhile waits for this worker too.
         published = self.shared.read()
+        self.shared.acknowledge(published[0] if published else 0)
         if published is None:
             return configured
         self.applied, models = published

@@ -43,8 +43,24 @@ def store(tiny_store, tmp_path_factory) -> Path:
 def server(store, tmp_path_factory):
     server = start_server(store, tmp_path_factory.mktemp("repository") / "server.log", {
         "NLP_MODELS_SERVE": f"{SERVED},{GENERATOR}", "NLP_SERVER_WORKERS": "2"})
+    # /readyz answers once one worker is ready; the tests need both to have joined.
+    deadline = time.monotonic() + 120
+    while len(_joined_workers(server)) < 2:
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.25)
     yield server
     server.stop()
+
+
+def _joined_workers(server) -> list[Path]:
+    """The workers registered in the shared served set (service/model_control.py)."""
+    from service.model_control import STATE_DIR_ENV
+
+    workers = worker_processes(server.process.pid)
+    if not workers:
+        return []
+    directory = Path(workers[0].environ()[STATE_DIR_ENV])
+    return list(directory.glob("ack-*.json"))
 
 
 @pytest.fixture(scope="module")
