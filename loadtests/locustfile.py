@@ -69,6 +69,7 @@ if os.environ.get("LOADTEST_SHAPE", "").strip():
 
 # --- payloads ------------------------------------------------------------------------------
 
+
 def _load_sentences() -> list[str]:
     with CORPUS.open(encoding="utf-8") as f:
         rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -130,9 +131,14 @@ def served_models(host: str) -> dict[str, str]:
             if not found["chat"]:
                 for name in generators:  # the first one with a chat template
                     try:
-                        _http_json(f"{host.rstrip('/')}/v1/chat/completions", {
-                            "model": name, "max_tokens": 1,
-                            "messages": [{"role": "user", "content": "Hi"}]})
+                        _http_json(
+                            f"{host.rstrip('/')}/v1/chat/completions",
+                            {
+                                "model": name,
+                                "max_tokens": 1,
+                                "messages": [{"role": "user", "content": "Hi"}],
+                            },
+                        )
                     except Exception:  # noqa: BLE001 - 400: no chat template
                         continue
                     found["chat"] = name
@@ -156,16 +162,17 @@ def _open_samples(environment, **_kwargs):
         Path(folder).mkdir(parents=True, exist_ok=True)
         # Host name too: distributed workers in containers may share a pid (and a volume).
         path = Path(folder) / f"samples-{socket.gethostname()}-{os.getpid()}.csv"
-        _samples_file = open(path, "w",  # noqa: SIM115
-                             encoding="utf-8", buffering=1 << 16)
+        _samples_file = open(path, "w", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
         _samples_file.write("time,type,name,ms,ok,users\n")
 
 
 @events.request.add_listener
 def _record_sample(request_type, name, response_time, exception=None, **_kwargs):
     if _samples_file is not None:
-        _samples_file.write(f"{time.time():.3f},{request_type},{name},{response_time:.3f},"
-                            f"{0 if exception else 1},{_runner_user_count()}\n")
+        _samples_file.write(
+            f"{time.time():.3f},{request_type},{name},{response_time:.3f},"
+            f"{0 if exception else 1},{_runner_user_count()}\n"
+        )
 
 
 def _runner_user_count() -> int:
@@ -186,6 +193,7 @@ def _flush_samples(**_kwargs):
 
 
 # --- HTTP users ----------------------------------------------------------------------------
+
 
 def _http_error(response) -> str:
     if not response.status_code:  # no HTTP answer at all
@@ -222,8 +230,9 @@ class _HttpTaskUser(FastHttpUser):
         events_seen = 0
         error = None
         length = 0
-        with self.client.post(path, json=body, name=name, stream=True,
-                              catch_response=True) as response:
+        with self.client.post(
+            path, json=body, name=name, stream=True, catch_response=True
+        ) as response:
             if response.status_code != 200:
                 error = _http_error(response)
             else:
@@ -263,8 +272,13 @@ class _HttpTaskUser(FastHttpUser):
                 response.success()
         if ttft_ms is not None:
             self.environment.events.request.fire(
-                request_type="TTFT", name=f"{name} TTFT", response_time=ttft_ms,
-                response_length=0, exception=None, context={})
+                request_type="TTFT",
+                name=f"{name} TTFT",
+                response_time=ttft_ms,
+                response_length=0,
+                exception=None,
+                context={},
+            )
 
 
 def _is_list(body) -> bool:
@@ -283,8 +297,12 @@ class ClassifyUser(_HttpTaskUser):
         params = {"truncate": True}
         if random.random() < 0.3:
             params["top_k"] = 2
-        self.post_json("/classify", {"inputs": inputs, "parameters": params}, "/classify",
-                       lambda b: _is_list(b) and len(b) == len(texts))
+        self.post_json(
+            "/classify",
+            {"inputs": inputs, "parameters": params},
+            "/classify",
+            lambda b: _is_list(b) and len(b) == len(texts),
+        )
 
 
 class EmbedUser(_HttpTaskUser):
@@ -295,8 +313,12 @@ class EmbedUser(_HttpTaskUser):
     @task
     def embed(self) -> None:
         texts = sentences(1, 1) if random.random() < 0.6 else sentences(2, 16)
-        self.post_json("/embed", {"inputs": texts, "parameters": {"truncate": True}}, "/embed",
-                       lambda b: _is_list(b) and len(b) == len(texts))
+        self.post_json(
+            "/embed",
+            {"inputs": texts, "parameters": {"truncate": True}},
+            "/embed",
+            lambda b: _is_list(b) and len(b) == len(texts),
+        )
 
 
 class AnswerUser(_HttpTaskUser):
@@ -308,8 +330,7 @@ class AnswerUser(_HttpTaskUser):
     def answer(self) -> None:
         item = random.choice(QA)
         body = {"inputs": {"question": item["question"], "context": item["context"]}}
-        self.post_json("/answer", body, "/answer",
-                       lambda b: isinstance(b, dict) and "answer" in b)
+        self.post_json("/answer", body, "/answer", lambda b: isinstance(b, dict) and "answer" in b)
 
 
 def _generation_parameters(prompt_words: int) -> dict:
@@ -328,8 +349,9 @@ class GenerateUser(_HttpTaskUser):
     def generate(self) -> None:
         item = random.choice(PROMPTS)
         body = {"inputs": item["prompt"], "parameters": _generation_parameters(item["words"])}
-        self.post_json("/generate", body, "/generate",
-                       lambda b: isinstance(b, dict) and "generated_text" in b)
+        self.post_json(
+            "/generate", body, "/generate", lambda b: isinstance(b, dict) and "generated_text" in b
+        )
 
 
 class GenerateStreamUser(_HttpTaskUser):
@@ -340,8 +362,11 @@ class GenerateStreamUser(_HttpTaskUser):
     @task
     def generate_stream(self) -> None:
         item = random.choice(PROMPTS)
-        body = {"inputs": item["prompt"], "stream": True,
-                "parameters": _generation_parameters(item["words"])}
+        body = {
+            "inputs": item["prompt"],
+            "stream": True,
+            "parameters": _generation_parameters(item["words"]),
+        }
         self.post_stream("/generate", body, "/generate stream", lambda e: "token" in e)
 
 
@@ -355,8 +380,12 @@ class TranslateUser(_HttpTaskUser):
     def translate(self) -> None:
         text = random.choice(SENTENCES)
         params = {"max_new_tokens": min(64, 8 + int(1.5 * len(text.split()))), "truncate": True}
-        self.post_json("/translate", {"inputs": text, "parameters": params}, "/translate",
-                       lambda b: _is_list(b) and "translation_text" in b[0])
+        self.post_json(
+            "/translate",
+            {"inputs": text, "parameters": params},
+            "/translate",
+            lambda b: _is_list(b) and "translation_text" in b[0],
+        )
 
 
 class OpenAIUser(_HttpTaskUser):
@@ -376,20 +405,36 @@ class OpenAIUser(_HttpTaskUser):
         if not self.completion_model:
             return
         item = random.choice(SHORT_PROMPTS)
-        body = {"model": self.completion_model, "prompt": item["prompt"],
-                "max_tokens": random.choice((16, 32)), "temperature": random.choice((0, 0.7))}
-        self.post_json("/v1/completions", body, "/v1/completions",
-                       lambda b: isinstance(b, dict) and bool(b.get("choices")))
+        body = {
+            "model": self.completion_model,
+            "prompt": item["prompt"],
+            "max_tokens": random.choice((16, 32)),
+            "temperature": random.choice((0, 0.7)),
+        }
+        self.post_json(
+            "/v1/completions",
+            body,
+            "/v1/completions",
+            lambda b: isinstance(b, dict) and bool(b.get("choices")),
+        )
 
     @task(1)
     def chat_stream(self) -> None:
         if not self.chat_model:
             return
-        body = {"model": self.chat_model, "messages": random.choice(CHATS)["messages"],
-                "max_tokens": random.choice((16, 32)), "temperature": 0.7, "stream": True}
+        body = {
+            "model": self.chat_model,
+            "messages": random.choice(CHATS)["messages"],
+            "max_tokens": random.choice((16, 32)),
+            "temperature": 0.7,
+            "stream": True,
+        }
         self.post_stream(
-            "/v1/chat/completions", body, "/v1/chat/completions stream",
-            lambda e: bool(e.get("choices")) and "content" in e["choices"][0].get("delta", {}))
+            "/v1/chat/completions",
+            body,
+            "/v1/chat/completions stream",
+            lambda e: bool(e.get("choices")) and "content" in e["choices"][0].get("delta", {}),
+        )
 
 
 # --- KServe v2 gRPC user ---------------------------------------------------------------------
@@ -431,8 +476,9 @@ if GRPC_HOST:
             try:
                 # Like the HTTP users: a few corpus sentences are longer than a tiny model's
                 # 128 positions, which the service refuses unless truncation is asked for.
-                result = self.client.infer(self.model, [tensor], client_timeout=60.0,
-                                           parameters={"truncate": True})
+                result = self.client.infer(
+                    self.model, [tensor], client_timeout=60.0, parameters={"truncate": True}
+                )
                 labels = result.as_numpy("label")
                 if labels is None or labels.shape[0] != 1:
                     raise ValueError(f"unexpected outputs: {result.get_response(as_json=True)}")
@@ -443,6 +489,11 @@ if GRPC_HOST:
             except Exception as err:  # noqa: BLE001 - every failure is reported to Locust
                 exception = err
             self.environment.events.request.fire(
-                request_type="grpc", name="ModelInfer text-classification",
-                response_time=(time.perf_counter() - start) * 1000, response_length=length,
-                exception=exception, context={}, start_time=start_time)
+                request_type="grpc",
+                name="ModelInfer text-classification",
+                response_time=(time.perf_counter() - start) * 1000,
+                response_length=length,
+                exception=exception,
+                context={},
+                start_time=start_time,
+            )

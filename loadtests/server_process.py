@@ -24,8 +24,14 @@ def free_port() -> int:
 
 def build_store(bentoml_home: Path, profile: str = "tiny") -> None:
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "models", "build", "--profile", profile],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "models", "build", "--profile", profile],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 def private_home(shared: Path, home: Path) -> Path:
@@ -69,9 +75,14 @@ class PortCollision(RuntimeError):
     """The server lost a race for a port between choosing it and binding it."""
 
 
-def start_server(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None = None,
-                 timeout: float = 120.0, attempts: int = 3,
-                 poll_interval: float = 0.25) -> LiveServer:
+def start_server(
+    bentoml_home: Path,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    attempts: int = 3,
+    poll_interval: float = 0.25,
+) -> LiveServer:
     """Start a server; retry on fresh ports when a port was taken in the meantime.
 
     Free ports are only free until someone binds them: ours (HTTP, gRPC) and the ones BentoML's
@@ -87,8 +98,13 @@ def start_server(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] |
     raise AssertionError("unreachable")
 
 
-def _start_once(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None,
-                timeout: float, poll_interval: float = 0.25) -> LiveServer:
+def _start_once(
+    bentoml_home: Path,
+    log_path: Path,
+    extra_env: dict[str, str] | None,
+    timeout: float,
+    poll_interval: float = 0.25,
+) -> LiveServer:
     port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -102,9 +118,22 @@ def _start_once(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | 
     }
     log = log_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:NLPService",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "service.service:NLPService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     server = LiveServer(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path)
     if wait_until_ok(f"{server.url}/readyz", process, timeout, poll_interval):
@@ -117,8 +146,9 @@ def _start_once(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | 
     raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()[-4000:]}")
 
 
-def wait_until_ok(url: str, process: subprocess.Popen, timeout: float,
-                  poll_interval: float = 0.25) -> bool:
+def wait_until_ok(
+    url: str, process: subprocess.Popen, timeout: float, poll_interval: float = 0.25
+) -> bool:
     """Poll `url` until it answers 200 (True), or `process` exits or `timeout` passes (False).
     Connection errors only mean the server is not listening yet."""
     deadline = time.monotonic() + timeout

@@ -33,8 +33,9 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
-def step_plan(users: int, duration: float, steps: int = 0, start: int = 0
-              ) -> list[tuple[float, int]]:
+def step_plan(
+    users: int, duration: float, steps: int = 0, start: int = 0
+) -> list[tuple[float, int]]:
     """[(start_s, users)] of the step ramp: `steps` equally long steps, the users rising evenly
     from `start` (default users/steps) to `users`."""
     if steps <= 0:
@@ -45,8 +46,7 @@ def step_plan(users: int, duration: float, steps: int = 0, start: int = 0
     length = duration / steps
     if steps == 1:
         return [(0.0, users)]
-    return [(i * length, round(first + (users - first) * i / (steps - 1)))
-            for i in range(steps)]
+    return [(i * length, round(first + (users - first) * i / (steps - 1))) for i in range(steps)]
 
 
 class _Shape(LoadTestShape):
@@ -85,8 +85,12 @@ class StepShape(_Shape):
 
     def __init__(self) -> None:
         super().__init__()
-        self.plan = step_plan(self.users, self.duration, _env_int("LOADTEST_STEPS", 0),
-                              _env_int("LOADTEST_START_USERS", 0))
+        self.plan = step_plan(
+            self.users,
+            self.duration,
+            _env_int("LOADTEST_STEPS", 0),
+            _env_int("LOADTEST_START_USERS", 0),
+        )
 
     def tick(self):
         t = self.get_run_time()

@@ -55,8 +55,7 @@ def sample_rss(server_pid: int, path: Path, stop: threading.Event, every: float 
 def start_sampling(server_pid: int, path: Path, every: float = 5.0) -> threading.Event:
     """Sample in a daemon thread; set the returned event to stop."""
     stop = threading.Event()
-    threading.Thread(target=sample_rss, args=(server_pid, path, stop, every),
-                     daemon=True).start()
+    threading.Thread(target=sample_rss, args=(server_pid, path, stop, every), daemon=True).start()
     return stop
 
 
@@ -78,8 +77,7 @@ def rss_growth(path: Path, after_s: float = 120.0, window_s: float = 60.0) -> li
     rows: dict[int, list[tuple[float, int]]] = {}
     with Path(path).open(encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            rows.setdefault(int(row["pid"]), []).append((float(row["time"]),
-                                                         int(row["rss_bytes"])))
+            rows.setdefault(int(row["pid"]), []).append((float(row["time"]), int(row["rss_bytes"])))
     if not rows:
         return []
     t0 = min(t for samples in rows.values() for t, _ in samples)

@@ -23,11 +23,25 @@ from models.layout import graph_files, prune_unserved_graphs
 from models.sources import Source, resolve_source
 
 # Packages whose versions change the exported files (recorded, and part of the version).
-EXPORTER_PACKAGES = ("optimum", "optimum-onnx", "transformers", "tokenizers", "torch",
-                     "onnx", "onnxruntime", "sentence-transformers", "onnxruntime-genai")
+EXPORTER_PACKAGES = (
+    "optimum",
+    "optimum-onnx",
+    "transformers",
+    "tokenizers",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "sentence-transformers",
+    "onnxruntime-genai",
+)
 # The modules whose code shapes the serving folder (a change to them means a new version).
-PIPELINE_MODULES = ("export.py", "marian_tokenizer.py", "optimize.py", "layout.py",
-                    "genai_export.py")
+PIPELINE_MODULES = (
+    "export.py",
+    "marian_tokenizer.py",
+    "optimize.py",
+    "layout.py",
+    "genai_export.py",
+)
 PER_CHANNEL = True  # per-channel int8 weights: MiniLM cosine 0.97 vs 0.87 per-tensor (measured)
 
 
@@ -86,9 +100,14 @@ def build_model(spec: ModelSpec, profile: str) -> BuildResult:
     version = store.model_version(identity)
     existing = store.find(spec.name, version)
     if existing:
-        return BuildResult(spec.name, existing["tag"], "already built", existing["path"],
-                           parity=existing.get("parity", {}),
-                           seconds=time.perf_counter() - started)
+        return BuildResult(
+            spec.name,
+            existing["tag"],
+            "already built",
+            existing["path"],
+            parity=existing.get("parity", {}),
+            seconds=time.perf_counter() - started,
+        )
 
     from models.optimize import optimize_graphs, quantize_graphs
     from models.parity import check_parity, stage_name
@@ -107,8 +126,9 @@ def build_model(spec: ModelSpec, profile: str) -> BuildResult:
         checkpoint = step("checkpoint", source.fetch, Path(work))
         serving = Path(work) / "serving"
         if spec.graph == "genai":
-            return _build_genai(spec, profile, source, identity, version, checkpoint, serving,
-                                step, steps, started)
+            return _build_genai(
+                spec, profile, source, identity, version, checkpoint, serving, step, steps, started
+            )
         from models.export import export_onnx
 
         step("export", export_onnx, checkpoint, serving, spec.task)
@@ -116,22 +136,46 @@ def build_model(spec: ModelSpec, profile: str) -> BuildResult:
         if spec.optimize:
             step(spec.optimize, optimize_graphs, serving, spec.task, spec.optimize)
         if spec.quantize:
-            quantization_config = step(spec.quantize, quantize_graphs, serving, spec.task,
-                                       per_channel=PER_CHANNEL)
+            quantization_config = step(
+                spec.quantize, quantize_graphs, serving, spec.task, per_channel=PER_CHANNEL
+            )
         prune_unserved_graphs(serving, spec.task)
         if spec.optimize or spec.quantize:
             stage = stage_name(spec.optimize, spec.quantize)
-            parity[stage] = step(f"parity {stage}", check_parity, checkpoint, serving,
-                                 spec.task, spec.optimize, spec.quantize)
+            parity[stage] = step(
+                f"parity {stage}",
+                check_parity,
+                checkpoint,
+                serving,
+                spec.task,
+                spec.optimize,
+                spec.quantize,
+            )
         metadata = describe(spec, profile, source, serving, identity, parity, quantization_config)
         listing = step("store", store.save, spec.name, version, serving, metadata)
-    return BuildResult(spec.name, listing["tag"], "built", listing["path"], steps, parity,
-                       time.perf_counter() - started)
+    return BuildResult(
+        spec.name,
+        listing["tag"],
+        "built",
+        listing["path"],
+        steps,
+        parity,
+        time.perf_counter() - started,
+    )
 
 
-def _build_genai(spec: ModelSpec, profile: str, source: Source, identity: dict, version: str,
-                 checkpoint: Path, serving: Path, step, steps: list, started: float
-                 ) -> BuildResult:
+def _build_genai(
+    spec: ModelSpec,
+    profile: str,
+    source: Source,
+    identity: dict,
+    version: str,
+    checkpoint: Path,
+    serving: Path,
+    step,
+    steps: list,
+    started: float,
+) -> BuildResult:
     """A decoder written by ONNX Runtime GenAI's builder at the spec's precision, checked against
     PyTorch with that precision's tolerance (int4: a perplexity bound, see models/parity.py)."""
     from models.genai_export import build_decoder
@@ -140,12 +184,20 @@ def _build_genai(spec: ModelSpec, profile: str, source: Source, identity: dict, 
     precision = spec.quantize or "fp32"
     step(f"export (genai {precision})", build_decoder, checkpoint, serving, precision)
     label = "parity" if precision == "fp32" else f"parity {precision}"
-    parity = {precision: step(label, check_parity, checkpoint, serving, spec.task,
-                              None, spec.quantize)}
+    parity = {
+        precision: step(label, check_parity, checkpoint, serving, spec.task, None, spec.quantize)
+    }
     metadata = describe(spec, profile, source, serving, identity, parity, None)
     listing = step("store", store.save, spec.name, version, serving, metadata)
-    return BuildResult(spec.name, listing["tag"], "built", listing["path"], steps, parity,
-                       time.perf_counter() - started)
+    return BuildResult(
+        spec.name,
+        listing["tag"],
+        "built",
+        listing["path"],
+        steps,
+        parity,
+        time.perf_counter() - started,
+    )
 
 
 def describe(

@@ -73,11 +73,14 @@ class ModelSpec:
             if self.task != "text-generation":
                 raise CatalogError(f"{where}: graph genai writes decoders only (text-generation)")
             if self.optimize or self.quantize == "int8":
-                raise CatalogError(f"{where}: graph genai is optimized by its builder; "
-                                   "optimize must be null and quantize null or int4")
+                raise CatalogError(
+                    f"{where}: graph genai is optimized by its builder; "
+                    "optimize must be null and quantize null or int4"
+                )
         elif self.quantize == "int4":
-            raise CatalogError(f"{where}: quantize int4 needs graph genai (the builder's "
-                               "blockwise 4-bit weights)")
+            raise CatalogError(
+                f"{where}: quantize int4 needs graph genai (the builder's blockwise 4-bit weights)"
+            )
         try:
             parse_source(self.source)
         except CatalogError as err:

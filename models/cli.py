@@ -25,8 +25,15 @@ from models.catalog import SCHEMES, CatalogError, ModelSpec, load_catalog
 from models.layout import TASKS
 
 EXPORT_PROFILE = "custom"  # the profile recorded for one-off `export`s (no catalog entry)
-NOISY_LOGGERS = ("transformers", "optimum", "onnxruntime", "torch", "sentence_transformers",
-                 "huggingface_hub", "bentoml")
+NOISY_LOGGERS = (
+    "transformers",
+    "optimum",
+    "onnxruntime",
+    "torch",
+    "sentence_transformers",
+    "huggingface_hub",
+    "bentoml",
+)
 
 
 # The export side (torch, transformers, Optimum) is locked for this Python only
@@ -49,19 +56,27 @@ def _export_side_ready() -> bool:
     """Say plainly when the export side is missing or on a Python it is not locked for."""
     import importlib.util
 
-    missing = [name for name in ("torch", "transformers", "optimum")
-               if importlib.util.find_spec(name) is None]
+    missing = [
+        name
+        for name in ("torch", "transformers", "optimum")
+        if importlib.util.find_spec(name) is None
+    ]
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     locked = ".".join(map(str, EXPORT_PYTHON))
     if missing:
-        print(f"error: exporting needs the export side ({', '.join(missing)} not installed): "
-              f"on Python {locked}, `make install` (requirements/dev.txt) or "
-              "`pip install --require-hashes --no-deps -r requirements/export.txt`",
-              file=sys.stderr)
+        print(
+            f"error: exporting needs the export side ({', '.join(missing)} not installed): "
+            f"on Python {locked}, `make install` (requirements/dev.txt) or "
+            "`pip install --require-hashes --no-deps -r requirements/export.txt`",
+            file=sys.stderr,
+        )
         return False
     if sys.version_info[:2] != EXPORT_PYTHON:
-        print(f"warning: the export side is locked and tested on Python {locked} only; this is "
-              f"Python {here} (serving is tested on 3.11, 3.12 and 3.13)", file=sys.stderr)
+        print(
+            f"warning: the export side is locked and tested on Python {locked} only; this is "
+            f"Python {here} (serving is tested on 3.11, 3.12 and 3.13)",
+            file=sys.stderr,
+        )
     return True
 
 
@@ -111,14 +126,26 @@ def list_command(args: argparse.Namespace) -> int:
     rows = [("TAG", "TASK", "PROFILE", "GRAPH", "OPT", "QUANT", "SIZE", "CREATED", "SOURCE")]
     for m in models:
         size = f"{m.get('size_bytes', 0) / 1e6:.1f} MB"
-        rows.append((m["tag"], m["task"], str(m.get("profile")), m.get("graph") or "optimum",
-                     m.get("optimization") or "-",
-                     m.get("quantization") or "-", size, m.get("created", "")[:19],
-                     m.get("source", "")))
+        rows.append(
+            (
+                m["tag"],
+                m["task"],
+                str(m.get("profile")),
+                m.get("graph") or "optimum",
+                m.get("optimization") or "-",
+                m.get("quantization") or "-",
+                size,
+                m.get("created", "")[:19],
+                m.get("source", ""),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-              + "  " + row[-1])
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[-1]
+        )
     if not models:
         print("(no models yet: python -m models build)")
     return 0
@@ -186,8 +213,11 @@ def _parity_summary(report: dict) -> str:
     if report["stage"] != "fp32":
         if agreements:
             text += f" argmax-agreement={min(agreements):.2f}"
-        confident = [(f["confident_agreement"], f["confident_rows"], f["rows"])
-                     for f in outputs if "confident_rows" in f]
+        confident = [
+            (f["confident_agreement"], f["confident_rows"], f["rows"])
+            for f in outputs
+            if "confident_rows" in f
+        ]
         if confident:
             share, count, rows = min(confident)
             text += f" ({share:.2f} on {count}/{rows} confident rows)"
@@ -214,21 +244,28 @@ def _parser() -> argparse.ArgumentParser:
 
     build_parser = commands.add_parser("build", help="export the models of a catalog profile")
     build_parser.add_argument("--profile", help="catalog profile (default: the catalog's)")
-    build_parser.add_argument("models", nargs="*", metavar="MODEL",
-                              help="only these models of the profile")
-    build_parser.add_argument("-v", "--verbose", action="store_true",
-                              help="show exporter warnings and tracebacks")
+    build_parser.add_argument(
+        "models", nargs="*", metavar="MODEL", help="only these models of the profile"
+    )
+    build_parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show exporter warnings and tracebacks"
+    )
 
     export_parser = commands.add_parser("export", help="export one checkpoint")
     export_parser.add_argument("--task", required=True, choices=TASKS)
-    export_parser.add_argument("--source", required=True,
-                               help="hub id, checkpoint folder, or tiny:/hub:/dir:/package: URI")
+    export_parser.add_argument(
+        "--source", required=True, help="hub id, checkpoint folder, or tiny:/hub:/dir:/package: URI"
+    )
     export_parser.add_argument("--name", required=True, help="model store name")
     export_parser.add_argument("--revision", help="hub revision (commit) to export")
     export_parser.add_argument("--optimize", choices=("O1", "O2", "O3"))
     export_parser.add_argument("--quantize", choices=("int8", "int4"))
-    export_parser.add_argument("--graph", choices=("optimum", "genai"), default="optimum",
-                               help="genai: ONNX Runtime GenAI's builder (text-generation only)")
+    export_parser.add_argument(
+        "--graph",
+        choices=("optimum", "genai"),
+        default="optimum",
+        help="genai: ONNX Runtime GenAI's builder (text-generation only)",
+    )
     export_parser.add_argument("-v", "--verbose", action="store_true")
 
     list_parser = commands.add_parser("list", help="list the models in the store")

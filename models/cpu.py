@@ -16,8 +16,16 @@ import platform
 from pathlib import Path
 
 # Flags that matter to int8 inference, in the order worth stating.
-INT8_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimd",
-              "asimddp")
+INT8_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "asimd",
+    "asimddp",
+)
 # CPUs with any of these multiply u8 x s8 without 16-bit intermediate sums.
 NO_SATURATION_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -59,8 +67,9 @@ def describe_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     }
 
 
-def saturation_hazard(quantization_config: dict | None, flags: set[str],
-                      machine: str | None = None) -> str | None:
+def saturation_hazard(
+    quantization_config: dict | None, flags: set[str], machine: str | None = None
+) -> str | None:
     """Why an int8 graph may compute wrong numbers on a CPU with `flags`, or None when it is safe.
 
     Only x86 graphs with s8 weights at full 8-bit range are at risk (builds made before every

@@ -21,8 +21,12 @@ OPTIMUM_TASKS = {
 
 # Files a sentence-transformers checkpoint keeps beside the weights; the runtime reads pooling
 # and normalisation from them.
-SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling",
-                               "2_Normalize")
+SENTENCE_TRANSFORMERS_FILES = (
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling",
+    "2_Normalize",
+)
 
 
 def export_onnx(checkpoint: Path, out: Path, task: str) -> Path:
@@ -30,8 +34,13 @@ def export_onnx(checkpoint: Path, out: Path, task: str) -> Path:
     from optimum.exporters.onnx import main_export
 
     checkpoint, out = Path(checkpoint), Path(out)
-    main_export(str(checkpoint), str(out), task=OPTIMUM_TASKS[task], do_validation=False,
-                trust_remote_code=False)
+    main_export(
+        str(checkpoint),
+        str(out),
+        task=OPTIMUM_TASKS[task],
+        do_validation=False,
+        trust_remote_code=False,
+    )
     # Marian checkpoints ship only SentencePiece files: give the runtime a tokenizer.json.
     if (checkpoint / "source.spm").exists() and not (checkpoint / "tokenizer.json").exists():
         from models.marian_tokenizer import convert_marian_tokenizer

@@ -34,24 +34,44 @@ class GenaiExportError(RuntimeError):
     """The builder failed; the message carries the end of its output."""
 
 
-def build_decoder(checkpoint: Path, out_dir: Path, precision: str = "fp32",
-                  cache_dir: Path | None = None, options: list[str] | None = None) -> Path:
+def build_decoder(
+    checkpoint: Path,
+    out_dir: Path,
+    precision: str = "fp32",
+    cache_dir: Path | None = None,
+    options: list[str] | None = None,
+) -> Path:
     """Write a CPU decoder graph of `checkpoint` (a Hugging Face folder) into `out_dir`.
     `options`: the builder's `--extra_options` (KEY=VALUE), instead of the precision's preset."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     cache_dir = Path(cache_dir or out_dir.with_name(out_dir.name + ".builder-cache"))
-    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(checkpoint),
-               "-o", str(out_dir), "-p", precision, "-e", "cpu", "-c", str(cache_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(checkpoint),
+        "-o",
+        str(out_dir),
+        "-p",
+        precision,
+        "-e",
+        "cpu",
+        "-c",
+        str(cache_dir),
+    ]
     options = _EXTRA_OPTIONS.get(precision, []) if options is None else options
     if options:
         command += ["--extra_options", *options]
     result = subprocess.run(command, capture_output=True, text=True)
     shutil.rmtree(cache_dir, ignore_errors=True)
     if result.returncode != 0 or not (out_dir / "model.onnx").exists():
-        raise GenaiExportError(f"onnxruntime_genai's builder failed on {checkpoint} "
-                               f"({precision}):\n{(result.stdout + result.stderr)[-3000:]}")
+        raise GenaiExportError(
+            f"onnxruntime_genai's builder failed on {checkpoint} "
+            f"({precision}):\n{(result.stdout + result.stderr)[-3000:]}"
+        )
     for name in _CHECKPOINT_FILES:
         if (checkpoint / name).exists():
             shutil.copy2(checkpoint / name, out_dir / name)

@@ -38,8 +38,9 @@ def gguf_to_checkpoint(gguf_path: Path, out_dir: Path) -> Path:
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if not gguf_path.is_file():
         raise FileNotFoundError(f"no GGUF file at {gguf_path}")
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
     # transformers tags a GGUF-loaded model as quantized (it is not: the tensors are fp32 now).
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -67,9 +68,11 @@ def gguf_tokenizer(gguf_path: Path):
 
     kind, pre = value("tokenizer.ggml.model"), value("tokenizer.ggml.pre", "default")
     if kind != "gpt2" or pre not in BYTE_LEVEL_PRE_TOKENIZERS:
-        raise ValueError(f"{gguf_path.name}: tokenizer {kind!r}/{pre!r} is not supported "
-                         "(only byte-level BPE: gpt2 with pre-tokenizer "
-                         f"{', '.join(BYTE_LEVEL_PRE_TOKENIZERS)})")
+        raise ValueError(
+            f"{gguf_path.name}: tokenizer {kind!r}/{pre!r} is not supported "
+            "(only byte-level BPE: gpt2 with pre-tokenizer "
+            f"{', '.join(BYTE_LEVEL_PRE_TOKENIZERS)})"
+        )
     tokens = value("tokenizer.ggml.tokens")
     types = value("tokenizer.ggml.token_type")
     merges = [tuple(merge.split(" ", 1)) for merge in value("tokenizer.ggml.merges")]
@@ -77,7 +80,8 @@ def gguf_tokenizer(gguf_path: Path):
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.pre_tokenizer = (
         pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-        if BYTE_LEVEL_PRE_TOKENIZERS[pre] else byte_level
+        if BYTE_LEVEL_PRE_TOKENIZERS[pre]
+        else byte_level
     )
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -90,8 +94,8 @@ def gguf_tokenizer(gguf_path: Path):
     if value("tokenizer.ggml.add_bos_token", False):
         bos = token("bos")
         backend.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-            special_tokens=[(bos, tokens.index(bos))])
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokens.index(bos))]
+        )
     architecture = value("general.architecture")
     context = value(f"{architecture}.context_length")
     return PreTrainedTokenizerFast(
@@ -100,8 +104,9 @@ def gguf_tokenizer(gguf_path: Path):
         eos_token=token("eos"),
         unk_token=token("unknown"),
         pad_token=token("padding") or token("eos"),
-        additional_special_tokens=[t for t in specials if t not in
-                                   {token("bos"), token("eos"), token("unknown")}],
+        additional_special_tokens=[
+            t for t in specials if t not in {token("bos"), token("eos"), token("unknown")}
+        ],
         model_max_length=int(context) if context else None,
         clean_up_tokenization_spaces=False,
         chat_template=value("tokenizer.chat_template"),

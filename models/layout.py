@@ -24,7 +24,6 @@ GRAPHS: dict[str, tuple[str, ...]] = {
 TASKS = tuple(GRAPHS)
 
 
-
 def graph_files(task: str) -> tuple[str, ...]:
     """The ONNX files the runtime loads for `task`."""
     if task not in GRAPHS:

@@ -59,8 +59,10 @@ def _load_spm(path: Path) -> Any:
     if spec.model_type != 1:
         raise ValueError(f"{path.name}: only unigram SentencePiece models are supported")
     if spec.byte_fallback or spec.treat_whitespace_as_suffix or spec.split_digits:
-        raise ValueError(f"{path.name}: byte_fallback, treat_whitespace_as_suffix and split_digits "
-                         "are not supported")
+        raise ValueError(
+            f"{path.name}: byte_fallback, treat_whitespace_as_suffix and split_digits "
+            "are not supported"
+        )
     return proto
 
 
@@ -84,8 +86,9 @@ def _id_to_piece(vocab: dict[str, int]) -> list[str | None]:
     return table
 
 
-def _encoding_entries(pieces: list[str | None], proto: Any,
-                      specials: set[str]) -> tuple[list[tuple[str, float]], int]:
+def _encoding_entries(
+    pieces: list[str | None], proto: Any, specials: set[str]
+) -> tuple[list[tuple[str, float]], int]:
     """(piece, score) per id: what the source spm can emit keeps its score, the rest is unmatchable.
 
     One exception: spm emits a character it has no piece for as an unknown piece whose *surface*
@@ -135,8 +138,12 @@ def _unknown_runs(entries: list[tuple[str, float]], proto: Any) -> str | None:
     return "[^" + "".join(f"\\x{{{ord(c):X}}}" for c in sorted(known)) + "]{2,}"
 
 
-def _build(entries: list[tuple[str, float]], proto: Any, specials: dict[str, str],
-           unknown_runs: str | None = None):
+def _build(
+    entries: list[tuple[str, float]],
+    proto: Any,
+    specials: dict[str, str],
+    unknown_runs: str | None = None,
+):
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import Unigram
     from tokenizers.processors import TemplateProcessing
@@ -150,33 +157,45 @@ def _build(entries: list[tuple[str, float]], proto: Any, specials: dict[str, str
         steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
     if spec.remove_extra_whitespaces:
         # Leading spaces are absorbed by Metaspace (it does not prepend to a leading space).
-        steps += [normalizers.Strip(left=False, right=True),
-                  normalizers.Replace(Regex(" {2,}"), "▁")]
+        steps += [
+            normalizers.Strip(left=False, right=True),
+            normalizers.Replace(Regex(" {2,}"), "▁"),
+        ]
     if unknown_runs:
         steps.append(normalizers.Replace(Regex(unknown_runs), _UNKNOWN_RUN))
     if steps:
         tokenizer.normalizer = normalizers.Sequence(steps)
     # MarianTokenizer runs spm on each stretch between special tokens, each with its dummy prefix.
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement="▁", prepend_scheme="always" if spec.add_dummy_prefix else "never",
-        split=proto.trainer_spec.split_by_whitespace)
-    tokenizer.decoder = decoders.Sequence([
-        decoders.Replace(Regex(_PLACEHOLDER_PATTERN), ""),
-        decoders.Replace("▁", " "),
-        decoders.Fuse(),
-        # str.strip() of convert_tokens_to_string (the Strip decoder panics on all-space text).
-        decoders.Replace(Regex(r"\A\s+|\s+\z"), ""),
-    ])
+        replacement="▁",
+        prepend_scheme="always" if spec.add_dummy_prefix else "never",
+        split=proto.trainer_spec.split_by_whitespace,
+    )
+    tokenizer.decoder = decoders.Sequence(
+        [
+            decoders.Replace(Regex(_PLACEHOLDER_PATTERN), ""),
+            decoders.Replace("▁", " "),
+            decoders.Fuse(),
+            # str.strip() of convert_tokens_to_string (the Strip decoder panics on all-space text).
+            decoders.Replace(Regex(r"\A\s+|\s+\z"), ""),
+        ]
+    )
 
     user_defined = [p.piece for p in proto.pieces if p.type == _USER_DEFINED and p.piece in ids]
     codes = [piece for piece, _ in entries if _is_language_code(piece)]
-    tokenizer.add_tokens([AddedToken(t, normalized=False, special=False)
-                          for t in user_defined + codes])
-    tokenizer.add_special_tokens([AddedToken(specials[k], normalized=False, special=True)
-                                  for k in ("eos_token", "unk_token", "pad_token")])
+    tokenizer.add_tokens(
+        [AddedToken(t, normalized=False, special=False) for t in user_defined + codes]
+    )
+    tokenizer.add_special_tokens(
+        [
+            AddedToken(specials[k], normalized=False, special=True)
+            for k in ("eos_token", "unk_token", "pad_token")
+        ]
+    )
     eos = specials["eos_token"]
     tokenizer.post_processor = TemplateProcessing(
-        single=f"$A {eos}", pair=f"$A $B {eos}", special_tokens=[(eos, ids[eos])])
+        single=f"$A {eos}", pair=f"$A $B {eos}", special_tokens=[(eos, ids[eos])]
+    )
     return tokenizer
 
 
@@ -197,8 +216,11 @@ def convert_marian_tokenizer(checkpoint: Path, out: Path | None = None) -> list[
             raise ValueError(f"vocab.json lacks the {name} {token!r}")
     entries, missing = _encoding_entries(source_pieces, source, set(specials.values()))
     if missing:
-        logger.warning("%d source.spm pieces are missing from vocab.json; MarianTokenizer maps "
-                       "them to <unk>, the converted tokenizer segments around them", missing)
+        logger.warning(
+            "%d source.spm pieces are missing from vocab.json; MarianTokenizer maps "
+            "them to <unk>, the converted tokenizer segments around them",
+            missing,
+        )
     written = [out / TOKENIZER_FILE]
     _build(entries, source, specials, _unknown_runs(entries, source)).save(str(written[0]))
 

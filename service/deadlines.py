@@ -43,8 +43,9 @@ def timeout_from(header: str | None, configured: float) -> float | None:
     except ValueError:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidInput(f"{HEADER} must be a positive number of seconds, got {header!r}",
-                           field=HEADER)
+        raise InvalidInput(
+            f"{HEADER} must be a positive number of seconds, got {header!r}", field=HEADER
+        )
     return seconds if limit is None else min(seconds, limit)
 
 

@@ -17,8 +17,24 @@ import os
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0, 60.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -35,31 +51,39 @@ REQUEST_DURATION = Histogram(
     "nlp_request_duration_seconds",
     "Data-plane time of a request: queue, tokenization, inference and post-processing "
     "(a whole stream for generation)",
-    ["model", "task", "protocol"], buckets=LATENCY_BUCKETS,
+    ["model", "task", "protocol"],
+    buckets=LATENCY_BUCKETS,
 )
 QUEUE_DURATION = Histogram(
     "nlp_queue_duration_seconds",
     "Time an input waited for its batch to start (generation: for a generation slot)",
-    ["model", "task"], buckets=LATENCY_BUCKETS,
+    ["model", "task"],
+    buckets=LATENCY_BUCKETS,
 )
 TOKENIZATION_DURATION = Histogram(
     "nlp_tokenization_duration_seconds",
     "Time one batch (generation: one request) spent tokenizing its inputs",
-    ["model", "task"], buckets=LATENCY_BUCKETS,
+    ["model", "task"],
+    buckets=LATENCY_BUCKETS,
 )
 INFERENCE_DURATION = Histogram(
     "nlp_inference_duration_seconds",
     "Time one batch (generation: one request's decoding) spent in the model and "
     "post-processing, tokenization excluded",
-    ["model", "task"], buckets=LATENCY_BUCKETS,
+    ["model", "task"],
+    buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(
-    "nlp_batch_size", "Inputs per batch run", ["model", "task"], buckets=BATCH_BUCKETS,
+    "nlp_batch_size",
+    "Inputs per batch run",
+    ["model", "task"],
+    buckets=BATCH_BUCKETS,
 )
 # BentoML's own batch-size histogram (same name and labels as its batchable APIs record), so
 # dashboards written for BentoML show our batches too.
 BENTOML_BATCH_SIZE = Histogram(
-    "bentoml_service_adaptive_batch_size", "Service adaptive batch size",
+    "bentoml_service_adaptive_batch_size",
+    "Service adaptive batch size",
     ["runner_name", "worker_index", "method_name", "service_version", "service_name"],
     buckets=BATCH_BUCKETS,
 )
@@ -72,15 +96,20 @@ INPUT_TOKENS = Counter(
 GENERATED_TOKENS = Counter(
     "nlp_generated_tokens_total",
     "Tokens generated, counted as each decode step computes them (a cancelled generation "
-    "stops adding)", ["model", "task"],
+    "stops adding)",
+    ["model", "task"],
 )
 TIME_TO_FIRST_TOKEN = Histogram(
-    "nlp_time_to_first_token_seconds", "Generation: request start to first token",
-    ["model", "task"], buckets=LATENCY_BUCKETS,
+    "nlp_time_to_first_token_seconds",
+    "Generation: request start to first token",
+    ["model", "task"],
+    buckets=LATENCY_BUCKETS,
 )
 TIME_PER_OUTPUT_TOKEN = Histogram(
-    "nlp_time_per_output_token_seconds", "Generation: mean time per token after the first",
-    ["model", "task"], buckets=LATENCY_BUCKETS,
+    "nlp_time_per_output_token_seconds",
+    "Generation: mean time per token after the first",
+    ["model", "task"],
+    buckets=LATENCY_BUCKETS,
 )
 # The autoscaling signal (deploy/k8s/hpa-requests.yaml): work a model has taken in and not yet
 # answered, queued or running, summed over live workers. CPU utilisation lags it and cannot see
@@ -88,10 +117,12 @@ TIME_PER_OUTPUT_TOKEN = Histogram(
 ACTIVE_REQUESTS = Gauge(
     "nlp_requests_active",
     "Requests of a model in the data plane (queued or in progress), not yet answered",
-    ["model", "task"], multiprocess_mode="livesum",
+    ["model", "task"],
+    multiprocess_mode="livesum",
 )
 MODEL_INFO = Gauge(
-    "nlp_model_info", "Served models (value 1) with their store version",
+    "nlp_model_info",
+    "Served models (value 1) with their store version",
     ["model", "task", "version", "optimization", "quantization"],
     multiprocess_mode="max",
 )

@@ -186,11 +186,23 @@ class ModelControl:
         for entry in stored_index():
             model = served.get(entry["name"])
             if model is not None:
-                entries.append({"name": entry["name"], "version": model.record.version,
-                                "state": "READY", "reason": ""})
+                entries.append(
+                    {
+                        "name": entry["name"],
+                        "version": model.record.version,
+                        "state": "READY",
+                        "reason": "",
+                    }
+                )
             elif not ready_only:
-                entries.append({"name": entry["name"], "version": entry["version"],
-                                "state": "UNAVAILABLE", "reason": "unloaded"})
+                entries.append(
+                    {
+                        "name": entry["name"],
+                        "version": entry["version"],
+                        "state": "UNAVAILABLE",
+                        "reason": "unloaded",
+                    }
+                )
         return entries
 
     async def load(self, name: str, parameters: dict[str, Any] | None = None) -> None:
@@ -204,8 +216,7 @@ class ModelControl:
         """Stop serving `name` in every worker; requests it holds finish first."""
         for key in parameters or {}:
             if key != "unload_dependents":
-                raise InvalidInput(f"unknown unload parameter {key!r}",
-                                   field=f"parameters.{key}")
+                raise InvalidInput(f"unknown unload parameter {key!r}", field=f"parameters.{key}")
         if name not in self.plane.models:
             raise ModelNotFound(f"model {name!r} is not served")
         await self._change(lambda models: {k: v for k, v in models.items() if k != name})
@@ -217,8 +228,11 @@ class ModelControl:
             try:
                 published = self.shared.read()
                 generation = (published[0] if published else self.applied) + 1
-                current = published[1] if published else {
-                    name: served.record.tag for name, served in self.plane.models.items()}
+                current = (
+                    published[1]
+                    if published
+                    else {name: served.record.tag for name, served in self.plane.models.items()}
+                )
                 wanted = edit(current)
                 await self._apply(wanted, {record.tag: record} if record else {})
                 self.applied = generation
@@ -237,8 +251,9 @@ class ModelControl:
             if not waiting:
                 return
             if time.monotonic() > deadline:
-                raise ModelLoadError(f"workers {waiting} have not applied the change after "
-                                     f"{APPLY_TIMEOUT_S:.0f} s")
+                raise ModelLoadError(
+                    f"workers {waiting} have not applied the change after {APPLY_TIMEOUT_S:.0f} s"
+                )
             await asyncio.sleep(POLL_S)
 
     async def _apply(self, wanted: dict[str, str], known: dict[str, ModelRecord]) -> None:
@@ -285,6 +300,8 @@ def _refuse_overrides(parameters: dict[str, Any] | None) -> None:
     """Triton's load may carry a model config or files to load from: this server loads stored
     models by name only."""
     for key in parameters or {}:
-        raise InvalidInput(f"load parameter {key!r} is not supported: models are loaded from "
-                           "the model store by name (`python -m models build` stores them)",
-                           field=f"parameters.{key}")
+        raise InvalidInput(
+            f"load parameter {key!r} is not supported: models are loaded from "
+            "the model store by name (`python -m models build` stores them)",
+            field=f"parameters.{key}",
+        )

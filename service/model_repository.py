@@ -63,15 +63,19 @@ class ModelRecord:
 
 def _record(entry: dict[str, Any]) -> ModelRecord:
     return ModelRecord(
-        name=entry["name"], tag=entry["tag"], task=entry["task"], path=Path(entry["path"]),
-        source=entry.get("source", ""), optimization=entry.get("optimization"),
-        quantization=entry.get("quantization"), default=bool(entry.get("default")),
+        name=entry["name"],
+        tag=entry["tag"],
+        task=entry["task"],
+        path=Path(entry["path"]),
+        source=entry.get("source", ""),
+        optimization=entry.get("optimization"),
+        quantization=entry.get("quantization"),
+        default=bool(entry.get("default")),
         metadata=entry,
     )
 
 
-def portability_warnings(records: list[ModelRecord], flags: set[str] | None = None
-                         ) -> list[str]:
+def portability_warnings(records: list[ModelRecord], flags: set[str] | None = None) -> list[str]:
     """One line per model whose int8 graph may compute other numbers on this CPU than it did at
     its parity check (full-range s8 weights where u8s8 kernels saturate; models/cpu.py). New
     builds use 7-bit weights and never warn; builds from before may."""
@@ -112,14 +116,16 @@ def load_records(settings: Settings) -> list[ModelRecord]:
     if not records:
         raise ModelLoadError(
             f"no built models for profile {settings.models.profile!r}; run "
-            f"`python -m models build --profile {settings.models.profile}`")
+            f"`python -m models build --profile {settings.models.profile}`"
+        )
     if settings.models.verify_hashes:
         for record in records:
             try:
                 store.verify_files(record.path)
             except store.ManifestError as err:
-                raise ModelLoadError(f"model {record.name} ({record.tag}) failed "
-                                     f"verification: {err}") from None
+                raise ModelLoadError(
+                    f"model {record.name} ({record.tag}) failed verification: {err}"
+                ) from None
     return records
 
 
@@ -140,10 +146,12 @@ def stored_record(name_or_tag: str, verify: bool = True) -> ModelRecord:
             store.verify_files(record.path)
         except store.ManifestError as err:
             # An answer to a caller: the store's folder is named by the model's tag, not its path.
-            reason = str(err).replace(f" in {record.path}", "").replace(str(record.path),
-                                                                          record.tag)
-            raise ModelLoadError(f"model {record.name} ({record.tag}) failed verification: "
-                                 f"{reason}") from None
+            reason = (
+                str(err).replace(f" in {record.path}", "").replace(str(record.path), record.tag)
+            )
+            raise ModelLoadError(
+                f"model {record.name} ({record.tag}) failed verification: {reason}"
+            ) from None
     return record
 
 
@@ -154,5 +162,7 @@ def stored_index() -> list[dict[str, Any]]:
     latest: dict[str, dict[str, Any]] = {}
     for listing in store.list_models():  # by name, newest first
         latest.setdefault(listing["name"], listing)
-    return [{"name": name, "version": entry["version"], "task": entry.get("task", "")}
-            for name, entry in latest.items()]
+    return [
+        {"name": name, "version": entry["version"], "task": entry.get("task", "")}
+        for name, entry in latest.items()
+    ]

@@ -74,15 +74,17 @@ def current() -> RequestContext | None:
 
 
 @contextmanager
-def request_scope(protocol: str, request_id: str | None = None,
-                  carrier: Mapping[str, str] | None = None) -> Iterator[RequestContext]:
+def request_scope(
+    protocol: str, request_id: str | None = None, carrier: Mapping[str, str] | None = None
+) -> Iterator[RequestContext]:
     """Make a request current (for log records and the data plane) for the block's duration.
 
     For adapters without the ASGI middleware (gRPC): pass the caller's request id and trace
     metadata; an insane or missing id is replaced by a new one.
     """
-    context = RequestContext(sane_request_id(request_id) or new_request_id(), protocol,
-                             dict(carrier or {}))
+    context = RequestContext(
+        sane_request_id(request_id) or new_request_id(), protocol, dict(carrier or {})
+    )
     token = _current.set(context)
     try:
         yield context
@@ -123,7 +125,8 @@ def configure_json_logging(level: str = "INFO") -> None:
     # existed before it; ours must keep logging if they were created earlier.
     for name, existing in logging.root.manager.loggerDict.items():
         if isinstance(existing, logging.Logger) and (
-                name == _LOGGER_NAME or name.startswith(_LOGGER_NAME + ".")):
+            name == _LOGGER_NAME or name.startswith(_LOGGER_NAME + ".")
+        ):
             existing.disabled = False
 
 
@@ -169,8 +172,11 @@ class RequestLoggingMiddleware:
                     "protocol": context.protocol,
                     **context.fields,
                 }
-                access_log.log(logging.ERROR if status >= 500 else logging.INFO, "request",
-                               extra={"json_fields": fields})
+                access_log.log(
+                    logging.ERROR if status >= 500 else logging.INFO,
+                    "request",
+                    extra={"json_fields": fields},
+                )
 
 
 def install_request_logging(app: Any, level: str = "INFO") -> None:
@@ -179,5 +185,12 @@ def install_request_logging(app: Any, level: str = "INFO") -> None:
     app.add_middleware(RequestLoggingMiddleware)
 
 
-__all__ = ["REQUEST_ID_HEADER", "JsonFormatter", "RequestContext", "configure_json_logging",
-           "current", "install_request_logging", "request_scope"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "JsonFormatter",
+    "RequestContext",
+    "configure_json_logging",
+    "current",
+    "install_request_logging",
+    "request_scope",
+]

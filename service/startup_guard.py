@@ -49,8 +49,9 @@ def watch_worker_starts(max_failures: int | None = None, poll_s: float = 0.5) ->
         max_failures = int(os.environ.get(MAX_FAILURES_ENV, DEFAULT_MAX_FAILURES))
     state = Path(tempfile.mkdtemp(prefix="nlp-startup-"))
     os.environ[STATE_DIR_ENV] = str(state)
-    thread = threading.Thread(target=_watch, args=(state, max_failures, poll_s),
-                              name="nlp-startup-guard", daemon=True)
+    thread = threading.Thread(
+        target=_watch, args=(state, max_failures, poll_s), name="nlp-startup-guard", daemon=True
+    )
     thread.start()
 
 
@@ -68,15 +69,23 @@ def _watch(state: Path, max_failures: int, poll_s: float) -> None:
         for pid in alive - children:
             if not (state / f"ready-{pid}").exists():
                 failures += 1
-                log.error("worker %d exited before it was ready (failed start %d of %d)",
-                          pid, failures, max_failures)
+                log.error(
+                    "worker %d exited before it was ready (failed start %d of %d)",
+                    pid,
+                    failures,
+                    max_failures,
+                )
         alive = children
         now = time.monotonic()
         empty_since = (empty_since or now) if failures and not children else None
         if failures >= max_failures or (
-                empty_since is not None and now - empty_since >= NO_WORKER_GRACE_S):
-            log.critical("nlp-serving cannot start: %d worker start(s) failed; stopping with "
-                         "exit code %d", failures, EXIT_CODE)
+            empty_since is not None and now - empty_since >= NO_WORKER_GRACE_S
+        ):
+            log.critical(
+                "nlp-serving cannot start: %d worker start(s) failed; stopping with exit code %d",
+                failures,
+                EXIT_CODE,
+            )
             _stop_with(EXIT_CODE)
             return
 

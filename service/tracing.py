@@ -40,8 +40,11 @@ def endpoint(environ: Mapping[str, str] | None = None) -> str | None:
         return None
     if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
         return None
-    return (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-            or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None)
+    return (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        or None
+    )
 
 
 def configure(environ: Mapping[str, str] | None = None, exporter: Any = None) -> bool:
@@ -59,10 +62,12 @@ def configure(environ: Mapping[str, str] | None = None, exporter: Any = None) ->
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     env = os.environ if environ is None else environ
-    resource = Resource.create({
-        "service.name": env.get("OTEL_SERVICE_NAME") or "nlp-serving",
-        "service.instance.id": f"{os.uname().nodename}:{os.getpid()}",
-    })
+    resource = Resource.create(
+        {
+            "service.name": env.get("OTEL_SERVICE_NAME") or "nlp-serving",
+            "service.instance.id": f"{os.uname().nodename}:{os.getpid()}",
+        }
+    )
     provider = TracerProvider(resource=resource)
     if exporter is None:
         # Reads the endpoint, headers and timeout from the OTEL_EXPORTER_OTLP_* variables.
@@ -95,8 +100,9 @@ def wall_ns(perf_seconds: float) -> int:
     return _epoch_offset_ns + int(perf_seconds * 1e9)
 
 
-def start_request(started: float, attributes: dict[str, Any],
-                  carrier: Mapping[str, str] | None = None) -> Any:
+def start_request(
+    started: float, attributes: dict[str, Any], carrier: Mapping[str, str] | None = None
+) -> Any:
     """The request span (None while tracing is off), child of the caller's trace if it sent one."""
     tracer = _tracer
     if tracer is None:
@@ -106,8 +112,13 @@ def start_request(started: float, attributes: dict[str, Any],
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     parent = TraceContextTextMapPropagator().extract(carrier) if carrier else Context()
-    return tracer.start_span("nlp.request", context=parent, kind=SpanKind.SERVER,
-                             attributes=attributes, start_time=wall_ns(started))
+    return tracer.start_span(
+        "nlp.request",
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        start_time=wall_ns(started),
+    )
 
 
 def end_request(span: Any, outcome: str, error: BaseException | None = None) -> None:
@@ -121,14 +132,23 @@ def end_request(span: Any, outcome: str, error: BaseException | None = None) -> 
     span.end()
 
 
-def stage(parent: Any, name: str, started: float, finished: float,
-          attributes: dict[str, Any] | None = None) -> None:
+def stage(
+    parent: Any,
+    name: str,
+    started: float,
+    finished: float,
+    attributes: dict[str, Any] | None = None,
+) -> None:
     """A finished child span of `parent` from `started` to `finished` (perf_counter seconds)."""
     tracer = _tracer
     if tracer is None or parent is None:
         return
     from opentelemetry.trace import set_span_in_context
 
-    span = tracer.start_span(name, context=set_span_in_context(parent),
-                             attributes=attributes, start_time=wall_ns(started))
+    span = tracer.start_span(
+        name,
+        context=set_span_in_context(parent),
+        attributes=attributes,
+        start_time=wall_ns(started),
+    )
     span.end(end_time=wall_ns(max(finished, started)))

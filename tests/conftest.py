@@ -39,7 +39,8 @@ EXPORT_FIXTURES = frozenset({"tiny_checkpoint", "tiny_exported"})
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--serving-only", action="store_true",
+        "--serving-only",
+        action="store_true",
         help="run only the tests that need no export side (no torch, transformers, optimum); "
         "the tiny model store comes from NLP_TEST_STORE (`make test-serving`)",
     )

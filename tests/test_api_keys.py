@@ -22,8 +22,7 @@ MODEL = "tiny-bert-classifier"
 def test_keys_from_settings_and_file(tmp_path):
     keys_file = tmp_path / "keys"
     keys_file.write_text("# team a\nfile-key\n\n")
-    keys = ApiKeys.from_settings(ServerSettings(api_keys=["env-key"],
-                                                api_keys_file=str(keys_file)))
+    keys = ApiKeys.from_settings(ServerSettings(api_keys=["env-key"], api_keys_file=str(keys_file)))
     for good in ("Bearer env-key", "bearer file-key", "Bearer  file-key "):
         keys.check(good)
     for missing in (None, "", "Basic env-key", "Bearer "):
@@ -38,8 +37,15 @@ def test_keys_from_settings_and_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def server(tiny_store, tmp_path_factory):
-    live = start_server(tiny_store, tmp_path_factory.mktemp("keys") / "server.log", extra_env={
-        "NLP_MODELS_SERVE": MODEL, "NLP_API_KEYS": ",".join(KEYS), "NLP_CORS_ORIGINS": ORIGIN})
+    live = start_server(
+        tiny_store,
+        tmp_path_factory.mktemp("keys") / "server.log",
+        extra_env={
+            "NLP_MODELS_SERVE": MODEL,
+            "NLP_API_KEYS": ",".join(KEYS),
+            "NLP_CORS_ORIGINS": ORIGIN,
+        },
+    )
     yield live
     live.stop()
 
@@ -90,13 +96,20 @@ def test_openai_client_sends_its_key(server):
 
 
 def test_cors_answers_the_configured_origin_only(server):
-    preflight = requests.options(f"{server.url}/classify", timeout=30, headers={
-        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type"})
+    preflight = requests.options(
+        f"{server.url}/classify",
+        timeout=30,
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == ORIGIN
     answered = _classify(server.url, Authorization=f"Bearer {KEYS[0]}", Origin=ORIGIN)
     assert answered.headers["access-control-allow-origin"] == ORIGIN
-    other = _classify(server.url, Authorization=f"Bearer {KEYS[0]}",
-                      Origin="https://elsewhere.example")
+    other = _classify(
+        server.url, Authorization=f"Bearer {KEYS[0]}", Origin="https://elsewhere.example"
+    )
     assert "access-control-allow-origin" not in other.headers

@@ -21,8 +21,11 @@ def test_quick_benchmark_keeps_served_speed_near_in_process(tiny_store, tmp_path
     assert (tmp_path / "docs" / "bench" / "feature-extraction-throughput.png").stat().st_size > 0
     assert "## Goals" in report and "HTTP c=16" in report and "GRPC c=16" in report
     samples = raw["samples"]
-    for key in ("bench-all-minilm-l6-v2/http/c1", "bench-all-minilm-l6-v2/http/c16",
-                "bench-all-minilm-l6-v2/grpc/c16"):
+    for key in (
+        "bench-all-minilm-l6-v2/http/c1",
+        "bench-all-minilm-l6-v2/http/c16",
+        "bench-all-minilm-l6-v2/grpc/c16",
+    ):
         assert all(run["requests"] > 0 and run["errors"] == 0 for run in samples[key]), key
     missed = {name: (value, goal) for name, (value, goal, ok) in got["checks"].items() if not ok}
     assert not missed, f"benchmark floors missed: {missed}\n{report}"
@@ -30,10 +33,8 @@ def test_quick_benchmark_keeps_served_speed_near_in_process(tiny_store, tmp_path
 
 def test_mixed_lengths_are_cut_where_padding_outweighs_an_extra_call():
     lengths = [60, 12, 58, 11, 59, 10, 13, 57]
-    groups = length_sorted_groups(lengths, max_batch=32, max_tokens=4096,
-                                  call_overhead_tokens=16)
-    assert [sorted(lengths[i] for i in g) for g in groups] == [[57, 58, 59, 60],
-                                                               [10, 11, 12, 13]]
+    groups = length_sorted_groups(lengths, max_batch=32, max_tokens=4096, call_overhead_tokens=16)
+    assert [sorted(lengths[i] for i in g) for g in groups] == [[57, 58, 59, 60], [10, 11, 12, 13]]
     # One call for everything when calls are dear; one per input when they are free.
     assert len(length_sorted_groups(lengths, 32, 4096, call_overhead_tokens=10**6)) == 1
     free = length_sorted_groups(lengths, 32, 4096, call_overhead_tokens=0)

@@ -48,9 +48,16 @@ def _build_slow_llama(checkpoint: Path) -> None:
 
     build_checkpoint("llama-chat", checkpoint)
     config = AutoConfig.from_pretrained(checkpoint)
-    config.update({"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-                   "num_attention_heads": 4, "num_key_value_heads": 2,
-                   "max_position_embeddings": 2048})
+    config.update(
+        {
+            "hidden_size": 256,
+            "intermediate_size": 512,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 2048,
+        }
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # eos scores 0 against hundreds of random scores: never chosen
@@ -63,14 +70,34 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("cancellation")
     checkpoint, home = root / "checkpoint", root / "bentoml_home"
     _build_slow_llama(checkpoint)
-    subprocess.run([sys.executable, "-m", "models", "export", "--task", "text-generation",
-                    "--source", str(checkpoint), "--name", MODEL], cwd=ROOT, check=True,
-                   capture_output=True, timeout=600,
-                   env={**os.environ, "BENTOML_HOME": str(home),
-                        "HF_HUB_OFFLINE": "1"})
-    live = start_server(home, root / "server.log", extra_env={
-        "NLP_MODELS_SERVE": MODEL, "NLP_LIMITS_MAX_NEW_TOKENS": str(ASKED),
-        "NLP_MODELS_THREADS": "1"})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "models",
+            "export",
+            "--task",
+            "text-generation",
+            "--source",
+            str(checkpoint),
+            "--name",
+            MODEL,
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "BENTOML_HOME": str(home), "HF_HUB_OFFLINE": "1"},
+    )
+    live = start_server(
+        home,
+        root / "server.log",
+        extra_env={
+            "NLP_MODELS_SERVE": MODEL,
+            "NLP_LIMITS_MAX_NEW_TOKENS": str(ASKED),
+            "NLP_MODELS_THREADS": "1",
+        },
+    )
     yield live
     live.stop()
 
@@ -101,12 +128,25 @@ def _settled(server) -> float:
 
 
 STREAMS = {
-    "/generate": {"inputs": "Once upon a time", "stream": True,
-                  "parameters": {"max_new_tokens": ASKED}},
-    "/v1/completions": {"model": MODEL, "prompt": "Once upon a time", "max_tokens": ASKED,
-                        "temperature": 0, "stream": True},
-    "/v1/chat/completions": {"model": MODEL, "messages": [{"role": "user", "content": "Hi!"}],
-                             "max_tokens": ASKED, "temperature": 0, "stream": True},
+    "/generate": {
+        "inputs": "Once upon a time",
+        "stream": True,
+        "parameters": {"max_new_tokens": ASKED},
+    },
+    "/v1/completions": {
+        "model": MODEL,
+        "prompt": "Once upon a time",
+        "max_tokens": ASKED,
+        "temperature": 0,
+        "stream": True,
+    },
+    "/v1/chat/completions": {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hi!"}],
+        "max_tokens": ASKED,
+        "temperature": 0,
+        "stream": True,
+    },
 }
 
 
@@ -128,7 +168,8 @@ def test_client_disconnect_mid_stream_stops_generation(server, route):
     time.sleep(1.0)
     assert _generated(server) - before == generated  # and it stays stopped
     assert _metric(server, "nlp_requests_total", model=MODEL, outcome="cancelled") == (
-        cancelled + 1)
+        cancelled + 1
+    )
 
 
 @pytest.mark.parametrize("route", ["/generate", "/v1/completions"])
@@ -145,17 +186,20 @@ def test_client_that_leaves_a_plain_request_stops_its_generation(server, route):
     time.sleep(1.0)
     assert _generated(server) - before == generated  # and it stays stopped
     assert _metric(server, "nlp_requests_total", model=MODEL, outcome="cancelled") == (
-        cancelled + 1)
+        cancelled + 1
+    )
 
 
 def test_a_request_past_its_deadline_gets_504_and_its_work_stops(server):
     before = _settled(server)
     timeouts = _metric(server, "nlp_requests_total", model=MODEL, outcome="timeout")
     started = time.monotonic()
-    response = requests.post(f"{server.url}/generate", timeout=30,
-                             headers={"X-Request-Timeout": "0.5"},
-                             json={"inputs": "Once upon a time",
-                                   "parameters": {"max_new_tokens": ASKED}})
+    response = requests.post(
+        f"{server.url}/generate",
+        timeout=30,
+        headers={"X-Request-Timeout": "0.5"},
+        json={"inputs": "Once upon a time", "parameters": {"max_new_tokens": ASKED}},
+    )
     elapsed = time.monotonic() - started
     assert response.status_code == 504, response.text
     assert "deadline" in response.json()["error"]
@@ -168,8 +212,13 @@ def test_a_request_past_its_deadline_gets_504_and_its_work_stops(server):
 @pytest.mark.parametrize("route", ["/generate", "/v1/completions"])
 def test_a_stream_past_its_deadline_ends_with_an_error_event(server, route):
     before = _settled(server)
-    response = requests.post(server.url + route, json=STREAMS[route], stream=True, timeout=30,
-                             headers={"X-Request-Timeout": "0.5"})
+    response = requests.post(
+        server.url + route,
+        json=STREAMS[route],
+        stream=True,
+        timeout=30,
+        headers={"X-Request-Timeout": "0.5"},
+    )
     assert response.status_code == 200
     events = [line[5:].strip() for line in response.iter_lines() if line.startswith(b"data:")]
     payloads = [json.loads(e) for e in events if e != b"[DONE]"]
@@ -180,8 +229,12 @@ def test_a_stream_past_its_deadline_ends_with_an_error_event(server, route):
 
 
 def test_a_malformed_timeout_header_is_refused(server):
-    response = requests.post(f"{server.url}/generate", headers={"X-Request-Timeout": "soon"},
-                             json={"inputs": "Hi"}, timeout=30)
+    response = requests.post(
+        f"{server.url}/generate",
+        headers={"X-Request-Timeout": "soon"},
+        json={"inputs": "Hi"},
+        timeout=30,
+    )
     assert response.status_code == 422
     assert response.json()["field"] == "x-request-timeout"
 
@@ -196,6 +249,8 @@ def test_a_grpc_deadline_stops_generation_with_deadline_exceeded(server):
     text.set_data_from_numpy(np.array([b"Once upon a time"], dtype=object))
     with pytest.raises(triton.InferenceServerException) as failed:
         client.infer(MODEL, [text], parameters={"max_new_tokens": ASKED}, client_timeout=0.5)
-    assert failed.value.status() in (str(grpc.StatusCode.DEADLINE_EXCEEDED),
-                                     "StatusCode.DEADLINE_EXCEEDED")
+    assert failed.value.status() in (
+        str(grpc.StatusCode.DEADLINE_EXCEEDED),
+        "StatusCode.DEADLINE_EXCEEDED",
+    )
     assert _settled(server) - before < ASKED

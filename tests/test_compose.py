@@ -38,8 +38,10 @@ from tests.test_containers import (  # noqa: F401  (the docker fixture)
 pytestmark = pytest.mark.containers
 
 PROJECT = "nlp-test-compose"
-UPSTREAM = {"PROMETHEUS_IMAGE": ("prom/prometheus:v2.53.2", "nlp-prometheus:latest"),
-            "NGINX_IMAGE": ("nginx:1.28-alpine", "nlp-nginx:latest")}
+UPSTREAM = {
+    "PROMETHEUS_IMAGE": ("prom/prometheus:v2.53.2", "nlp-prometheus:latest"),
+    "NGINX_IMAGE": ("nginx:1.28-alpine", "nlp-nginx:latest"),
+}
 MODEL = "tiny-bert-classifier"
 RAN: list[str] = []
 
@@ -47,8 +49,9 @@ RAN: list[str] = []
 def _compose_binary() -> str:
     found = shutil.which("docker-compose") or "/usr/bin/docker-compose"
     if not os.access(found, os.X_OK):
-        pytest.fail("docker-compose is not installed: deploy/containers/setup-engine.sh",
-                    pytrace=False)
+        pytest.fail(
+            "docker-compose is not installed: deploy/containers/setup-engine.sh", pytrace=False
+        )
     return found
 
 
@@ -60,15 +63,31 @@ def _exists(docker_bin: str, image: str) -> bool:
 def stack(docker, tmp_path_factory):  # noqa: F811
     """The compose environment (ports, images) and a `compose(*args)` runner; torn down after."""
     base = os.environ.get("PYTHON_IMAGE") or (
-        BASE_IMAGE_FILE.read_text().strip() if BASE_IMAGE_FILE.exists()
-        else "python:3.11-slim-bookworm")
+        BASE_IMAGE_FILE.read_text().strip()
+        if BASE_IMAGE_FILE.exists()
+        else "python:3.11-slim-bookworm"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
-    env.update({"PYTHON_IMAGE": base, "HF_HUB_OFFLINE": "1", "PROFILE": "tiny",
-                "PATH": f"{os.path.dirname(docker)}:{env.get('PATH', '')}",
-                "LB_RATE": "20r/s", "LB_BURST": "10"})
-    for name in ("NLP_HTTP_PORT", "NLP_GRPC_PORT", "NLP_REPLICA_HTTP_PORT",
-                 "NLP_REPLICA_GRPC_PORT", "LB_HTTP_PORT", "LB_GRPC_PORT", "LB_HEALTH_PORT",
-                 "PROMETHEUS_PORT"):
+    env.update(
+        {
+            "PYTHON_IMAGE": base,
+            "HF_HUB_OFFLINE": "1",
+            "PROFILE": "tiny",
+            "PATH": f"{os.path.dirname(docker)}:{env.get('PATH', '')}",
+            "LB_RATE": "20r/s",
+            "LB_BURST": "10",
+        }
+    )
+    for name in (
+        "NLP_HTTP_PORT",
+        "NLP_GRPC_PORT",
+        "NLP_REPLICA_HTTP_PORT",
+        "NLP_REPLICA_GRPC_PORT",
+        "LB_HTTP_PORT",
+        "LB_GRPC_PORT",
+        "LB_HEALTH_PORT",
+        "PROMETHEUS_PORT",
+    ):
         env[name] = str(free_port())
     missing = []
     for variable, (upstream, substitute) in UPSTREAM.items():
@@ -79,32 +98,42 @@ def stack(docker, tmp_path_factory):  # noqa: F811
             RAN.append(f"{upstream} not available here: ran {substitute} (Debian package)")
             if not _exists(docker, substitute):
                 missing.append(substitute.split(":")[0].removeprefix("nlp-"))
-    for image, what in (("nlp-serving:latest", "serving"),
-                        ("nlp-serving-builder:latest", "builder")):
+    for image, what in (
+        ("nlp-serving:latest", "serving"),
+        ("nlp-serving-builder:latest", "builder"),
+    ):
         if not _exists(docker, image):
             missing.append(what)
     if missing:
-        build = subprocess.run(["bash", str(BUILD_SCRIPT)], cwd=ROOT, capture_output=True,
-                               text=True, timeout=1800,
-                               env={**os.environ, "DOCKER": docker, "PYTHON_IMAGE": base,
-                                    "IMAGES": " ".join(missing)})
+        build = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            env={**os.environ, "DOCKER": docker, "PYTHON_IMAGE": base, "IMAGES": " ".join(missing)},
+        )
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     compose_bin = _compose_binary()
     flat = tmp_path_factory.mktemp("compose") / "docker-compose.host.yml"
     flat.write_text(flatten(compose_bin, env))
 
     def compose(*args: str, timeout: float = 600, check: bool = True):
-        result = subprocess.run([compose_bin, "-p", PROJECT, "--project-directory", str(ROOT),
-                                 "-f", str(flat), *args], env=env, cwd=ROOT,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [compose_bin, "-p", PROJECT, "--project-directory", str(ROOT), "-f", str(flat), *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check:
             assert result.returncode == 0, f"{args}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
         return result
 
     compose("--profile", "scale", "down", "-v", "--remove-orphans", check=False)
     yield env, compose
-    compose("--profile", "scale", "down", "-v", "--remove-orphans", "--timeout", "20",
-            check=False)
+    compose("--profile", "scale", "down", "-v", "--remove-orphans", "--timeout", "20", check=False)
     if RAN:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         path = RESULTS_DIR / f"containers-{datetime.date.today().isoformat()}.md"
@@ -122,8 +151,9 @@ def _wait_healthy(docker_bin: str, container: str, timeout: float = 240) -> None
     deadline = time.monotonic() + timeout
     status = ""
     while time.monotonic() < deadline:
-        status = run(docker_bin, "inspect", "--format", "{{.State.Health.Status}}",
-                     container).stdout.strip()
+        status = run(
+            docker_bin, "inspect", "--format", "{{.State.Health.Status}}", container
+        ).stdout.strip()
         if status == "healthy":
             return
         time.sleep(1)
@@ -134,26 +164,33 @@ def _wait_healthy(docker_bin: str, container: str, timeout: float = 240) -> None
 def _count(port: str) -> float:
     """nlp_requests_total of MODEL on one service container, from its own /metrics."""
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return sum(float(match.group(1)) for match in re.finditer(
-        rf'nlp_requests_total\{{[^}}]*model="{MODEL}"[^}}]*\}} ([0-9.e+]+)', text))
+    return sum(
+        float(match.group(1))
+        for match in re.finditer(
+            rf'nlp_requests_total\{{[^}}]*model="{MODEL}"[^}}]*\}} ([0-9.e+]+)', text
+        )
+    )
 
 
 def _classify(port: str) -> int:
-    return requests.post(f"http://127.0.0.1:{port}/classify",
-                         json={"inputs": "A fine film.", "model": MODEL},
-                         headers={"Connection": "close"}, timeout=30).status_code
+    return requests.post(
+        f"http://127.0.0.1:{port}/classify",
+        json={"inputs": "A fine film.", "model": MODEL},
+        headers={"Connection": "close"},
+        timeout=30,
+    ).status_code
 
 
-def test_builder_then_healthy_service_then_prometheus_scrapes_its_request_counter(
-        docker, stack):  # noqa: F811
+def test_builder_then_healthy_service_then_prometheus_scrapes_its_request_counter(docker, stack):  # noqa: F811
     env, compose = stack
     started = time.monotonic()
     # model-builder runs to completion first (service_completed_successfully), into the
     # project's model-store volume; the service starts after it.
     compose("up", "-d", "--no-build", "nlp-serving", "prometheus", timeout=900)
     builder = _container(docker, compose, "model-builder")
-    state = run(docker, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
-                builder).stdout.split()
+    state = run(
+        docker, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", builder
+    ).stdout.split()
     assert state == ["exited", "0"], state
     serving = _container(docker, compose, "nlp-serving")
     _wait_healthy(docker, serving)
@@ -166,8 +203,9 @@ def test_builder_then_healthy_service_then_prometheus_scrapes_its_request_counte
     deadline, value = time.monotonic() + 90, 0.0
     while time.monotonic() < deadline:
         try:
-            answer = requests.get(f"{prometheus}/api/v1/query", params={"query": query},
-                                  timeout=5).json()
+            answer = requests.get(
+                f"{prometheus}/api/v1/query", params={"query": query}, timeout=5
+            ).json()
             if answer["status"] == "success" and answer["data"]["result"]:
                 value = float(answer["data"]["result"][0]["value"][1])
                 if value >= 5:
@@ -176,12 +214,13 @@ def test_builder_then_healthy_service_then_prometheus_scrapes_its_request_counte
             pass
         time.sleep(1)
     assert value >= 5, f"Prometheus has {value} for {query}"
-    RAN.append(f"model-builder exited 0, then nlp-serving healthy {healthy:.0f} s after "
-               f"`up`; Prometheus ({env['PROMETHEUS_IMAGE']}) returned {query} = {value:.0f}")
+    RAN.append(
+        f"model-builder exited 0, then nlp-serving healthy {healthy:.0f} s after "
+        f"`up`; Prometheus ({env['PROMETHEUS_IMAGE']}) returned {query} = {value:.0f}"
+    )
 
 
-def test_scale_profile_nginx_spreads_over_both_replicas_and_survives_losing_one(
-        docker, stack):  # noqa: F811
+def test_scale_profile_nginx_spreads_over_both_replicas_and_survives_losing_one(docker, stack):  # noqa: F811
     env, compose = stack
     compose("--profile", "scale", "up", "-d", "--no-build", "lb", timeout=900)
     _wait_healthy(docker, _container(docker, compose, "nlp-serving-replica"))
@@ -217,12 +256,23 @@ def test_scale_profile_nginx_spreads_over_both_replicas_and_survives_losing_one(
 
     # Past the per-client rate (20 r/s, burst 10) the balancer answers 429.
     with ThreadPoolExecutor(8) as pool:
-        burst = list(pool.map(lambda _: requests.get(
-            f"http://127.0.0.1:{env['LB_HTTP_PORT']}/livez", timeout=10).status_code,
-            range(60)))
+        burst = list(
+            pool.map(
+                lambda _: (
+                    requests.get(
+                        f"http://127.0.0.1:{env['LB_HTTP_PORT']}/livez", timeout=10
+                    ).status_code
+                ),
+                range(60),
+            )
+        )
     assert 429 in burst and 200 in burst, burst
-    RAN.append(f"scale profile: nginx ({env['NGINX_IMAGE']}) spread 30 requests as {spread}; "
-               f"after `docker kill` of the replica 20/20 answered 200; gRPC through nginx "
-               f"answered; limit_req refused {burst.count(429)}/60 of a burst with 429")
-    RAN.append("Grafana, Jaeger, Locust: not run (their images cannot be pulled here and have "
-               "no Debian-package substitute in this project)")
+    RAN.append(
+        f"scale profile: nginx ({env['NGINX_IMAGE']}) spread 30 requests as {spread}; "
+        f"after `docker kill` of the replica 20/20 answered 200; gRPC through nginx "
+        f"answered; limit_req refused {burst.count(429)}/60 of a burst with 429"
+    )
+    RAN.append(
+        "Grafana, Jaeger, Locust: not run (their images cannot be pulled here and have "
+        "no Debian-package substitute in this project)"
+    )

@@ -43,8 +43,11 @@ BASE_IMAGE_FILE = ROOT / "deploy" / "containers" / ".base-image"
 RESULTS_DIR = Path(os.environ.get("NLP_CONTAINER_RESULTS_DIR", ROOT / "deploy" / "results"))
 REQUIRED = os.environ.get("NLP_REQUIRE_CONTAINERS") == "1"
 REUSE = os.environ.get("NLP_CONTAINERS_REUSE") == "1"
-SERVING, BUILDER, BENTO = "nlp-serving:latest", "nlp-serving-builder:latest", \
-    "nlp-serving-bento:latest"
+SERVING, BUILDER, BENTO = (
+    "nlp-serving:latest",
+    "nlp-serving-builder:latest",
+    "nlp-serving-bento:latest",
+)
 UID = "1034"
 # Every container these tests start carries this label: teardown removes exactly those.
 LABEL = "nlp-serving.test=containers"
@@ -66,14 +69,20 @@ def docker() -> str:
     if binary is None:
         problem = "no docker client installed"
     else:
-        server = subprocess.run([binary, "version", "--format", "{{.Server.Version}}"],
-                                capture_output=True, text=True, timeout=30)
+        server = subprocess.run(
+            [binary, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if server.returncode != 0:
             said = (server.stderr or server.stdout).strip().splitlines() or ["no answer"]
             problem = f"no docker daemon answers ({said[-1][:200]})"
     if problem:
-        message = (f"container tests: {problem}; run `bash deploy/containers/setup-engine.sh` "
-                   "as root first (installs docker.io, starts dockerd, makes the base image)")
+        message = (
+            f"container tests: {problem}; run `bash deploy/containers/setup-engine.sh` "
+            "as root first (installs docker.io, starts dockerd, makes the base image)"
+        )
         if REQUIRED:
             pytest.fail(f"NLP_REQUIRE_CONTAINERS=1 but {message}", pytrace=False)
         pytest.skip(message)
@@ -100,11 +109,16 @@ class Results:
 
     def markdown(self) -> str:
         cpu = _cpu_name()
-        lines = [f"# Containers, built and run ({datetime.date.today().isoformat()})", "",
-                 f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} "
-                 f"{platform.release()}; engine: Debian docker.io (dockerd, BuildKit).",
-                 f"Base image: `{self.base_image}`.", "",
-                 "| image | size (MB) |", "|---|---|"]
+        lines = [
+            f"# Containers, built and run ({datetime.date.today().isoformat()})",
+            "",
+            f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} "
+            f"{platform.release()}; engine: Debian docker.io (dockerd, BuildKit).",
+            f"Base image: `{self.base_image}`.",
+            "",
+            "| image | size (MB) |",
+            "|---|---|",
+        ]
         lines += [f"| `{image}` | {size:.0f} |" for image, size in self.image_mb.items()]
         lines += ["", "| build step (`deploy/containers/build-images.sh`) | seconds |", "|---|---|"]
         lines += [f"| {name} | {seconds:.1f} |" for name, seconds in self.build_seconds.items()]
@@ -150,23 +164,38 @@ def _image_exists(docker: str, image: str) -> bool:
 @pytest.fixture(scope="module")
 def built(docker, results, tmp_path_factory) -> Built:
     base = os.environ.get("PYTHON_IMAGE") or (
-        BASE_IMAGE_FILE.read_text().strip() if BASE_IMAGE_FILE.exists()
-        else "python:3.11-slim-bookworm")
+        BASE_IMAGE_FILE.read_text().strip()
+        if BASE_IMAGE_FILE.exists()
+        else "python:3.11-slim-bookworm"
+    )
     if not _image_exists(docker, base):
-        pytest.fail(f"base image {base} is missing: run deploy/containers/setup-engine.sh",
-                    pytrace=False)
+        pytest.fail(
+            f"base image {base} is missing: run deploy/containers/setup-engine.sh", pytrace=False
+        )
     work = tmp_path_factory.mktemp("containers")
     store = work / "home"
     times = work / "build-times.txt"
     images = ["serving", "builder", "store", "bento"]
     if REUSE and all(_image_exists(docker, image) for image in (SERVING, BUILDER, BENTO)):
         images = ["store"]
-    env = {**os.environ, "DOCKER": docker, "PYTHON_IMAGE": base, "STORE": str(store),
-           "BUILD_TIMES": str(times), "IMAGES": " ".join(images)}
+    env = {
+        **os.environ,
+        "DOCKER": docker,
+        "PYTHON_IMAGE": base,
+        "STORE": str(store),
+        "BUILD_TIMES": str(times),
+        "IMAGES": " ".join(images),
+    }
     log = work / "build.log"
     with log.open("w") as out:
-        build = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, stdout=out,
-                               stderr=subprocess.STDOUT, timeout=1800, cwd=ROOT)
+        build = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1800,
+            cwd=ROOT,
+        )
     assert build.returncode == 0, log.read_text()[-5000:]
     results.base_image = base
     for line in times.read_text().splitlines():
@@ -193,17 +222,35 @@ def test_builder_image_exports_the_tiny_profile_into_the_model_store_as_uid_1034
 
 
 def test_serving_and_bento_images_hold_no_export_side(docker, built):
-    probe = ("import importlib.util as u, json; print(json.dumps({m: u.find_spec(m) is not None "
-             "for m in ('torch', 'transformers', 'optimum', 'onnxruntime', 'bentoml')}))")
+    probe = (
+        "import importlib.util as u, json; print(json.dumps({m: u.find_spec(m) is not None "
+        "for m in ('torch', 'transformers', 'optimum', 'onnxruntime', 'bentoml')}))"
+    )
     for image in (SERVING, BENTO):
-        out = run(docker, "run", "--rm", "--network", "none", "--entrypoint", "python", image,
-                  "-c", probe).stdout
+        out = run(
+            docker, "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", probe
+        ).stdout
         found = json.loads(out.strip().splitlines()[-1])
-        assert found == {"torch": False, "transformers": False, "optimum": False,
-                         "onnxruntime": True, "bentoml": True}, (image, found)
+        assert found == {
+            "torch": False,
+            "transformers": False,
+            "optimum": False,
+            "onnxruntime": True,
+            "bentoml": True,
+        }, (image, found)
     # The builder has the export side (it made the store above).
-    out = run(docker, "run", "--rm", "--network", "none", "--entrypoint", "python", BUILDER,
-              "-c", "import torch, optimum.exporters.onnx; print(torch.__version__)").stdout
+    out = run(
+        docker,
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "python",
+        BUILDER,
+        "-c",
+        "import torch, optimum.exporters.onnx; print(torch.__version__)",
+    ).stdout
     assert out.strip().endswith("+cpu"), out
 
 
@@ -253,12 +300,15 @@ class Container:
             time.sleep(0.5)
         health = json.loads(self.inspect("{{json .State.Health}}"))
         last = (health.get("Log") or [{}])[-1]
-        pytest.fail(f"{self.name}: health {health.get('Status')}, not {status}; last probe: "
-                    f"exit {last.get('ExitCode')}, {str(last.get('Output'))[-300:]}")
+        pytest.fail(
+            f"{self.name}: health {health.get('Status')}, not {status}; last probe: "
+            f"exit {last.get('ExitCode')}, {str(last.get('Output'))[-300:]}"
+        )
 
 
-def start_container(docker: str, image: str, name: str, *args: str,
-                    command: tuple[str, ...] = ()) -> tuple[Container, float]:
+def start_container(
+    docker: str, image: str, name: str, *args: str, command: tuple[str, ...] = ()
+) -> tuple[Container, float]:
     """`docker run -d` on host networking with free loopback ports; (container, start time).
 
     Host networking, no port mapping: traffic stays on 127.0.0.1. The image's own HEALTHCHECK
@@ -266,10 +316,32 @@ def start_container(docker: str, image: str, name: str, *args: str,
     port, grpc_port = free_port(), free_port()
     run(docker, "rm", "-f", name, check=False)
     started = time.monotonic()
-    run(docker, "run", "-d", "--name", name, "--label", LABEL, "--network", "host",
-        "-e", "HOST=127.0.0.1", "-e", f"PORT={port}", "-e", f"GRPC_PORT={grpc_port}",
-        "--health-interval", "1s", "--health-retries", "2", "--health-timeout", "5s",
-        *args, image, *command)
+    run(
+        docker,
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        LABEL,
+        "--network",
+        "host",
+        "-e",
+        "HOST=127.0.0.1",
+        "-e",
+        f"PORT={port}",
+        "-e",
+        f"GRPC_PORT={grpc_port}",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "--health-timeout",
+        "5s",
+        *args,
+        image,
+        *command,
+    )
     return Container(docker, name, port, grpc_port), started
 
 
@@ -284,15 +356,22 @@ def _remove_test_containers(docker):
 # The root filesystem read-only, as in deploy/k8s/deployment.yaml: writable tmpfs for /tmp and
 # ONNX Runtime's $HOME/.cache only; the model store mounted read-only.
 def _read_only(store: Path) -> list[str]:
-    return ["--read-only", "--tmpfs", "/tmp:rw,size=256m",
-            "--tmpfs", f"/home/bentoml/.cache:rw,size=16m,uid={UID},gid={UID}",
-            "-v", f"{store / 'models'}:/home/bentoml/models:ro"]
+    return [
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,size=256m",
+        "--tmpfs",
+        f"/home/bentoml/.cache:rw,size=16m,uid={UID},gid={UID}",
+        "-v",
+        f"{store / 'models'}:/home/bentoml/models:ro",
+    ]
 
 
 @pytest.fixture(scope="module")
 def serving(docker, built, results) -> Container:
-    container, started = start_container(docker, SERVING, "nlp-test-serving",
-                                         *_read_only(built.store))
+    container, started = start_container(
+        docker, SERVING, "nlp-test-serving", *_read_only(built.store)
+    )
     results.cold_start_s[SERVING] = container.wait_ready(started)
     return container
 
@@ -302,11 +381,21 @@ def bento(docker, built, results) -> Container:
     """The Bento image, run like deploy/k8s/deployment.yaml runs it: read-only root, BentoML's
     home on a tmpfs, the models inside the image."""
     container, started = start_container(
-        docker, BENTO, "nlp-test-bento", "--read-only",
-        "--tmpfs", "/tmp:rw,size=256m",
-        "--tmpfs", f"/var/lib/bentoml:rw,size=256m,uid={UID},gid={UID}",
-        "--tmpfs", f"/home/bentoml/.cache:rw,size=16m,uid={UID},gid={UID}",
-        "-e", "BENTOML_HOME=/var/lib/bentoml", "-e", "NLP_MODELS_THREADS=2")
+        docker,
+        BENTO,
+        "nlp-test-bento",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,size=256m",
+        "--tmpfs",
+        f"/var/lib/bentoml:rw,size=256m,uid={UID},gid={UID}",
+        "--tmpfs",
+        f"/home/bentoml/.cache:rw,size=16m,uid={UID},gid={UID}",
+        "-e",
+        "BENTOML_HOME=/var/lib/bentoml",
+        "-e",
+        "NLP_MODELS_THREADS=2",
+    )
     results.cold_start_s[BENTO] = container.wait_ready(started)
     return container
 
@@ -328,30 +417,48 @@ def _every_task(container: Container) -> None:
         return response.json()
 
     assert post("/classify", {"inputs": "I loved this film."})[0][0]["label"]
-    answer = post("/answer", {"inputs": {"question": "Where does the cat sleep?",
-                                         "context": "The cat sleeps on the mat all day."}})
+    answer = post(
+        "/answer",
+        {
+            "inputs": {
+                "question": "Where does the cat sleep?",
+                "context": "The cat sleeps on the mat all day.",
+            }
+        },
+    )
     assert isinstance(answer["answer"], str) and answer["end"] >= answer["start"]
-    generated = post("/generate", {"inputs": "Once upon a time",
-                                   "parameters": {"max_new_tokens": 8}})
+    generated = post(
+        "/generate", {"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8}}
+    )
     assert isinstance(generated["generated_text"], str)
-    assert isinstance(post("/translate", {"inputs": "The house is small."})[0]
-                      ["translation_text"], str)
+    assert isinstance(
+        post("/translate", {"inputs": "The house is small."})[0]["translation_text"], str
+    )
     embedding = np.asarray(post("/embed", {"inputs": "The house is small."}), dtype=float)
     assert embedding.size > 0 and np.isfinite(embedding).all()
 
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{container.grpc_port}")
     assert client.is_server_live() and client.is_server_ready()
-    result = client.infer("tiny-bert-classifier",
-                          [_texts_input(grpcclient, "text", ["A fine film.", "Dull."])])
+    result = client.infer(
+        "tiny-bert-classifier", [_texts_input(grpcclient, "text", ["A fine film.", "Dull."])]
+    )
     labels = result.as_numpy("label")
     assert labels.shape[0] == 2
 
     metrics = requests.get(f"{url}/metrics", timeout=10).text
     wanted = ('model="tiny-bert-classifier"', 'protocol="grpc"', 'outcome="ok"')
-    assert [line for line in metrics.splitlines() if line.startswith("nlp_requests_total{")
-            and all(label in line for label in wanted)], metrics[:2000]
-    for task in ("text-classification", "question-answering", "text-generation",
-                 "translation", "feature-extraction"):
+    assert [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("nlp_requests_total{") and all(label in line for label in wanted)
+    ], metrics[:2000]
+    for task in (
+        "text-classification",
+        "question-answering",
+        "text-generation",
+        "translation",
+        "feature-extraction",
+    ):
         assert f'task="{task}"' in metrics, task
     assert "nlp_requests_active" in metrics
 
@@ -367,18 +474,24 @@ def test_serving_container_runs_as_uid_1034_on_a_read_only_root(serving):
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
     assert serving.exec("python", "-c", "open('/tmp/written', 'w')").returncode == 0
     # The model store is read, never written.
-    assert serving.exec("python", "-c",
-                        "open('/home/bentoml/models/written', 'w')").returncode != 0
+    assert serving.exec("python", "-c", "open('/home/bentoml/models/written', 'w')").returncode != 0
 
 
 def test_image_healthcheck_is_healthy_when_ready_and_unhealthy_without_a_server(
-        docker, serving, built):
+    docker, serving, built
+):
     serving.wait_health("healthy")
     # The same image and HEALTHCHECK with no server behind it.
-    idle, _ = start_container(docker, SERVING, "nlp-test-no-server",
-                              # (0s would mean "the image's", 60 s)
-                              "--health-start-period", "1s", *_read_only(built.store),
-                              command=("python", "-c", "import time; time.sleep(300)"))
+    idle, _ = start_container(
+        docker,
+        SERVING,
+        "nlp-test-no-server",
+        # (0s would mean "the image's", 60 s)
+        "--health-start-period",
+        "1s",
+        *_read_only(built.store),
+        command=("python", "-c", "import time; time.sleep(300)"),
+    )
     idle.wait_health("unhealthy", timeout=60)
     log = json.loads(idle.inspect("{{json .State.Health}}"))["Log"]
     assert log and all(entry["ExitCode"] != 0 for entry in log)
@@ -410,8 +523,10 @@ def test_sigterm_drains_the_streams_in_flight_and_the_container_exits_zero(servi
         assert events and events[-1].get("generated_text") is not None, events[-1:]
     assert serving.inspect("{{.State.ExitCode}}") == "0", serving.logs()
     assert stop_seconds < 30, stop_seconds
-    results.notes.append(f"SIGTERM (`docker stop`) with {in_flight} streams in flight: all "
-                         f"finished, exit 0 after {stop_seconds:.1f} s")
+    results.notes.append(
+        f"SIGTERM (`docker stop`) with {in_flight} streams in flight: all "
+        f"finished, exit 0 after {stop_seconds:.1f} s"
+    )
 
 
 # --- the pod spec under podman ------------------------------------------------------------------
@@ -443,8 +558,7 @@ def _pod_for_this_machine(port: int, grpc_port: int) -> dict:
     return deployment
 
 
-def test_deployment_pod_runs_under_podman_kube_play_read_only_as_uid_1034(
-        docker, built, tmp_path):
+def test_deployment_pod_runs_under_podman_kube_play_read_only_as_uid_1034(docker, built, tmp_path):
     import yaml
 
     podman = shutil.which("podman")
@@ -456,16 +570,23 @@ def test_deployment_pod_runs_under_podman_kube_play_read_only_as_uid_1034(
     env = {**os.environ, "CONTAINERS_CONF": str(PODMAN_CONF)}
 
     def podman_run(*args: str, timeout: float = 300, check: bool = True):
-        result = subprocess.run([podman, *args], env=env, capture_output=True, text=True,
-                                timeout=timeout)
+        result = subprocess.run(
+            [podman, *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
         if check:
             assert result.returncode == 0, f"podman {args}: {result.stderr[-2000:]}"
         return result
 
     # The image docker built, into podman's store.
     saved = subprocess.Popen([docker, "save", BENTO], stdout=subprocess.PIPE)
-    loaded = subprocess.run([podman, "load", "-q"], stdin=saved.stdout, env=env,
-                            capture_output=True, text=True, timeout=300)
+    loaded = subprocess.run(
+        [podman, "load", "-q"],
+        stdin=saved.stdout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     saved.wait(timeout=60)
     assert loaded.returncode == 0, loaded.stderr
     port, grpc_port = free_port(), free_port()
@@ -486,17 +607,26 @@ def test_deployment_pod_runs_under_podman_kube_play_read_only_as_uid_1034(
         else:
             logs = podman_run("logs", name, check=False)
             pytest.fail(f"the pod is not ready: {logs.stdout[-2000:]}{logs.stderr[-2000:]}")
-        assert requests.post(f"http://127.0.0.1:{port}/classify",
-                             json={"inputs": "A fine film."}, timeout=30).status_code == 200
+        assert (
+            requests.post(
+                f"http://127.0.0.1:{port}/classify", json={"inputs": "A fine film."}, timeout=30
+            ).status_code
+            == 200
+        )
         assert podman_run("exec", name, "id", "-u").stdout.strip() == UID
         config = json.loads(podman_run("inspect", name).stdout)[0]
         assert config["HostConfig"]["ReadonlyRootfs"] is True
         assert not config["HostConfig"]["CapAdd"]
         assert "CAP_NET_RAW" in config["HostConfig"]["CapDrop"]  # drop: [ALL]
         # Writable where the manifest mounts emptyDirs, nowhere else.
-        writes = podman_run("exec", name, "sh", "-c",
-                            "touch /var/lib/bentoml/w /tmp/w /home/bentoml/.cache/w && echo ok; "
-                            "touch /w 2>/dev/null || echo refused").stdout.split()
+        writes = podman_run(
+            "exec",
+            name,
+            "sh",
+            "-c",
+            "touch /var/lib/bentoml/w /tmp/w /home/bentoml/.cache/w && echo ok; "
+            "touch /w 2>/dev/null || echo refused",
+        ).stdout.split()
         assert writes == ["ok", "refused"], writes
     finally:
         podman_run("kube", "down", str(manifest), check=False)

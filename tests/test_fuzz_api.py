@@ -27,8 +27,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 SLOW_EXAMPLES = 250
 
@@ -47,9 +51,13 @@ schema = schemathesis.openapi.from_dict(_document())
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
 # Generation is expensive to run (every example is a real request), not to generate.
-_SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                 phases=[Phase.explicit, Phase.generate],
-                 suppress_health_check=list(HealthCheck))
+_SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @schema.parametrize()
@@ -81,8 +89,11 @@ def test_openapi_document_declares_the_error_responses(live_server):
     bento = requests.get(f"{live_server.url}/docs.json", timeout=10).json()
     schemas = document["components"]["schemas"]
     assert set(schemas["ErrorBody"]["required"]) == {"error", "field"}
-    expected = {"/classify": "ErrorBody", "/v1/completions": "OpenAIErrorBody",
-                "/v2/models/{name}/infer": "V2ErrorBody"}
+    expected = {
+        "/classify": "ErrorBody",
+        "/v1/completions": "OpenAIErrorBody",
+        "/v2/models/{name}/infer": "V2ErrorBody",
+    }
     for path, model in expected.items():
         responses = document["paths"][path]["post"]["responses"]
         for status in ("404", "413", "429"):

@@ -36,8 +36,9 @@ def generators(tiny_exported, tiny_checkpoint, tmp_path_factory):
     writes it (fused GroupQueryAttention, right-padded caches: models/genai_export.py)."""
     from models.genai_export import build_decoder
 
-    loaded = {kind: TextGenerator.load(tiny_exported(kind), threads=1)
-              for kind in ("gpt2", "llama-chat")}
+    loaded = {
+        kind: TextGenerator.load(tiny_exported(kind), threads=1) for kind in ("gpt2", "llama-chat")
+    }
     gqa = build_decoder(tiny_checkpoint("llama-chat"), tmp_path_factory.mktemp("gqa") / "llama")
     loaded["llama-chat-gqa"] = TextGenerator.load(gqa, threads=1)
     assert loaded["llama-chat-gqa"].right_padded and not loaded["llama-chat"].right_padded
@@ -56,9 +57,14 @@ class StepLog:
         self.tokens += tokens
 
 
-async def _collect(scheduler: GenerationScheduler, generator: TextGenerator, prompt: str,
-                   params: GenerationParameters, after: asyncio.Event | None = None,
-                   signal: asyncio.Event | None = None):
+async def _collect(
+    scheduler: GenerationScheduler,
+    generator: TextGenerator,
+    prompt: str,
+    params: GenerationParameters,
+    after: asyncio.Event | None = None,
+    signal: asyncio.Event | None = None,
+):
     """Submit once `after` is set; set `signal` on the third token received."""
     if after is not None:
         await after.wait()
@@ -83,15 +89,25 @@ def test_concurrent_requests_get_the_tokens_they_get_alone(kind, generators):
     steps = StepLog()
 
     async def run():
-        scheduler = GenerationScheduler(generator, kind, max_active=8, max_waiting=16,
-                                        on_step=steps)
+        scheduler = GenerationScheduler(
+            generator, kind, max_active=8, max_waiting=16, on_step=steps
+        )
         try:
             # The second half arrives once the first is decoding: it joins a running batch.
             decoding = asyncio.Event()
-            results = await asyncio.gather(*[
-                _collect(scheduler, generator, prompt, q, after=decoding if i >= 4 else None,
-                         signal=decoding if i == 1 else None)
-                for i, (prompt, q) in enumerate(zip(PROMPTS, params, strict=True))])
+            results = await asyncio.gather(
+                *[
+                    _collect(
+                        scheduler,
+                        generator,
+                        prompt,
+                        q,
+                        after=decoding if i >= 4 else None,
+                        signal=decoding if i == 1 else None,
+                    )
+                    for i, (prompt, q) in enumerate(zip(PROMPTS, params, strict=True))
+                ]
+            )
             assert scheduler.in_flight == 0
             return results
         finally:
@@ -103,8 +119,9 @@ def test_concurrent_requests_get_the_tokens_they_get_alone(kind, generators):
         assert final.generated_text == single.generated_text
         assert "".join(t.text for t in tokens) == single.generated_text
         assert final.finish_reason == single.finish_reason
-        assert [t.logprob for t in tokens] == pytest.approx([t.logprob for t in single.tokens],
-                                                            abs=1e-4)
+        assert [t.logprob for t in tokens] == pytest.approx(
+            [t.logprob for t in single.tokens], abs=1e-4
+        )
     assert steps.tokens == sum(len(t) for t, _ in results)
     assert max(steps.rows) > 1, "requests were decoded one after another, not together"
     # The first half is submitted at once; the scheduler's thread may take the first arrival
@@ -122,8 +139,9 @@ def test_stop_sequences_and_seeded_sampling_are_kept_in_a_batch(generators):
     stop = reference.generated_text[8:11]
     params = [
         GenerationParameters(max_new_tokens=20, stop=[stop]),
-        GenerationParameters(max_new_tokens=15, do_sample=True, seed=7, top_k=20, top_p=0.9,
-                             temperature=0.8),
+        GenerationParameters(
+            max_new_tokens=15, do_sample=True, seed=7, top_k=20, top_p=0.9, temperature=0.8
+        ),
         GenerationParameters(max_new_tokens=15, repetition_penalty=1.3),
         GenerationParameters(max_new_tokens=15, do_sample=True, seed=11),
     ]
@@ -134,15 +152,23 @@ def test_stop_sequences_and_seeded_sampling_are_kept_in_a_batch(generators):
     async def run():
         scheduler = GenerationScheduler(generator, "chat", max_active=4, max_waiting=4)
         try:
-            return await asyncio.gather(*[_collect(scheduler, generator, p, q)
-                                          for p, q in zip(prompts, params, strict=True)])
+            return await asyncio.gather(
+                *[
+                    _collect(scheduler, generator, p, q)
+                    for p, q in zip(prompts, params, strict=True)
+                ]
+            )
         finally:
             scheduler.close()
 
     for (tokens, final), single in zip(asyncio.run(run()), alone, strict=True):
         assert _ids(tokens) == _ids(single.tokens)
         assert (final.generated_text, final.finish_reason, final.stop_sequence, final.seed) == (
-            single.generated_text, single.finish_reason, single.stop_sequence, single.seed)
+            single.generated_text,
+            single.finish_reason,
+            single.stop_sequence,
+            single.seed,
+        )
 
 
 def test_a_cancelled_request_leaves_the_batch_and_the_others_are_unchanged(generators):
@@ -153,12 +179,15 @@ def test_a_cancelled_request_leaves_the_batch_and_the_others_are_unchanged(gener
     steps = StepLog()
 
     async def run():
-        scheduler = GenerationScheduler(generator, "gpt2", max_active=8, max_waiting=8,
-                                        on_step=steps)
+        scheduler = GenerationScheduler(
+            generator, "gpt2", max_active=8, max_waiting=8, on_step=steps
+        )
         try:
             victim = scheduler.submit(generator.prepare(PROMPTS[0], long))
-            rest = [asyncio.ensure_future(_collect(scheduler, generator, p, q))
-                    for p, q in zip(PROMPTS[1:4], others, strict=True)]
+            rest = [
+                asyncio.ensure_future(_collect(scheduler, generator, p, q))
+                for p, q in zip(PROMPTS[1:4], others, strict=True)
+            ]
             received = 0
             async for _event in victim:
                 received += 1
@@ -183,20 +212,22 @@ def test_the_deadline_stops_generation_with_deadline_exceeded(generators):
     steps = StepLog()
 
     async def run():
-        scheduler = GenerationScheduler(generator, "gpt2", max_active=8, max_waiting=8,
-                                        on_step=steps)
+        scheduler = GenerationScheduler(
+            generator, "gpt2", max_active=8, max_waiting=8, on_step=steps
+        )
         try:
             deadline = time.monotonic() + 0.02
             generation = scheduler.submit(
-                generator.prepare(PROMPTS[0], GenerationParameters(max_new_tokens=240)),
-                deadline)
+                generator.prepare(PROMPTS[0], GenerationParameters(max_new_tokens=240)), deadline
+            )
             tokens = []
             with pytest.raises(DeadlineExceeded):
                 async for event in generation:
                     tokens.append(event)
             assert time.monotonic() >= deadline
-            expired = scheduler.submit(generator.prepare(PROMPTS[1], GenerationParameters()),
-                                       time.monotonic() - 1)
+            expired = scheduler.submit(
+                generator.prepare(PROMPTS[1], GenerationParameters()), time.monotonic() - 1
+            )
             with pytest.raises(DeadlineExceeded):
                 await anext(expired)
             return tokens

@@ -69,8 +69,7 @@ def hf(tiny_checkpoint):
 def ours(tiny_exported):
     @cache
     def get(kind: str, folder: Path | None = None, cap: int = 512) -> TextGenerator:
-        return TextGenerator.load(folder or tiny_exported(kind), threads=1,
-                                  max_new_tokens_cap=cap)
+        return TextGenerator.load(folder or tiny_exported(kind), threads=1, max_new_tokens_cap=cap)
 
     return get
 
@@ -82,9 +81,10 @@ def hf_generate(hf_parts, prompt: str | None = None, input_ids=None, **kwargs) -
     if input_ids is None:
         input_ids = tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
-        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                             do_sample=False, **kwargs)
-    return out[0, input_ids.shape[1]:].tolist()
+        out = model.generate(
+            input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False, **kwargs
+        )
+    return out[0, input_ids.shape[1] :].tolist()
 
 
 def hf_text(hf_parts, prompt, **kwargs) -> str:
@@ -118,8 +118,9 @@ def test_repetition_penalty_matches_transformers(kind, hf, ours):
         result = generator.generate([prompt], params)[0]
         expected = hf_generate(parts, prompt, max_new_tokens=NEW_TOKENS, repetition_penalty=1.3)
         assert ids(result) == expected, prompt
-        assert result.generated_text == hf_text(parts, prompt, max_new_tokens=NEW_TOKENS,
-                                                repetition_penalty=1.3)
+        assert result.generated_text == hf_text(
+            parts, prompt, max_new_tokens=NEW_TOKENS, repetition_penalty=1.3
+        )
 
 
 def test_greedy_logprobs_are_transformers_log_softmax(hf, ours):
@@ -130,8 +131,13 @@ def test_greedy_logprobs_are_transformers_log_softmax(hf, ours):
     result = ours("llama-chat").generate([prompt], GenerationParameters(max_new_tokens=5))[0]
     input_ids = tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
-        out = model.generate(input_ids, do_sample=False, max_new_tokens=5, output_scores=True,
-                             return_dict_in_generate=True)
+        out = model.generate(
+            input_ids,
+            do_sample=False,
+            max_new_tokens=5,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
     for token, scores in zip(result.tokens, out.scores, strict=True):
         expected = torch.log_softmax(scores[0].double(), -1)[token.id].item()
         assert token.logprob == pytest.approx(expected, abs=1e-4)
@@ -178,8 +184,9 @@ def test_left_padded_batch_equals_one_by_one(kind, ours, eos_models):
     for b, s in zip(batched, single, strict=True):
         assert ids(b) == ids(s)
         assert (b.generated_text, b.finish_reason) == (s.generated_text, s.finish_reason)
-        assert [t.logprob for t in b.tokens] == pytest.approx([t.logprob for t in s.tokens],
-                                                              abs=1e-4)
+        assert [t.logprob for t in b.tokens] == pytest.approx(
+            [t.logprob for t in s.tokens], abs=1e-4
+        )
     if kind == "llama-chat":  # the eos model: one row stops early while the others go on
         assert batched[0].finish_reason == "eos_token"
         assert {r.finish_reason for r in batched} == {"eos_token", "length"}
@@ -217,7 +224,7 @@ def test_incremental_text_never_splits_a_character(hf, ours):
         pieces.append(stream.release(final=i == len(generated) - 1))
     assert all(not p.endswith("\ufffd") for p in pieces)
     full = tokenizer.decode(prompt_ids + generated, clean_up_tokenization_spaces=True)
-    expected = full[len(tokenizer.decode(prompt_ids, clean_up_tokenization_spaces=True)):]
+    expected = full[len(tokenizer.decode(prompt_ids, clean_up_tokenization_spaces=True)) :]
     assert "".join(pieces) == expected == "é😀 ça 🇫🇷,日本 It's ok, no?"
 
 
@@ -263,13 +270,13 @@ def test_too_long_prompt_is_refused_naming_the_limit_unless_truncated(kind, hf, 
     assert refused.value.field == "inputs"
     assert "256" in refused.value.message
 
-    result = generator.generate([prompt], GenerationParameters(max_new_tokens=10,
-                                                               truncate=True))[0]
+    result = generator.generate([prompt], GenerationParameters(max_new_tokens=10, truncate=True))[0]
     assert result.prompt_tokens == 256 - 10
     assert ids(result) == hf_generate(parts, input_ids=tokens[:, -246:], max_new_tokens=10)
 
-    result = generator.generate([prompt], GenerationParameters.model_validate(
-        {"max_new_tokens": 10, "truncation": 100}))[0]
+    result = generator.generate(
+        [prompt], GenerationParameters.model_validate({"max_new_tokens": 10, "truncation": 100})
+    )[0]
     assert result.prompt_tokens == 100
     assert ids(result) == hf_generate(parts, input_ids=tokens[:, -100:], max_new_tokens=10)
 
@@ -277,8 +284,11 @@ def test_too_long_prompt_is_refused_naming_the_limit_unless_truncated(kind, hf, 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello!"}],
     [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Why?"}],
-    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, how can I help?"},
-     {"role": "user", "content": "Écris un poème 😀 sur Paris."}],
+    [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello, how can I help?"},
+        {"role": "user", "content": "Écris un poème 😀 sur Paris."},
+    ],
     [{"role": "system", "content": "Line one\nLine two"}, {"role": "user", "content": ""}],
 ]
 
@@ -287,15 +297,18 @@ def test_chat_template_renders_like_transformers(hf, ours):
     generator, (tokenizer, _, pipe) = ours("llama-chat"), hf("llama-chat")
     assert generator.chat_template
     for messages in CONVERSATIONS:
-        expected = tokenizer.apply_chat_template(messages, tokenize=False,
-                                                 add_generation_prompt=True)
+        expected = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
         prompt = generator.apply_chat_template(messages)
         assert prompt == expected
         # The chat pipeline tokenizes the rendered template without adding special tokens.
-        result = generator.generate([prompt], GenerationParameters(max_new_tokens=10),
-                                    add_special_tokens=False)[0]
-        text = pipe(messages, do_sample=False, max_new_tokens=10,
-                    return_full_text=False)[0]["generated_text"]
+        result = generator.generate(
+            [prompt], GenerationParameters(max_new_tokens=10), add_special_tokens=False
+        )[0]
+        text = pipe(messages, do_sample=False, max_new_tokens=10, return_full_text=False)[0][
+            "generated_text"
+        ]
         assert result.generated_text == text
 
 
@@ -314,8 +327,13 @@ def test_parameters_follow_the_tgi_schema():
     assert params.return_full_text is False and params.details is False
     assert GenerationParameters.model_validate({"stop": None}).stop == []
     assert GenerationParameters.model_validate({"truncate": True}).truncate is True
-    for bad in ({"best_of": 2}, {"max_new_tokens": 0}, {"temperature": 0}, {"top_p": 1.5},
-                {"stop": [""]}):
+    for bad in (
+        {"best_of": 2},
+        {"max_new_tokens": 0},
+        {"temperature": 0},
+        {"top_p": 1.5},
+        {"stop": [""]},
+    ):
         with pytest.raises(ValidationError):
             GenerationParameters.model_validate(bad)
 
@@ -331,8 +349,15 @@ def test_generation_runtime_imports_neither_torch_nor_transformers():
     import subprocess
     import sys
 
-    code = ("import sys, service.runtime.tasks.generation, service.runtime.sampling; "
-            "print(sorted({'torch', 'transformers', 'optimum'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parent.parent)
+    code = (
+        "import sys, service.runtime.tasks.generation, service.runtime.sampling; "
+        "print(sorted({'torch', 'transformers', 'optimum'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
     assert out.stdout.strip() == "[]"

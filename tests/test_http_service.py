@@ -46,20 +46,23 @@ def pipelines(tiny_checkpoint):
 
 # --- task endpoints equal the pipelines -------------------------------------------------------
 
+
 def test_classify_matches_transformers_pipeline(url, pipelines):
     expected = pipelines("text-classification", "bert-classifier")(SENTENCES, top_k=2)
     got = post(url, "/classify", {"inputs": SENTENCES, "parameters": {"top_k": 2}}).json()
     assert len(got) == len(expected)
     for ours, theirs in zip(got, expected, strict=True):
         assert [o["label"] for o in ours] == [t["label"] for t in theirs]
-        np.testing.assert_allclose([o["score"] for o in ours], [t["score"] for t in theirs],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            [o["score"] for o in ours], [t["score"] for t in theirs], atol=1e-4
+        )
 
 
 def test_classify_single_input_and_named_model(url, pipelines):
     expected = pipelines("text-classification", "distilbert-classifier")(SENTENCES[0])
-    got = post(url, "/classify", {"inputs": SENTENCES[0],
-                                  "model": "tiny-distilbert-classifier"}).json()
+    got = post(
+        url, "/classify", {"inputs": SENTENCES[0], "model": "tiny-distilbert-classifier"}
+    ).json()
     # One list per input, a single string included (the HF Inference API's shape).
     assert isinstance(got, list) and len(got) == 1 and len(got[0]) == 1
     assert got[0][0]["label"] == expected[0]["label"]
@@ -68,8 +71,7 @@ def test_classify_single_input_and_named_model(url, pipelines):
 
 def _same_labels(ours: list[dict], theirs: list[dict]) -> None:
     assert [o["label"] for o in ours] == [t["label"] for t in theirs]
-    np.testing.assert_allclose([o["score"] for o in ours], [t["score"] for t in theirs],
-                               atol=1e-4)
+    np.testing.assert_allclose([o["score"] for o in ours], [t["score"] for t in theirs], atol=1e-4)
 
 
 def test_tei_predict_matches_transformers_pipeline(url, pipelines):
@@ -82,26 +84,34 @@ def test_tei_predict_matches_transformers_pipeline(url, pipelines):
     _same_labels(post(url, "/predict", {"inputs": [text, pair]}).json(), pair_expected)
     assert pair_expected != classify(text, top_k=None)  # the pair really reached the model
     batch = post(url, "/predict", {"inputs": [[text], [text, pair], [SENTENCES[2]]]}).json()
-    for ours, theirs in zip(batch, [classify(text, top_k=None), pair_expected,
-                                    classify(SENTENCES[2], top_k=None)], strict=True):
+    for ours, theirs in zip(
+        batch,
+        [classify(text, top_k=None), pair_expected, classify(SENTENCES[2], top_k=None)],
+        strict=True,
+    ):
         _same_labels(ours, theirs)
     raw = post(url, "/predict", {"inputs": text, "raw_scores": True}).json()
     _same_labels(raw, classify(text, top_k=None, function_to_apply="none"))
     long_text = " ".join(SENTENCES) * 20
     for direction in ("Left", "right"):
-        cut = post(url, "/predict", {"inputs": [long_text, pair], "truncate": True,
-                                     "truncation_direction": direction}).json()
+        cut = post(
+            url,
+            "/predict",
+            {"inputs": [long_text, pair], "truncate": True, "truncation_direction": direction},
+        ).json()
         classify.tokenizer.truncation_side = direction.lower()
         try:
-            expected = classify({"text": long_text, "text_pair": pair}, top_k=None,
-                                truncation=True)
+            expected = classify({"text": long_text, "text_pair": pair}, top_k=None, truncation=True)
         finally:
             classify.tokenizer.truncation_side = "right"
         _same_labels(cut, expected)
     refused = post(url, "/predict", {"inputs": long_text})
     assert refused.status_code == 422 and refused.json()["field"] == "inputs"
-    for inputs, field in (([text, pair, text], "inputs"), ([[text], []], "inputs.1"),
-                          ([[text], [text, pair, text]], "inputs.1")):
+    for inputs, field in (
+        ([text, pair, text], "inputs"),
+        ([[text], []], "inputs.1"),
+        ([[text], [text, pair, text]], "inputs.1"),
+    ):
         bad = post(url, "/predict", {"inputs": inputs})
         assert bad.status_code == 422 and bad.json()["field"] == field, (inputs, bad.text)
 
@@ -111,12 +121,15 @@ def test_answer_matches_transformers_pipeline(url, pipelines):
     question = "What did the critics think of the film?"
     qa = pipelines("question-answering", "distilbert-qa")
     expected = qa(question=question, context=context, top_k=3)
-    got = post(url, "/answer", {"inputs": {"question": question, "context": context},
-                                "parameters": {"top_k": 3}}).json()
+    got = post(
+        url,
+        "/answer",
+        {"inputs": {"question": question, "context": context}, "parameters": {"top_k": 3}},
+    ).json()
     assert [(g["answer"], g["start"], g["end"]) for g in got] == [
-        (e["answer"], e["start"], e["end"]) for e in expected]
-    np.testing.assert_allclose([g["score"] for g in got], [e["score"] for e in expected],
-                               atol=1e-4)
+        (e["answer"], e["start"], e["end"]) for e in expected
+    ]
+    np.testing.assert_allclose([g["score"] for g in got], [e["score"] for e in expected], atol=1e-4)
     single = post(url, "/answer", {"inputs": {"question": question, "context": context}}).json()
     assert single["answer"] == expected[0]["answer"]
 
@@ -124,13 +137,19 @@ def test_answer_matches_transformers_pipeline(url, pipelines):
 def test_generate_matches_transformers_pipeline(url, pipelines):
     prompt = "The movie was"
     expected = pipelines("text-generation", "llama-chat")(
-        prompt, max_new_tokens=12, do_sample=False, return_full_text=False)
-    got = post(url, "/generate", {"inputs": prompt,
-                                  "parameters": {"max_new_tokens": 12}}).json()
+        prompt, max_new_tokens=12, do_sample=False, return_full_text=False
+    )
+    got = post(url, "/generate", {"inputs": prompt, "parameters": {"max_new_tokens": 12}}).json()
     assert got == {"generated_text": expected[0]["generated_text"]}
-    full = post(url, "/generate", {"inputs": prompt, "model": "tiny-gpt2",
-                                   "parameters": {"max_new_tokens": 12,
-                                                  "return_full_text": True}}).json()
+    full = post(
+        url,
+        "/generate",
+        {
+            "inputs": prompt,
+            "model": "tiny-gpt2",
+            "parameters": {"max_new_tokens": 12, "return_full_text": True},
+        },
+    ).json()
     gpt2 = pipelines("text-generation", "gpt2")(prompt, max_new_tokens=12, do_sample=False)
     assert full["generated_text"] == gpt2[0]["generated_text"]
 
@@ -138,12 +157,24 @@ def test_generate_matches_transformers_pipeline(url, pipelines):
 def test_generate_stream_is_tgi_sse(url, pipelines):
     prompt = "I would watch it again because"
     expected = pipelines("text-generation", "llama-chat")(
-        prompt, max_new_tokens=10, do_sample=False, return_full_text=False)[0]["generated_text"]
-    response = requests.post(f"{url}/generate", timeout=60, stream=True, json={
-        "inputs": prompt, "stream": True, "parameters": {"max_new_tokens": 10, "details": True}})
+        prompt, max_new_tokens=10, do_sample=False, return_full_text=False
+    )[0]["generated_text"]
+    response = requests.post(
+        f"{url}/generate",
+        timeout=60,
+        stream=True,
+        json={
+            "inputs": prompt,
+            "stream": True,
+            "parameters": {"max_new_tokens": 10, "details": True},
+        },
+    )
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = [json.loads(line[5:]) for line in response.iter_lines(decode_unicode=True)
-              if line.startswith("data:")]
+    events = [
+        json.loads(line[5:])
+        for line in response.iter_lines(decode_unicode=True)
+        if line.startswith("data:")
+    ]
     assert len(events) == 10
     assert all(e["generated_text"] is None for e in events[:-1])
     assert events[-1]["generated_text"] == expected
@@ -160,8 +191,15 @@ def test_translate_matches_transformers_pipeline(url, pipelines):
     assert got == expected
     marian = pipelines("translation", "marian")
     expected = marian(texts[:2], max_new_tokens=16, num_beams=2)
-    got = post(url, "/translate", {"inputs": texts[:2], "model": "tiny-marian",
-                                   "parameters": {"max_new_tokens": 16, "num_beams": 2}}).json()
+    got = post(
+        url,
+        "/translate",
+        {
+            "inputs": texts[:2],
+            "model": "tiny-marian",
+            "parameters": {"max_new_tokens": 16, "num_beams": 2},
+        },
+    ).json()
     assert got == expected
 
 
@@ -182,25 +220,48 @@ def test_models_lists_every_served_model_with_defaults(url):
     assert by_name["tiny-distilbert-classifier"]["default"] is False
     assert by_name["tiny-distilbert-classifier-o2-int8"]["quantization"] == "int8"
     assert {m["task"] for m in models if m["default"]} == {
-        "text-classification", "question-answering", "text-generation", "translation",
-        "feature-extraction"}
+        "text-classification",
+        "question-answering",
+        "text-generation",
+        "translation",
+        "feature-extraction",
+    }
     for m in models:
-        assert set(m) == {"task", "name", "tag", "source", "graph", "optimization",
-                          "quantization", "default", "untrained"}
+        assert set(m) == {
+            "task",
+            "name",
+            "tag",
+            "source",
+            "graph",
+            "optimization",
+            "quantization",
+            "default",
+            "untrained",
+        }
         assert m["untrained"] is True  # the tiny profile: random weights, and it says so
         assert m["tag"].startswith(m["name"] + ":")
 
 
 def test_openapi_document_lists_every_endpoint(url):
     spec = requests.get(f"{url}/docs.json", timeout=10).json()
-    for path in ("/classify", "/answer", "/generate", "/translate", "/embed", "/models",
-                 "/v1/completions", "/v1/chat/completions", "/v1/models"):
+    for path in (
+        "/classify",
+        "/answer",
+        "/generate",
+        "/translate",
+        "/embed",
+        "/models",
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/models",
+    ):
         assert path in spec["paths"], path
     body = spec["paths"]["/classify"]["post"]["requestBody"]["content"]["application/json"]
     assert "schema" in body
 
 
 # --- batching ---------------------------------------------------------------------------------
+
 
 def _histogram(metrics_text: str, name: str, label: str) -> dict[str, float]:
     buckets: dict[str, float] = {}
@@ -213,14 +274,20 @@ def _histogram(metrics_text: str, name: str, label: str) -> dict[str, float]:
 
 def test_concurrent_requests_are_batched(url):
     label = 'method_name="classify"'
-    before = _histogram(requests.get(f"{url}/metrics", timeout=10).text,
-                        "bentoml_service_adaptive_batch_size", label)
+    before = _histogram(
+        requests.get(f"{url}/metrics", timeout=10).text,
+        "bentoml_service_adaptive_batch_size",
+        label,
+    )
     body = {"inputs": SENTENCES[:4], "model": "tiny-distilbert-classifier"}
     with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(lambda _: post(url, "/classify", body).status_code, range(64)))
     assert statuses == [200] * 64
-    after = _histogram(requests.get(f"{url}/metrics", timeout=10).text,
-                       "bentoml_service_adaptive_batch_size", label)
+    after = _histogram(
+        requests.get(f"{url}/metrics", timeout=10).text,
+        "bentoml_service_adaptive_batch_size",
+        label,
+    )
     batches = after["+Inf"] - before.get("+Inf", 0.0)
     single = after["1.0"] - before.get("1.0", 0.0)
     assert batches > 0
@@ -243,8 +310,12 @@ ERROR_CASES = [
     ("/classify", {"inputs": "fine", "unknown": 1}, 422, "unknown"),
     ("/classify", {"inputs": "fine", "model": "tiny-t5"}, 422, "model"),
     ("/answer", {"inputs": {"question": "Who?"}}, 422, "inputs.context"),
-    ("/generate", {"inputs": "Hi", "parameters": {"max_new_tokens": 100000}}, 422,
-     "parameters.max_new_tokens"),
+    (
+        "/generate",
+        {"inputs": "Hi", "parameters": {"max_new_tokens": 100000}},
+        422,
+        "parameters.max_new_tokens",
+    ),
     ("/generate", {"inputs": "Hi", "parameters": {"watermark": True}}, 422, "parameters"),
     ("/generate", {"inputs": "word " * 400}, 422, "inputs"),
     ("/translate", {"inputs": "Hi", "parameters": {"num_beams": 0}}, 422, "parameters.num_beams"),
@@ -255,8 +326,9 @@ ERROR_CASES = [
 @pytest.mark.parametrize(("path", "body", "status", "field"), ERROR_CASES)
 def test_bad_input_gets_4xx_naming_the_field(url, path, body, status, field):
     if isinstance(body, bytes):
-        response = requests.post(f"{url}{path}", data=body, timeout=30,
-                                 headers={"content-type": "application/json"})
+        response = requests.post(
+            f"{url}{path}", data=body, timeout=30, headers={"content-type": "application/json"}
+        )
     else:
         response = post(url, path, body)
     assert response.status_code == status, response.text

@@ -27,8 +27,14 @@ from service.model_repository import ModelRecord, portability_warnings
 INT8 = TOLERANCES["int8"]
 ROWS = 129  # what parity compares for a classifier at int8 (one sentence, then 128)
 # Metadata of an int8 build made before every x86 export used 7-bit weights, on a VNNI CPU.
-OLD_VNNI_BUILD = {"dtype": "int8", "mode": "dynamic", "target": "avx512_vnni",
-                  "per_channel": True, "reduce_range": False, "graphs": ["model.onnx"]}
+OLD_VNNI_BUILD = {
+    "dtype": "int8",
+    "mode": "dynamic",
+    "target": "avx512_vnni",
+    "per_channel": True,
+    "reduce_range": False,
+    "graphs": ["model.onnx"],
+}
 
 
 def logits(rows: int = ROWS, labels: int = 2, seed: int = 0) -> np.ndarray:
@@ -114,13 +120,15 @@ def int8_classifier(tiny_exported, tmp_path_factory) -> Path:
 
 
 def test_the_int8_classifier_passes_and_every_breakage_of_it_is_refused(
-        int8_classifier, tiny_checkpoint, tmp_path):
+    int8_classifier, tiny_checkpoint, tmp_path
+):
     from models.int8_portability import BREAKAGES, break_int8_graph
     from models.parity import parity_report
 
     checkpoint = tiny_checkpoint("distilbert-classifier")
-    report, failure = parity_report(checkpoint, int8_classifier, "text-classification", "O2",
-                                    "int8")
+    report, failure = parity_report(
+        checkpoint, int8_classifier, "text-classification", "O2", "int8"
+    )
     assert failure is None, failure
     assert report["cpu"]["int8_flags"] == describe_cpu()["int8_flags"]
     for how in BREAKAGES:
@@ -156,13 +164,13 @@ def test_cpu_description_names_the_int8_flags(tmp_path):
         (OLD_VNNI_BUILD, {"asimd"}, "aarch64", False),
         ({**OLD_VNNI_BUILD, "reduce_range": True}, {"avx2"}, "x86_64", False),
         ({**OLD_VNNI_BUILD, "weights_dtype": "u8"}, {"avx2"}, "x86_64", False),
-        (quantization_target("x86_64").describe() | {"dtype": "int8"}, {"avx2"}, "x86_64",
-         False),
+        (quantization_target("x86_64").describe() | {"dtype": "int8"}, {"avx2"}, "x86_64", False),
         (None, {"avx2"}, "x86_64", False),
     ],
 )
-def test_saturation_hazard_only_for_full_range_s8_weights_without_vnni(config, flags, machine,
-                                                                       warns):
+def test_saturation_hazard_only_for_full_range_s8_weights_without_vnni(
+    config, flags, machine, warns
+):
     hazard = saturation_hazard(config, flags, machine)
     assert bool(hazard) is warns, hazard
     if warns:
@@ -171,13 +179,25 @@ def test_saturation_hazard_only_for_full_range_s8_weights_without_vnni(config, f
 
 def test_portability_warnings_name_the_model(monkeypatch):
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
-    old = ModelRecord(name="old", tag="old:1", task="text-classification", path=Path("."),
-                      metadata={"quantization_config": OLD_VNNI_BUILD})
-    new = ModelRecord(name="new", tag="new:1", task="text-classification", path=Path("."),
-                      metadata={"quantization_config": {
-                          **quantization_target("x86_64").describe(), "dtype": "int8"}})
+    old = ModelRecord(
+        name="old",
+        tag="old:1",
+        task="text-classification",
+        path=Path("."),
+        metadata={"quantization_config": OLD_VNNI_BUILD},
+    )
+    new = ModelRecord(
+        name="new",
+        tag="new:1",
+        task="text-classification",
+        path=Path("."),
+        metadata={
+            "quantization_config": {**quantization_target("x86_64").describe(), "dtype": "int8"}
+        },
+    )
     assert portability_warnings([old, new], {"avx2"}) == [
-        f"old:1: {saturation_hazard(OLD_VNNI_BUILD, {'avx2'}, 'x86_64')}"]
+        f"old:1: {saturation_hazard(OLD_VNNI_BUILD, {'avx2'}, 'x86_64')}"
+    ]
     assert portability_warnings([old, new], {"avx2", "avx512_vnni"}) == []
 
 
@@ -187,16 +207,22 @@ def test_service_logs_the_warning_when_it_loads_such_a_model(tiny_exported, monk
 
     monkeypatch.setattr("models.cpu.cpu_flags", lambda *args: {"avx2", "fma"})
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
-    record = ModelRecord(name="old-int8", tag="old-int8:1", task="text-classification",
-                         path=tiny_exported("bert-classifier"),
-                         metadata={"quantization_config": OLD_VNNI_BUILD})
+    record = ModelRecord(
+        name="old-int8",
+        tag="old-int8:1",
+        task="text-classification",
+        path=tiny_exported("bert-classifier"),
+        metadata={"quantization_config": OLD_VNNI_BUILD},
+    )
     plane = DataPlane(Settings())
     with caplog.at_level(logging.WARNING, logger="service.dataplane"):
         plane.load([record])
     try:
         assert plane.ready
-        assert any("old-int8:1: int8 graph quantized with full-range 8-bit weights"
-                   in message for message in caplog.messages), caplog.messages
+        assert any(
+            "old-int8:1: int8 graph quantized with full-range 8-bit weights" in message
+            for message in caplog.messages
+        ), caplog.messages
     finally:
         plane.close()
 
@@ -230,8 +256,12 @@ EXACT = {"s8_full": 255 * 127 * 64, "s8_7bit": 255 * 63 * 64, "u8": 255 * 255 * 
 def run_probe(prefix: list[str]) -> dict:
     import json
 
-    proc = subprocess.run([*prefix, sys.executable, "-c", textwrap.dedent(SATURATION_PROBE)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-c", textwrap.dedent(SATURATION_PROBE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

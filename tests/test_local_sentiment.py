@@ -54,17 +54,32 @@ def _trained_cache() -> Path:
 @pytest.fixture(scope="session")
 def sentiment_env(tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("bentoml_sentiment")
-    return {**os.environ, "BENTOML_HOME": str(home), "HF_HUB_OFFLINE": "1",
-            "TRAINED_MODELS_CACHE": str(_trained_cache())}
+    return {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRAINED_MODELS_CACHE": str(_trained_cache()),
+    }
 
 
 @pytest.fixture(scope="session")
 def built(sentiment_env) -> dict[str, dict]:
     """Name -> store listing (with its metadata) of the three sentiment entries."""
-    subprocess.run([sys.executable, "-m", "models", "build", "--profile", "local", *ENTRIES],
-                   cwd=ROOT, env=sentiment_env, check=True, timeout=BUILD_TIMEOUT_S)
-    listed = subprocess.run([sys.executable, "-m", "models", "list", "--json"], cwd=ROOT,
-                            env=sentiment_env, check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "models", "build", "--profile", "local", *ENTRIES],
+        cwd=ROOT,
+        env=sentiment_env,
+        check=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "models", "list", "--json"],
+        cwd=ROOT,
+        env=sentiment_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return {m["name"]: m for m in json.loads(listed.stdout)}
 
 
@@ -80,8 +95,9 @@ def sample_accuracy(classifiers) -> dict[str, float]:
     accuracy = {}
     for name, classifier in classifiers.items():
         labels = [r[0]["label"] for r in classifier.classify([(s.text, params) for s in sample])]
-        accuracy[name] = sum(lab == LABELS[s.label] for lab, s in zip(labels, sample,
-                                                                        strict=True)) / len(sample)
+        accuracy[name] = sum(
+            lab == LABELS[s.label] for lab, s in zip(labels, sample, strict=True)
+        ) / len(sample)
     return accuracy
 
 
@@ -119,8 +135,7 @@ def test_runtime_matches_transformers_pipeline(built, classifiers, name):
 
 
 def test_three_exports_share_one_training_run(built):
-    identities = {json.dumps(built[name]["identity"]["source"], sort_keys=True)
-                  for name in ENTRIES}
+    identities = {json.dumps(built[name]["identity"]["source"], sort_keys=True) for name in ENTRIES}
     assert len(identities) == 1
     assert json.loads(identities.pop()) == resolve_source(SOURCE).identity()
     report = json.loads((_trained_checkpoint() / "training.json").read_text())
@@ -144,7 +159,13 @@ def test_model_card_records_provenance_licences_and_accuracy(built):
 def test_building_again_reuses_the_stored_models(sentiment_env, built):
     again = subprocess.run(
         [sys.executable, "-m", "models", "build", "--profile", "local", *ENTRIES],
-        cwd=ROOT, env=sentiment_env, check=True, capture_output=True, text=True, timeout=120)
+        cwd=ROOT,
+        env=sentiment_env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.stdout.count("already built") == len(ENTRIES), again.stdout
 
 

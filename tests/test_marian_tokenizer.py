@@ -74,7 +74,8 @@ def assert_same_encoding(slow, fast: Tokenizer, texts: list[str]) -> None:
 def assert_same_decoding(slow, fast: Tokenizer, sequences: list[list[int]]) -> None:
     for ids in sequences:
         assert fast.decode(ids, skip_special_tokens=True) == slow.decode(
-            ids, skip_special_tokens=True), ids
+            ids, skip_special_tokens=True
+        ), ids
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,11 @@ def tiny_marian(tiny_checkpoint, tiny_exported):
     folder = tiny_exported("marian")
     assert (folder / TOKENIZER_FILE).exists()  # written by export_onnx
     assert not (tiny_checkpoint("marian") / TOKENIZER_FILE).exists()
-    return (marian_tokenizer(tiny_checkpoint("marian")),
-            Tokenizer.from_file(str(folder / TOKENIZER_FILE)), folder)
+    return (
+        marian_tokenizer(tiny_checkpoint("marian")),
+        Tokenizer.from_file(str(folder / TOKENIZER_FILE)),
+        folder,
+    )
 
 
 def test_export_gives_marian_a_tokenizer_json(tiny_marian):
@@ -117,13 +121,20 @@ def shared_vocab_checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("marian-shared-vocab")
     sentences = corpus_sentences()
     models = {}
-    for name, lines, size in (("source", sentences[:2000], 700),
-                              ("target", sentences[2000:] + _french_words(), 500)):
+    for name, lines, size in (
+        ("source", sentences[:2000], 700),
+        ("target", sentences[2000:] + _french_words(), 500),
+    ):
         corpus = folder / f"{name}.txt"
         corpus.write_text("\n".join(lines), encoding="utf-8")
-        spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(folder / name),
-                                       vocab_size=size, model_type="unigram", num_threads=1,
-                                       minloglevel=2)
+        spm.SentencePieceTrainer.train(
+            input=str(corpus),
+            model_prefix=str(folder / name),
+            vocab_size=size,
+            model_type="unigram",
+            num_threads=1,
+            minloglevel=2,
+        )
         (folder / f"{name}.model").rename(folder / f"{name}.spm")
         models[name] = spm.SentencePieceProcessor(model_file=str(folder / f"{name}.spm"))
     pieces: list[str] = []
@@ -137,9 +148,11 @@ def shared_vocab_checkpoint(tmp_path_factory) -> Path:
     for piece in pieces + ["<pad>"]:
         vocab[piece] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    tokenizer = MarianTokenizer(source_spm=str(folder / "source.spm"),
-                                target_spm=str(folder / "target.spm"),
-                                vocab=str(folder / "vocab.json"))
+    tokenizer = MarianTokenizer(
+        source_spm=str(folder / "source.spm"),
+        target_spm=str(folder / "target.spm"),
+        vocab=str(folder / "vocab.json"),
+    )
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -155,8 +168,10 @@ def test_shared_vocab_and_separate_target_spm(shared_vocab_checkpoint, tmp_path)
     assert_same_encoding(slow, source, texts)
     assert_same_decoding(slow, target, random_id_sequences(len(vocab_of(shared_vocab_checkpoint))))
     # Target ids decode with target.spm's view: the source-side file would not do.
-    assert any(source.decode(ids, skip_special_tokens=True) != slow.decode(
-        ids, skip_special_tokens=True) for ids in random_id_sequences(len(slow.encoder), 200))
+    assert any(
+        source.decode(ids, skip_special_tokens=True) != slow.decode(ids, skip_special_tokens=True)
+        for ids in random_id_sequences(len(slow.encoder), 200)
+    )
 
 
 def vocab_of(folder: Path) -> dict[str, int]:

@@ -30,19 +30,27 @@ from loadtests.server_process import ROOT, start_server
 
 CLASSIFIER = "tiny-distilbert-classifier"
 GENERATOR = "tiny-gpt2"
-TEXTS = ["I loved this film.", "Dull, slow and far too long for what it has to say.",
-         "Fine.", "The actors were wonderful and the story moved me."]
+TEXTS = [
+    "I loved this film.",
+    "Dull, slow and far too long for what it has to say.",
+    "Fine.",
+    "The actors were wonderful and the story moved me.",
+]
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
 
 class Samples(dict):
     """`/metrics` as {(sample name, sorted label items): value}."""
 
     def get_value(self, name: str, **labels: str) -> float:
         """Sum of the samples named `name` whose labels include `labels`."""
-        return sum(value for (sample, items), value in self.items()
-                   if sample == name and labels.items() <= dict(items).items())
+        return sum(
+            value
+            for (sample, items), value in self.items()
+            if sample == name and labels.items() <= dict(items).items()
+        )
 
 
 def scrape(url: str) -> Samples:
@@ -83,8 +91,11 @@ def start_private_server(tiny_store: Path, folder: Path, extra_env: dict[str, st
 @pytest.fixture(scope="module")
 def server(tiny_store, tmp_path_factory):
     """The service on the tiny profile, serving the two models these tests count."""
-    server = start_private_server(tiny_store, tmp_path_factory.mktemp("metrics"),
-                                  {"NLP_MODELS_SERVE": f"{CLASSIFIER},{GENERATOR}"})
+    server = start_private_server(
+        tiny_store,
+        tmp_path_factory.mktemp("metrics"),
+        {"NLP_MODELS_SERVE": f"{CLASSIFIER},{GENERATOR}"},
+    )
     yield server
     server.stop()
 
@@ -96,11 +107,15 @@ def url(server) -> str:
 
 # --- counters and histograms ------------------------------------------------------------------
 
+
 def test_n_requests_advance_the_counters_by_n_and_each_sequential_request_is_one_batch(
-        url, tiny_store):
+    url, tiny_store
+):
     labels = {"model": CLASSIFIER, "task": "text-classification"}
     bodies = [{"inputs": text, "model": CLASSIFIER} for text in TEXTS] + [
-        {"inputs": TEXTS[:3], "model": CLASSIFIER}, {"inputs": TEXTS, "model": CLASSIFIER}]
+        {"inputs": TEXTS[:3], "model": CLASSIFIER},
+        {"inputs": TEXTS, "model": CLASSIFIER},
+    ]
     inputs = [len(b["inputs"]) if isinstance(b["inputs"], list) else 1 for b in bodies]
     before = scrape(url)
     for body in bodies:  # one at a time: an idle model runs each request as its own batch
@@ -108,37 +123,43 @@ def test_n_requests_advance_the_counters_by_n_and_each_sequential_request_is_one
     after = scrape(url)
 
     n = len(bodies)
-    assert delta(before, after, "nlp_requests_total", **labels, protocol="http",
-                 outcome="ok") == n
+    assert delta(before, after, "nlp_requests_total", **labels, protocol="http", outcome="ok") == n
     for outcome in ("client_error", "overload", "server_error", "cancelled"):
         assert delta(before, after, "nlp_requests_total", **labels, outcome=outcome) == 0
-    assert delta(before, after, "nlp_request_duration_seconds_count", **labels,
-                 protocol="http") == n
+    assert (
+        delta(before, after, "nlp_request_duration_seconds_count", **labels, protocol="http") == n
+    )
     # The queue is timed per input; tokenization, inference and batch size per batch.
     assert delta(before, after, "nlp_queue_duration_seconds_count", **labels) == sum(inputs)
-    for name in ("nlp_batch_size_count", "nlp_tokenization_duration_seconds_count",
-                 "nlp_inference_duration_seconds_count"):
+    for name in (
+        "nlp_batch_size_count",
+        "nlp_tokenization_duration_seconds_count",
+        "nlp_inference_duration_seconds_count",
+    ):
         assert delta(before, after, name, **labels) == n, name
     assert delta(before, after, "nlp_batch_size_sum", **labels) == sum(inputs)
     assert delta(before, after, "nlp_batch_size_bucket", **labels, le="1.0") == 4
     assert delta(before, after, "nlp_batch_size_bucket", **labels, le="2.0") == 4
     assert delta(before, after, "nlp_batch_size_bucket", **labels, le="4.0") == 6
     bentoml_labels = {"runner_name": CLASSIFIER, "method_name": "classify"}
-    assert delta(before, after, "bentoml_service_adaptive_batch_size_count",
-                 **bentoml_labels) == n
-    assert delta(before, after, "bentoml_service_adaptive_batch_size_sum",
-                 **bentoml_labels) == sum(inputs)
+    assert delta(before, after, "bentoml_service_adaptive_batch_size_count", **bentoml_labels) == n
+    assert delta(before, after, "bentoml_service_adaptive_batch_size_sum", **bentoml_labels) == sum(
+        inputs
+    )
 
     # Input tokens: what the model's own tokenizer makes of every input, specials included.
     tokenizer = store_tokenizer(tiny_store, CLASSIFIER)
-    sent = [t for b in bodies for t in (b["inputs"] if isinstance(b["inputs"], list)
-                                        else [b["inputs"]])]
+    sent = [
+        t for b in bodies for t in (b["inputs"] if isinstance(b["inputs"], list) else [b["inputs"]])
+    ]
     expected_tokens = sum(len(e.ids) for e in tokenizer.encode_batch(sent))
     assert delta(before, after, "nlp_input_tokens_total", **labels) == expected_tokens
 
     # The stages fit inside the requests that contain them.
-    stage_seconds = sum(delta(before, after, f"nlp_{stage}_duration_seconds_sum", **labels)
-                        for stage in ("tokenization", "inference"))
+    stage_seconds = sum(
+        delta(before, after, f"nlp_{stage}_duration_seconds_sum", **labels)
+        for stage in ("tokenization", "inference")
+    )
     request_seconds = delta(before, after, "nlp_request_duration_seconds_sum", **labels)
     assert 0 < stage_seconds < request_seconds
 
@@ -157,8 +178,10 @@ def test_batch_size_histogram_counts_the_batches_run_under_concurrency(url):
     assert delta(before, after, "nlp_queue_duration_seconds_count", **labels) == 72
     assert delta(before, after, "nlp_tokenization_duration_seconds_count", **labels) == batches
     assert delta(before, after, "nlp_inference_duration_seconds_count", **labels) == batches
-    assert delta(before, after, "bentoml_service_adaptive_batch_size_count",
-                 runner_name=CLASSIFIER) == batches
+    assert (
+        delta(before, after, "bentoml_service_adaptive_batch_size_count", runner_name=CLASSIFIER)
+        == batches
+    )
     assert 72 / 32 <= batches < 36, "12 concurrent clients should share batches"
     assert delta(before, after, "nlp_requests_total", **labels, outcome="ok") == 36
 
@@ -171,20 +194,32 @@ def test_client_errors_are_counted_as_client_error_with_bounded_labels(url):
     wrong_task = post(url, "/classify", {"inputs": "fine", "model": GENERATOR})
     after = scrape(url)
     assert (too_long.status_code, unknown.status_code, wrong_task.status_code) == (422, 404, 422)
-    assert delta(before, after, "nlp_requests_total", **labels, model=CLASSIFIER,
-                 outcome="client_error") == 1
-    assert delta(before, after, "nlp_requests_total", **labels, model=CLASSIFIER,
-                 outcome="ok") == 0
+    assert (
+        delta(
+            before, after, "nlp_requests_total", **labels, model=CLASSIFIER, outcome="client_error"
+        )
+        == 1
+    )
+    assert delta(before, after, "nlp_requests_total", **labels, model=CLASSIFIER, outcome="ok") == 0
     # A model name the caller made up never becomes a label value.
-    assert delta(before, after, "nlp_requests_total", **labels, model="unknown",
-                 outcome="client_error") == 2
+    assert (
+        delta(
+            before, after, "nlp_requests_total", **labels, model="unknown", outcome="client_error"
+        )
+        == 2
+    )
     assert not [key for key in after if "no-such-" in str(key)]
-    for (name, items) in after:
+    for name, items in after:
         values = dict(items)
         if name == "nlp_requests_total":
             assert values["protocol"] in {"http", "grpc"}
-            assert values["outcome"] in {"ok", "client_error", "overload", "server_error",
-                                         "cancelled"}
+            assert values["outcome"] in {
+                "ok",
+                "client_error",
+                "overload",
+                "server_error",
+                "cancelled",
+            }
 
 
 def test_generated_token_counters_equal_the_tokens_returned(url, tiny_store):
@@ -193,30 +228,43 @@ def test_generated_token_counters_equal_the_tokens_returned(url, tiny_store):
     before = scrape(url)
     returned = 0
     for prompt, max_new_tokens in zip(prompts, (3, 7, 12), strict=True):
-        body = {"inputs": prompt, "model": GENERATOR,
-                "parameters": {"max_new_tokens": max_new_tokens, "details": True}}
+        body = {
+            "inputs": prompt,
+            "model": GENERATOR,
+            "parameters": {"max_new_tokens": max_new_tokens, "details": True},
+        }
         details = post(url, "/generate", body).json()["details"]
         assert details["generated_tokens"] == len(details["tokens"])
         returned += details["generated_tokens"]
-    stream = requests.post(f"{url}/generate", timeout=60, stream=True, json={
-        "inputs": "Once upon a time", "model": GENERATOR, "stream": True,
-        "parameters": {"max_new_tokens": 6}})
-    events = [line for line in stream.iter_lines(decode_unicode=True)
-              if line.startswith("data:")]
+    stream = requests.post(
+        f"{url}/generate",
+        timeout=60,
+        stream=True,
+        json={
+            "inputs": "Once upon a time",
+            "model": GENERATOR,
+            "stream": True,
+            "parameters": {"max_new_tokens": 6},
+        },
+    )
+    events = [line for line in stream.iter_lines(decode_unicode=True) if line.startswith("data:")]
     returned += len(events)
-    completion = post(url, "/v1/completions", {"model": GENERATOR, "prompt": "A film about",
-                                               "max_tokens": 5}).json()
+    completion = post(
+        url, "/v1/completions", {"model": GENERATOR, "prompt": "A film about", "max_tokens": 5}
+    ).json()
     returned += completion["usage"]["completion_tokens"]
     after = scrape(url)
 
     requests_made = len(prompts) + 2
     assert delta(before, after, "nlp_generated_tokens_total", **labels) == returned
-    assert delta(before, after, "nlp_requests_total", **labels, protocol="http",
-                 outcome="ok") == requests_made
-    assert delta(before, after, "nlp_time_to_first_token_seconds_count", **labels) == \
-        requests_made
-    assert delta(before, after, "nlp_tokenization_duration_seconds_count", **labels) == \
-        requests_made
+    assert (
+        delta(before, after, "nlp_requests_total", **labels, protocol="http", outcome="ok")
+        == requests_made
+    )
+    assert delta(before, after, "nlp_time_to_first_token_seconds_count", **labels) == requests_made
+    assert (
+        delta(before, after, "nlp_tokenization_duration_seconds_count", **labels) == requests_made
+    )
     assert delta(before, after, "nlp_time_per_output_token_seconds_count", **labels) >= 1
     tokenizer = store_tokenizer(tiny_store, GENERATOR)
     expected = sum(len(tokenizer.encode(p).ids) for p in [*prompts, "Once upon a time"])
@@ -233,10 +281,10 @@ def test_overload_is_counted_as_overload(url):
     after = scrape(url)
     assert set(statuses) <= {200, 429}
     assert 429 in statuses, "16 concurrent generations should overflow 8 slots"
-    assert delta(before, after, "nlp_requests_total", **labels, outcome="overload") == \
-        statuses.count(429)
-    assert delta(before, after, "nlp_requests_total", **labels, outcome="ok") == \
-        statuses.count(200)
+    assert delta(
+        before, after, "nlp_requests_total", **labels, outcome="overload"
+    ) == statuses.count(429)
+    assert delta(before, after, "nlp_requests_total", **labels, outcome="ok") == statuses.count(200)
 
 
 def test_outcomes_follow_the_exception_a_request_ended_with():
@@ -251,12 +299,18 @@ def test_outcomes_follow_the_exception_a_request_ended_with():
     from service.runtime.registry import TASKS
 
     plane = DataPlane(Settings())
-    record = ModelRecord(name="outcome-test", tag="outcome-test:1", task="translation",
-                         path=Path("."))
+    record = ModelRecord(
+        name="outcome-test", tag="outcome-test:1", task="translation", path=Path(".")
+    )
     served = ServedModel(record, TASKS["translation"], runtime=None)
-    cases = [(None, "ok"), (InvalidInput("x"), "client_error"),
-             (ModelNotFound("x"), "client_error"), (Overloaded("x"), "overload"),
-             (RuntimeError("x"), "server_error"), (asyncio.CancelledError(), "cancelled")]
+    cases = [
+        (None, "ok"),
+        (InvalidInput("x"), "client_error"),
+        (ModelNotFound("x"), "client_error"),
+        (Overloaded("x"), "overload"),
+        (RuntimeError("x"), "server_error"),
+        (asyncio.CancelledError(), "cancelled"),
+    ]
     for error, outcome in cases:
         counter = metrics.REQUESTS.labels("outcome-test", "translation", "grpc", outcome)
         before = counter._value.get()
@@ -270,6 +324,7 @@ def test_outcomes_follow_the_exception_a_request_ended_with():
 
 
 # --- request ids and structured logs ----------------------------------------------------------
+
 
 def _log_entries(server, request_id: str, timeout: float = 5.0) -> list[dict]:
     """The server's JSON log lines for one request id (written once its response is done)."""
@@ -289,13 +344,15 @@ def test_request_id_is_returned_honoured_and_logged_as_one_json_line(url, server
     assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["X-Request-ID"])
 
     mine = f"client-{uuid.uuid4().hex[:12]}.1"
-    response = post(url, "/classify", {"inputs": "fine", "model": CLASSIFIER},
-                    headers={"X-Request-ID": mine})
+    response = post(
+        url, "/classify", {"inputs": "fine", "model": CLASSIFIER}, headers={"X-Request-ID": mine}
+    )
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == mine
-    for insane in ("two words", "x" * 200, "semi;colon", "quote\"d"):
-        got = post(url, "/classify", {"inputs": "fine"},
-                   headers={"X-Request-ID": insane}).headers["X-Request-ID"]
+    for insane in ("two words", "x" * 200, "semi;colon", 'quote"d'):
+        got = post(url, "/classify", {"inputs": "fine"}, headers={"X-Request-ID": insane}).headers[
+            "X-Request-ID"
+        ]
         assert got != insane and re.fullmatch(r"[0-9a-f]{32}", got)
 
     (entry,) = _log_entries(server, mine)
@@ -303,7 +360,10 @@ def test_request_id_is_returned_honoured_and_logged_as_one_json_line(url, server
     assert entry["logger"] == "service.access"
     assert (entry["method"], entry["path"], entry["status"]) == ("POST", "/classify", 200)
     assert (entry["model"], entry["task"], entry["outcome"]) == (
-        CLASSIFIER, "text-classification", "ok")
+        CLASSIFIER,
+        "text-classification",
+        "ok",
+    )
     assert entry["protocol"] == "http"
     assert 0 < entry["duration_ms"] < 60_000
     assert entry["level"] == "info" and entry["ts"]
@@ -311,19 +371,30 @@ def test_request_id_is_returned_honoured_and_logged_as_one_json_line(url, server
 
 def test_errors_and_streams_carry_the_request_id_too(url, server):
     failing = f"err-{uuid.uuid4().hex[:12]}"
-    response = post(url, "/classify", {"inputs": "word " * 400, "model": CLASSIFIER},
-                    headers={"X-Request-ID": failing})
+    response = post(
+        url,
+        "/classify",
+        {"inputs": "word " * 400, "model": CLASSIFIER},
+        headers={"X-Request-ID": failing},
+    )
     assert response.status_code == 422
     assert response.headers["X-Request-ID"] == failing
     (entry,) = _log_entries(server, failing)
-    assert (entry["status"], entry["outcome"], entry["model"]) == (422, "client_error",
-                                                                   CLASSIFIER)
+    assert (entry["status"], entry["outcome"], entry["model"]) == (422, "client_error", CLASSIFIER)
 
     streaming = f"sse-{uuid.uuid4().hex[:12]}"
-    response = requests.post(f"{url}/generate", timeout=60, stream=True,
-                             headers={"X-Request-ID": streaming},
-                             json={"inputs": "Hello", "stream": True, "model": GENERATOR,
-                                   "parameters": {"max_new_tokens": 4}})
+    response = requests.post(
+        f"{url}/generate",
+        timeout=60,
+        stream=True,
+        headers={"X-Request-ID": streaming},
+        json={
+            "inputs": "Hello",
+            "stream": True,
+            "model": GENERATOR,
+            "parameters": {"max_new_tokens": 4},
+        },
+    )
     assert response.headers["X-Request-ID"] == streaming
     assert len([line for line in response.iter_lines() if line.startswith(b"data:")]) == 4
     (entry,) = _log_entries(server, streaming)
@@ -359,10 +430,12 @@ def test_grpc_calls_get_a_request_id_and_an_access_log_line_like_http(server):
 
     (entry,) = _log_entries(server, mine)
     assert entry["logger"] == "service.access" and entry["protocol"] == "grpc"
-    assert (entry["path"], entry["status"]) == (
-        "/inference.GRPCInferenceService/ModelInfer", "OK")
+    assert (entry["path"], entry["status"]) == ("/inference.GRPCInferenceService/ModelInfer", "OK")
     assert (entry["model"], entry["task"], entry["outcome"]) == (
-        CLASSIFIER, "text-classification", "ok")
+        CLASSIFIER,
+        "text-classification",
+        "ok",
+    )
     assert 0 < entry["duration_ms"] < 60_000
 
     failing = f"grpc-err-{uuid.uuid4().hex[:12]}"
@@ -374,6 +447,7 @@ def test_grpc_calls_get_a_request_id_and_an_access_log_line_like_http(server):
 
 
 # --- tracing ----------------------------------------------------------------------------------
+
 
 class _OtlpReceiver(ThreadingHTTPServer):
     """An OTLP/HTTP traces endpoint that keeps what it is sent."""
@@ -418,25 +492,40 @@ def _attributes(span) -> dict:
 
 
 def test_spans_follow_a_request_through_its_stages_when_an_otlp_endpoint_is_set(
-        tiny_store, tmp_path):
+    tiny_store, tmp_path
+):
     receiver = _OtlpReceiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
-           "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_SERVICE_NAME": "nlp-serving-test",
-           "NLP_MODELS_SERVE": f"{CLASSIFIER},{GENERATOR}"}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SERVICE_NAME": "nlp-serving-test",
+        "NLP_MODELS_SERVE": f"{CLASSIFIER},{GENERATOR}",
+    }
     server = start_private_server(tiny_store, tmp_path, extra_env=env)
     try:
         trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
-        response = post(server.url, "/classify", {"inputs": TEXTS[:3], "model": CLASSIFIER},
-                        headers={"traceparent": f"00-{trace_id}-{parent_id}-01",
-                                 "X-Request-ID": "traced-1"})
+        response = post(
+            server.url,
+            "/classify",
+            {"inputs": TEXTS[:3], "model": CLASSIFIER},
+            headers={"traceparent": f"00-{trace_id}-{parent_id}-01", "X-Request-ID": "traced-1"},
+        )
         assert response.status_code == 200
-        assert post(server.url, "/generate", {"inputs": "Hello", "model": GENERATOR,
-                                              "parameters": {"max_new_tokens": 5}}).ok
+        assert post(
+            server.url,
+            "/generate",
+            {"inputs": "Hello", "model": GENERATOR, "parameters": {"max_new_tokens": 5}},
+        ).ok
         grpc_trace_id, grpc_parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
-        _grpc_classify(server, "fine", (
-            ("traceparent", f"00-{grpc_trace_id}-{grpc_parent_id}-01"),
-            ("x-request-id", "traced-grpc")))
+        _grpc_classify(
+            server,
+            "fine",
+            (
+                ("traceparent", f"00-{grpc_trace_id}-{grpc_parent_id}-01"),
+                ("x-request-id", "traced-grpc"),
+            ),
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with receiver.lock:
@@ -449,8 +538,11 @@ def test_spans_follow_a_request_through_its_stages_when_an_otlp_endpoint_is_set(
 
     spans = list(receiver.spans)
     # gRPC continues the caller's trace as HTTP does.
-    (over_grpc,) = [s for s in spans if s.name == "nlp.request"
-                    and _attributes(s)["nlp.request_id"] == "traced-grpc"]
+    (over_grpc,) = [
+        s
+        for s in spans
+        if s.name == "nlp.request" and _attributes(s)["nlp.request_id"] == "traced-grpc"
+    ]
     assert over_grpc.trace_id.hex() == grpc_trace_id
     assert over_grpc.parent_span_id.hex() == grpc_parent_id
     spans = [s for s in spans if s.trace_id != over_grpc.trace_id]
@@ -465,8 +557,9 @@ def test_spans_follow_a_request_through_its_stages_when_an_otlp_endpoint_is_set(
     assert attributes["nlp.request_id"] == "traced-1"
     children = {s.name: s for s in spans if s.parent_span_id == classify.span_id}
     assert set(children) == {"nlp.queue", "nlp.tokenize", "nlp.inference"}
-    queue, tokenize, inference = (children[n] for n in ("nlp.queue", "nlp.tokenize",
-                                                        "nlp.inference"))
+    queue, tokenize, inference = (
+        children[n] for n in ("nlp.queue", "nlp.tokenize", "nlp.inference")
+    )
     assert classify.start_time_unix_nano <= queue.start_time_unix_nano
     assert queue.end_time_unix_nano <= tokenize.start_time_unix_nano + 1000
     assert tokenize.end_time_unix_nano <= inference.start_time_unix_nano + 1000
@@ -493,8 +586,15 @@ def test_tracing_is_off_and_costs_nothing_without_an_endpoint():
         "      any(m.startswith('opentelemetry.sdk') for m in sys.modules))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
     assert out == ["False", "False", "True", "False"]
 
 
@@ -512,9 +612,15 @@ def test_bentoml_request_spans_are_a_pass_through_unless_asked():
 
     def passes_through(extra: dict[str, str]) -> str:
         env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", **extra}
-        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120,
-                              check=True).stdout.split()[-1]
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.split()[-1]
 
     assert passes_through({}) == "True"
     assert passes_through({"NLP_SERVER_BENTOML_REQUEST_SPANS": "true"}) == "False"

@@ -24,8 +24,16 @@ from models.sources import SourceError, resolve_source
 pytestmark = pytest.mark.export_side
 
 REPO = Path(__file__).resolve().parent.parent
-REQUIRED_FIELDS = ("name", "tag", "task", "profile", "source", "path", "optimization",
-                   "quantization")
+REQUIRED_FIELDS = (
+    "name",
+    "tag",
+    "task",
+    "profile",
+    "source",
+    "path",
+    "optimization",
+    "quantization",
+)
 TINY_NAMES = [spec.name for spec in load_catalog().profile("tiny")]
 
 
@@ -47,14 +55,22 @@ def store_env(tmp_path_factory) -> dict[str, str]:
 def run_models(env: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "models", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def run_python(env: dict, code: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -80,8 +96,10 @@ def tiny_build(store_env) -> subprocess.CompletedProcess:
 def test_build_tiny_profile_stores_every_catalog_model(tiny_build, store_env):
     lines = progress_lines(tiny_build.stdout)
     assert len(lines) == len(TINY_NAMES)
-    assert all(("parity max|Δ|=" in line or "parity int4 max|Δ|=" in line)
-               and ", saved " in line for line in lines), lines
+    assert all(
+        ("parity max|Δ|=" in line or "parity int4 max|Δ|=" in line) and ", saved " in line
+        for line in lines
+    ), lines
     models = listed(store_env)
     assert sorted(models) == sorted(TINY_NAMES)
     store_root = Path(store_env["BENTOML_HOME"])
@@ -95,8 +113,10 @@ def test_build_tiny_profile_stores_every_catalog_model(tiny_build, store_env):
         assert {"transformers", "optimum", "onnxruntime", "torch"} <= set(entry["exporter"])
         if entry["quantization"] == "int4":  # no fp32 graph: bounded by perplexity
             figures = entry["parity"]["int4"]["outputs"]["logits"]
-            assert figures["perplexity_ratio"] <= entry["parity"]["int4"]["tolerance"][
-                "max_perplexity_ratio"]
+            assert (
+                figures["perplexity_ratio"]
+                <= entry["parity"]["int4"]["tolerance"]["max_perplexity_ratio"]
+            )
         else:
             assert entry["parity"]["fp32"]["max_abs_diff"] < 0.05
         folder = Path(entry["path"])
@@ -142,9 +162,20 @@ def test_second_build_is_a_no_op(tiny_build, store_env):
 
 def test_export_one_checkpoint_with_o2_and_int8(store_env, tiny_checkpoint):
     checkpoint = tiny_checkpoint("bert-classifier")
-    proc = run_models(store_env, "export", "--task", "text-classification", "--source",
-                      str(checkpoint), "--name", "my-classifier", "--optimize", "O2",
-                      "--quantize", "int8")
+    proc = run_models(
+        store_env,
+        "export",
+        "--task",
+        "text-classification",
+        "--source",
+        str(checkpoint),
+        "--name",
+        "my-classifier",
+        "--optimize",
+        "O2",
+        "--quantize",
+        "int8",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "saved my-classifier:" in proc.stdout
     entry = listed(store_env)["my-classifier"]
@@ -155,8 +186,12 @@ def test_export_one_checkpoint_with_o2_and_int8(store_env, tiny_checkpoint):
     config = entry["quantization_config"]
     assert config["per_channel"] is True
     # The same preset on every x86 CPU: 7-bit s8 weights, exact in every u8s8 kernel.
-    assert (config["target"], config["preset"], config["reduce_range"],
-            config["weights_dtype"]) == ("x86-64", "avx512", True, "s8")
+    assert (
+        config["target"],
+        config["preset"],
+        config["reduce_range"],
+        config["weights_dtype"],
+    ) == ("x86-64", "avx512", True, "s8")
     assert "O2+int8" in proc.stdout and "confident rows" in proc.stdout
     # Which CPU exported and checked it (int8 kernels are picked per CPU).
     cpu = entry["parity"]["O2+int8"]["cpu"]
@@ -168,7 +203,9 @@ def test_broken_int8_graph_is_refused_and_stores_nothing(store_env, tiny_checkpo
     """A quantizer that gets one layer wrong: the int8 weights of the first transformer layer
     are all set to their zero point (that layer's matrices multiply by zero)."""
     checkpoint = tiny_checkpoint("bert-classifier")
-    proc = run_python(store_env, f"""
+    proc = run_python(
+        store_env,
+        f"""
         import shutil
         import sys
         import tempfile
@@ -190,7 +227,8 @@ def test_broken_int8_graph_is_refused_and_stores_nothing(store_env, tiny_checkpo
         sys.exit(main(["export", "--task", "text-classification", "--source",
                        {str(checkpoint)!r}, "--name", "broken-int8", "--optimize", "O2",
                        "--quantize", "int8"]))
-    """)
+    """,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "broken-int8: FAILED: parity failed (O2+int8): output 'logits'" in proc.stderr
     assert "moves decisions by a median" in proc.stderr
@@ -200,7 +238,9 @@ def test_broken_int8_graph_is_refused_and_stores_nothing(store_env, tiny_checkpo
 def test_broken_parity_fails_clearly_and_stores_nothing(store_env, tiny_checkpoint):
     checkpoint = tiny_checkpoint("bert-classifier")
     # An exporter that gets one weight wrong: the classifier bias moves every logit by 0.5.
-    proc = run_python(store_env, f"""
+    proc = run_python(
+        store_env,
+        f"""
         import sys
         import onnx
         from onnx import numpy_helper
@@ -219,7 +259,8 @@ def test_broken_parity_fails_clearly_and_stores_nothing(store_env, tiny_checkpoi
         models.export.export_onnx = tampered
         sys.exit(main(["export", "--task", "text-classification", "--source",
                        {str(checkpoint)!r}, "--name", "tampered-classifier"]))
-    """)
+    """,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     message = proc.stderr
     assert "tampered-classifier: FAILED: parity failed (fp32): output 'logits'" in message
@@ -228,8 +269,16 @@ def test_broken_parity_fails_clearly_and_stores_nothing(store_env, tiny_checkpoi
 
 
 def test_hub_source_fails_offline_with_a_clear_message(store_env):
-    proc = run_models(store_env, "export", "--task", "text-classification", "--source",
-                      "distilbert-base-uncased-finetuned-sst-2-english", "--name", "sst2")
+    proc = run_models(
+        store_env,
+        "export",
+        "--task",
+        "text-classification",
+        "--source",
+        "distilbert-base-uncased-finetuned-sst-2-english",
+        "--name",
+        "sst2",
+    )
     assert proc.returncode == 1
     assert "cannot fetch hub:distilbert-base-uncased-finetuned-sst-2-english" in proc.stderr
     assert "HF_HUB_OFFLINE=1" in proc.stderr
@@ -242,7 +291,9 @@ def test_missing_package_source_names_the_pip_install():
 
 
 def test_store_and_catalog_are_torch_free(tiny_build, store_env):
-    proc = run_python(store_env, """
+    proc = run_python(
+        store_env,
+        """
         import json, sys
         for blocked in ("torch", "transformers", "optimum"):
             sys.modules[blocked] = None  # any import of them now raises ImportError
@@ -253,25 +304,30 @@ def test_store_and_catalog_are_torch_free(tiny_build, store_env):
         tag, path, metadata = resolve("tiny-gpt2")
         verify_files(path)
         print(json.dumps({"served": served, "listed": len(list_models()), "tag": tag}))
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     served = result["served"]
     assert [entry["name"] for entry in served] == TINY_NAMES
     defaults = {entry["task"]: entry["name"] for entry in served if entry["default"]}
-    assert defaults == {spec.task: spec.name for spec in load_catalog().profile("tiny")
-                        if spec.default}
+    assert defaults == {
+        spec.task: spec.name for spec in load_catalog().profile("tiny") if spec.default
+    }
     assert result["tag"].startswith("tiny-gpt2:")
 
 
 def test_served_models_names_what_is_not_built(store_env):
-    proc = run_python(store_env, """
+    proc = run_python(
+        store_env,
+        """
         from models.store import ModelNotFound, served_models
         try:
             served_models("hub")
         except ModelNotFound as err:
             print(err)
-    """)
+    """,
+    )
     assert "not built yet: distilbert-sst2" in proc.stdout
     assert "python -m models build --profile hub" in proc.stdout
 
@@ -282,8 +338,13 @@ def test_catalog_profiles_cover_every_task_with_one_default():
     assert catalog.default_profile == "local"
     for name in ("tiny", "hub", "local"):
         defaults = catalog.profile(name).defaults()
-        assert set(defaults) == {"text-classification", "question-answering",
-                                 "text-generation", "translation", "feature-extraction"}
+        assert set(defaults) == {
+            "text-classification",
+            "question-answering",
+            "text-generation",
+            "translation",
+            "feature-extraction",
+        }
     assert catalog.profile("tiny").defaults()["text-generation"].name == "tiny-llama-chat"
     assert all(spec.revision for spec in catalog.profile("hub"))
     assert catalog.profile("local").get("all-minilm-l6-v2").scheme == "package"
@@ -293,21 +354,34 @@ def test_catalog_profiles_cover_every_task_with_one_default():
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ("{name: a, task: translation, source: 'tiny:t5', optimize: O9, default: true}",
-         "optimize must be"),
+        (
+            "{name: a, task: translation, source: 'tiny:t5', optimize: O9, default: true}",
+            "optimize must be",
+        ),
         ("{name: a, task: summarize, source: 'tiny:t5', default: true}", "unknown task"),
         ("{name: a, task: translation, source: 'ftp:x', default: true}", "source"),
         ("{name: a, task: translation, source: 'tiny:t5'}", "exactly one default"),
-        ("{name: a, task: translation, source: 'tiny:t5', default: true, colour: red}",
-         "unknown fields"),
-        ("{name: a, task: translation, source: 'tiny:t5', default: true, graph: genai}",
-         "decoders only"),
-        ("{name: a, task: text-generation, source: 'tiny:gpt2', default: true, quantize: int4}",
-         "int4 needs graph genai"),
-        ("{name: a, task: text-generation, source: 'tiny:gpt2', default: true, graph: genai, "
-         "optimize: O2}", "optimized by its builder"),
-        ("{name: a, task: text-generation, source: 'tiny:gpt2', default: true, graph: tf}",
-         "graph must be"),
+        (
+            "{name: a, task: translation, source: 'tiny:t5', default: true, colour: red}",
+            "unknown fields",
+        ),
+        (
+            "{name: a, task: translation, source: 'tiny:t5', default: true, graph: genai}",
+            "decoders only",
+        ),
+        (
+            "{name: a, task: text-generation, source: 'tiny:gpt2', default: true, quantize: int4}",
+            "int4 needs graph genai",
+        ),
+        (
+            "{name: a, task: text-generation, source: 'tiny:gpt2', default: true, graph: genai, "
+            "optimize: O2}",
+            "optimized by its builder",
+        ),
+        (
+            "{name: a, task: text-generation, source: 'tiny:gpt2', default: true, graph: tf}",
+            "graph must be",
+        ),
     ],
 )
 def test_catalog_rejects_invalid_entries(tmp_path, entry, message):

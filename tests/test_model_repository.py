@@ -41,8 +41,11 @@ def store(tiny_store, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    server = start_server(store, tmp_path_factory.mktemp("repository") / "server.log", {
-        "NLP_MODELS_SERVE": f"{SERVED},{GENERATOR}", "NLP_SERVER_WORKERS": "2"})
+    server = start_server(
+        store,
+        tmp_path_factory.mktemp("repository") / "server.log",
+        {"NLP_MODELS_SERVE": f"{SERVED},{GENERATOR}", "NLP_SERVER_WORKERS": "2"},
+    )
     # /readyz answers once one worker is ready; the tests need both to have joined.
     deadline = time.monotonic() + 120
     while len(_joined_workers(server)) < 2:
@@ -81,8 +84,12 @@ def answers(server, model: str) -> set[int]:
     """Status codes of `TRIES` classify requests for `model`, each on a new connection."""
     codes = set()
     for _ in range(TRIES):
-        response = requests.post(f"{server.url}/classify", timeout=30, headers={
-            "Connection": "close"}, json={"inputs": "A fine film.", "model": model})
+        response = requests.post(
+            f"{server.url}/classify",
+            timeout=30,
+            headers={"Connection": "close"},
+            json={"inputs": "A fine film.", "model": model},
+        )
         codes.add(response.status_code)
     return codes
 
@@ -91,8 +98,9 @@ def served_tag(server, model: str) -> set[str]:
     """The store tag every worker serves `model` as (v2 metadata, fresh connections)."""
     tags = set()
     for _ in range(TRIES):
-        response = requests.get(f"{server.url}/v2/models/{model}", timeout=30,
-                                headers={"Connection": "close"})
+        response = requests.get(
+            f"{server.url}/v2/models/{model}", timeout=30, headers={"Connection": "close"}
+        )
         tags.add(response.json()["parameters"]["tag"] if response.ok else response.status_code)
     return tags
 
@@ -103,7 +111,8 @@ def test_index_lists_stored_models_and_which_are_served(http_client, grpc_client
     assert index[SERVED]["state"] == "READY" and index[SPARE]["state"] == "UNAVAILABLE"
     over_grpc = grpc_client.get_model_repository_index(as_json=True)["models"]
     assert {e["name"]: e["state"] for e in over_grpc} == {
-        name: entry["state"] for name, entry in index.items()}
+        name: entry["state"] for name, entry in index.items()
+    }
 
 
 def test_load_and_unload_reach_every_worker(server, http_client, grpc_client):
@@ -118,13 +127,15 @@ def test_load_and_unload_reach_every_worker(server, http_client, grpc_client):
     assert answers(server, SPARE) == {200}
     http_client.unload_model(SPARE)
     assert answers(server, SPARE) == {404}
-    ready_only = requests.post(f"{server.url}/v2/repository/index", json={"ready": True},
-                               timeout=30).json()
+    ready_only = requests.post(
+        f"{server.url}/v2/repository/index", json={"ready": True}, timeout=30
+    ).json()
     assert {e["name"] for e in ready_only} == {SERVED, GENERATOR}
 
 
-def test_a_new_version_in_the_store_replaces_the_served_one_without_a_restart(server, store,
-                                                                               http_client):
+def test_a_new_version_in_the_store_replaces_the_served_one_without_a_restart(
+    server, store, http_client
+):
     (before,) = served_tag(server, SERVED)
     # The same files stored again as a new version (BentoML writes the copy's model.yaml).
     script = (
@@ -132,9 +143,16 @@ def test_a_new_version_in_the_store_replaces_the_served_one_without_a_restart(se
         f"tag, path, meta = store.resolve({SERVED!r})\n"
         "folder = Path(tempfile.mkdtemp()) / 'model'\n"
         "shutil.copytree(path, folder, ignore=shutil.ignore_patterns('model.yaml'))\n"
-        f"print(store.save({SERVED!r}, 'swapped0001', folder, meta)['tag'])\n")
-    saved = subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, text=True,
-                           capture_output=True, env={**os.environ, "BENTOML_HOME": str(store)})
+        f"print(store.save({SERVED!r}, 'swapped0001', folder, meta)['tag'])\n"
+    )
+    saved = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        check=True,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "BENTOML_HOME": str(store)},
+    )
     new_tag = saved.stdout.strip().splitlines()[-1]
     assert new_tag == f"{SERVED}:swapped0001" != before
     assert served_tag(server, SERVED) == {before}  # storing alone changes nothing
@@ -161,19 +179,28 @@ def test_a_respawned_worker_serves_what_the_others_serve(server, http_client):
     while answers(server, SERVED) != {200} and time.monotonic() < deadline:
         time.sleep(1)
     assert answers(server, SPARE) == {200}
-    gone = {requests.post(f"{server.url}/generate", headers={"Connection": "close"}, timeout=30,
-                          json={"inputs": "Hi", "model": GENERATOR}).status_code
-            for _ in range(TRIES)}
+    gone = {
+        requests.post(
+            f"{server.url}/generate",
+            headers={"Connection": "close"},
+            timeout=30,
+            json={"inputs": "Hi", "model": GENERATOR},
+        ).status_code
+        for _ in range(TRIES)
+    }
     assert gone == {404}
     http_client.load_model(GENERATOR)
 
 
-@pytest.mark.parametrize(("call", "status", "message"), [
-    (lambda c: c.load_model("no-such-model"), "404", "no-such-model"),
-    (lambda c: c.load_model("..%2Fetc"), "404", ""),
-    (lambda c: c.unload_model("no-such-model"), "404", "not served"),
-    (lambda c: c.load_model(SPARE, config='{"backend": "python"}'), "422", "config"),
-])
+@pytest.mark.parametrize(
+    ("call", "status", "message"),
+    [
+        (lambda c: c.load_model("no-such-model"), "404", "no-such-model"),
+        (lambda c: c.load_model("..%2Fetc"), "404", ""),
+        (lambda c: c.unload_model("no-such-model"), "404", "not served"),
+        (lambda c: c.load_model(SPARE, config='{"backend": "python"}'), "422", "config"),
+    ],
+)
 def test_refusals_name_what_is_wrong(http_client, call, status, message):
     with pytest.raises(InferenceServerException) as refused:
         call(http_client)

@@ -35,15 +35,17 @@ GRPC_REQUESTS = 15
 def prometheus_binary() -> str:
     """The `prometheus` binary, installed from the Debian package if it is missing."""
     found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None)
+        "/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None
+    )
     if found:
         return found
     if not shutil.which("apt-get") or os.geteuid() != 0:
         pytest.skip("prometheus is not installed and apt-get cannot install it here (not root)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command, timeout in ((["apt-get", "update", "-qq"], 300),
-                             (["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                               "prometheus"], 600)):
+    for command, timeout in (
+        (["apt-get", "update", "-qq"], 300),
+        (["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"], 600),
+    ):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
     found = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -82,8 +84,9 @@ class Prometheus:
 def live_server(tiny_store, tmp_path_factory):
     """The service serving one classifier, in a BentoML home of its own (see
     `start_private_server`: a server started elsewhere must not reset these counters)."""
-    server = start_private_server(tiny_store, tmp_path_factory.mktemp("prometheus_target"),
-                                  {"NLP_MODELS_SERVE": MODEL})
+    server = start_private_server(
+        tiny_store, tmp_path_factory.mktemp("prometheus_target"), {"NLP_MODELS_SERVE": MODEL}
+    )
     yield server
     server.stop()
 
@@ -101,14 +104,22 @@ def prometheus(live_server, tmp_path_factory) -> Iterator[Prometheus]:
         "  - job_name: nlp-serving\n"
         "    metrics_path: /metrics\n"
         "    static_configs:\n"
-        f"      - targets: ['{target}']\n")
+        f"      - targets: ['{target}']\n"
+    )
     port = free_port()
     log = (folder / "prometheus.log").open("w")
     process = subprocess.Popen(
-        [binary, f"--config.file={folder / 'prometheus.yml'}",
-         f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            binary,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     server = Prometheus(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 60
@@ -121,8 +132,9 @@ def prometheus(live_server, tmp_path_factory) -> Iterator[Prometheus]:
                 pass
             time.sleep(0.25)
         else:
-            pytest.fail(f"Prometheus never scraped {target}:\n"
-                        f"{(folder / 'prometheus.log').read_text()}")
+            pytest.fail(
+                f"Prometheus never scraped {target}:\n{(folder / 'prometheus.log').read_text()}"
+            )
         yield server
     finally:
         process.terminate()
@@ -156,18 +168,25 @@ def _grpc_sender(live_server) -> Callable[[], None] | str:
 
 
 def _latest(protocol: str) -> str:
-    return (f'sum(nlp_requests_total{{model="{MODEL}",protocol="{protocol}",'
-            f'outcome="ok"}}) or vector(0)')
+    return (
+        f'sum(nlp_requests_total{{model="{MODEL}",protocol="{protocol}",'
+        f'outcome="ok"}}) or vector(0)'
+    )
 
 
 def _direct(live_server, protocol: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = requests.get(f"{live_server.url}/metrics", timeout=10).text
-    return sum(s.value for family in text_string_to_metric_families(text)
-               for s in family.samples
-               if s.name == "nlp_requests_total" and s.labels.get("model") == MODEL
-               and s.labels.get("protocol") == protocol and s.labels.get("outcome") == "ok")
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "nlp_requests_total"
+        and s.labels.get("model") == MODEL
+        and s.labels.get("protocol") == protocol
+        and s.labels.get("outcome") == "ok"
+    )
 
 
 def test_prometheus_sees_exactly_the_requests_sent_over_http_and_grpc(prometheus, live_server):
@@ -198,8 +217,7 @@ def test_prometheus_sees_exactly_the_requests_sent_over_http_and_grpc(prometheus
         send_grpc()
 
     # The service's own counters moved by exactly what was sent...
-    expected = {"http": before["http"] + HTTP_REQUESTS,
-                "grpc": before["grpc"] + GRPC_REQUESTS}
+    expected = {"http": before["http"] + HTTP_REQUESTS, "grpc": before["grpc"] + GRPC_REQUESTS}
     assert {p: _direct(live_server, p) for p in expected} == expected
     # ...and so did Prometheus' latest scrape of them.
     for protocol, value in expected.items():
@@ -213,21 +231,26 @@ def test_prometheus_sees_exactly_the_requests_sent_over_http_and_grpc(prometheus
         series = f'{metric}{{model="{MODEL}"}}[{window}]'
         return f"sum {by} (max_over_time({series}) - min_over_time({series}))"
 
-    increase = prometheus.query(
-        over_window("nlp_requests_total", "by (protocol, outcome)"), at=now)
-    by_protocol = {r["metric"]["protocol"]: float(r["value"][1]) for r in increase
-                   if r["metric"]["outcome"] == "ok"}
+    increase = prometheus.query(over_window("nlp_requests_total", "by (protocol, outcome)"), at=now)
+    by_protocol = {
+        r["metric"]["protocol"]: float(r["value"][1])
+        for r in increase
+        if r["metric"]["outcome"] == "ok"
+    }
     assert by_protocol["http"] == HTTP_REQUESTS
     assert by_protocol["grpc"] == GRPC_REQUESTS
     rate = prometheus.value(
-        f'sum(rate(nlp_requests_total{{model="{MODEL}",protocol="http"}}[{window}]))', at=now)
+        f'sum(rate(nlp_requests_total{{model="{MODEL}",protocol="http"}}[{window}]))', at=now
+    )
     assert rate > 0
 
     # p95 of the server-side duration: finite, inside the buckets, and no slower than the
     # client saw (each server duration is part of a client latency).
     p95 = prometheus.value(
         "histogram_quantile(0.95, sum by (le) (rate(nlp_request_duration_seconds_bucket"
-        f'{{model="{MODEL}",protocol="http"}}[{window}])))', at=now)
+        f'{{model="{MODEL}",protocol="http"}}[{window}])))',
+        at=now,
+    )
     assert math.isfinite(p95) and 0 < p95 <= LATENCY_BUCKETS[-1]
     client_p95 = float(np.percentile(latencies, 95))
     client_bucket = next(b for b in LATENCY_BUCKETS if b >= client_p95)
@@ -245,7 +268,9 @@ def test_prometheus_sees_exactly_the_requests_sent_over_http_and_grpc(prometheus
     for stage in ("queue", "tokenization", "inference"):
         q = prometheus.value(
             f"histogram_quantile(0.5, sum by (le) (rate(nlp_{stage}_duration_seconds_bucket"
-            f'{{model="{MODEL}"}}[{window}])))', at=now)
+            f'{{model="{MODEL}"}}[{window}])))',
+            at=now,
+        )
         assert math.isfinite(q) and 0 <= q <= p95_bucket, stage
 
 
@@ -255,6 +280,10 @@ def test_prometheus_scrape_config_in_deploy_parses_with_promtool():
     # The Debian package that prometheus_binary() installs ships promtool: missing is a failure.
     assert promtool is not None, "promtool missing although the prometheus package is installed"
     config = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "prometheus.yml"
-    done = subprocess.run([promtool, "check", "config", "--syntax-only", str(config)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [promtool, "check", "config", "--syntax-only", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

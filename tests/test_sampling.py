@@ -36,8 +36,11 @@ def random_logits(batch: int = 4, vocab: int = 1000, seed: int = 0) -> np.ndarra
 def torch_processed(processor, logits: np.ndarray, input_ids: np.ndarray | None = None):
     import torch
 
-    ids = torch.zeros((logits.shape[0], 0), dtype=torch.long) if input_ids is None else \
-        torch.from_numpy(input_ids)
+    ids = (
+        torch.zeros((logits.shape[0], 0), dtype=torch.long)
+        if input_ids is None
+        else torch.from_numpy(input_ids)
+    )
     return processor(ids, torch.from_numpy(logits.copy())).numpy()
 
 
@@ -145,24 +148,33 @@ def test_same_seed_gives_same_text(generator):
     other = sample(generator, seed=8, temperature=1.2, top_p=0.95, max_new_tokens=30)
     assert (first.generated_text, first.seed) == (again.generated_text, 7)
     assert [t.id for t in first.tokens] != [t.id for t in other.tokens]
-    streamed = list(generator.stream(PROMPT, GenerationParameters(
-        do_sample=True, seed=7, temperature=1.2, top_p=0.95, max_new_tokens=30)))
+    streamed = list(
+        generator.stream(
+            PROMPT,
+            GenerationParameters(
+                do_sample=True, seed=7, temperature=1.2, top_p=0.95, max_new_tokens=30
+            ),
+        )
+    )
     assert streamed[-1].generated_text == first.generated_text
 
 
 def test_unseeded_sampling_reports_a_seed_that_replays_it(generator):
     result = sample(generator, max_new_tokens=15)
     assert isinstance(result.seed, int)
-    assert sample(generator, seed=result.seed, max_new_tokens=15).generated_text == \
-        result.generated_text
+    assert (
+        sample(generator, seed=result.seed, max_new_tokens=15).generated_text
+        == result.generated_text
+    )
 
 
 def test_top_k_1_sampling_is_greedy(generator):
     for prompt in (PROMPT, "Héllo 😀", "It was a dark and stormy night"):
         greedy = generator.generate([prompt], GenerationParameters(max_new_tokens=20))[0]
         for seed in range(3):
-            drawn = sample(generator, prompt, top_k=1, temperature=1.7, seed=seed,
-                           max_new_tokens=20)
+            drawn = sample(
+                generator, prompt, top_k=1, temperature=1.7, seed=seed, max_new_tokens=20
+            )
             assert [t.id for t in drawn.tokens] == [t.id for t in greedy.tokens]
 
 
@@ -170,8 +182,9 @@ def test_top_k_1_sampling_is_greedy(generator):
 def _torch_model(checkpoint):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(checkpoint), \
-        AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    return AutoTokenizer.from_pretrained(checkpoint), AutoModelForCausalLM.from_pretrained(
+        checkpoint
+    ).eval()
 
 
 def expected_first_token_probs(checkpoint, values: dict) -> np.ndarray:
@@ -201,25 +214,30 @@ def expected_first_token_probs(checkpoint, values: dict) -> np.ndarray:
         return torch.softmax(processors(input_ids, logits), -1)[0].double().numpy()
 
 
-@pytest.mark.parametrize("values", [
-    {"temperature": 0.7},
-    {"top_k": 8, "temperature": 1.5},
-    {"top_p": 0.6},
-    {"top_k": 40, "top_p": 0.9, "temperature": 1.2, "repetition_penalty": 1.3},
-])
-def test_first_token_frequencies_follow_transformers_warpers(values, generator,
-                                                            tiny_checkpoint):
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"temperature": 0.7},
+        {"top_k": 8, "temperature": 1.5},
+        {"top_p": 0.6},
+        {"top_k": 40, "top_p": 0.9, "temperature": 1.2, "repetition_penalty": 1.3},
+    ],
+)
+def test_first_token_frequencies_follow_transformers_warpers(values, generator, tiny_checkpoint):
     from scipy.stats import chisquare
 
     expected = expected_first_token_probs(tiny_checkpoint("gpt2"), values)
     if "repetition_penalty" in values:  # the penalty must change what is drawn
         unpenalised = expected_first_token_probs(
-            tiny_checkpoint("gpt2"), {k: v for k, v in values.items() if k != "repetition_penalty"})
+            tiny_checkpoint("gpt2"), {k: v for k, v in values.items() if k != "repetition_penalty"}
+        )
         assert np.abs(expected - unpenalised).sum() / 2 > 0.1
     counts = np.zeros_like(expected)
     for start in range(0, DRAWS, 500):
-        params = [GenerationParameters(do_sample=True, max_new_tokens=1, seed=seed, **values)
-                  for seed in range(start, start + 500)]
+        params = [
+            GenerationParameters(do_sample=True, max_new_tokens=1, seed=seed, **values)
+            for seed in range(start, start + 500)
+        ]
         for result in generator.generate([PROMPT] * len(params), params):
             token = result.tokens[0]
             counts[token.id] += 1

@@ -45,20 +45,24 @@ def url(live_server) -> str:
 
 @pytest.fixture(scope="module")
 def grpc_stub(live_server):
-    channel = grpc.insecure_channel(live_server.grpc_address, options=[
-        ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    channel = grpc.insecure_channel(
+        live_server.grpc_address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    )
     yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
     channel.close()
 
 
 # --- oversized bodies -------------------------------------------------------------------------
 
+
 def _request_head(url: str, path: str, headers: dict[str, str]) -> tuple[socket.socket, bytes]:
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return sock, (f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                  f"Content-Type: application/json\r\n{head}\r\n").encode()
+    return sock, (
+        f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Type: application/json\r\n{head}\r\n"
+    ).encode()
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
@@ -83,7 +87,7 @@ def _chunks(size: int, piece: int = 64 * 1024):
     """A JSON body of `size` bytes in HTTP/1.1 chunked encoding (no Content-Length)."""
     body = b'{"inputs": "' + b"a" * (size - 14) + b'"}'
     for start in range(0, len(body), piece):
-        part = body[start:start + piece]
+        part = body[start : start + piece]
         yield f"{len(part):x}\r\n".encode() + part + b"\r\n"
     yield b"0\r\n\r\n"
 
@@ -115,19 +119,25 @@ def send_chunked(url: str, path: str, size: int = BODY) -> tuple[int, dict, byte
 
 
 @pytest.mark.parametrize("send", [send_declared, send_chunked], ids=["content-length", "chunked"])
-@pytest.mark.parametrize(("path", "shape"), [
-    ("/classify", "task"),
-    ("/v1/completions", "openai"),
-    ("/v2/models/tiny-bert-classifier/infer", "v2"),
-])
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [
+        ("/classify", "task"),
+        ("/v1/completions", "openai"),
+        ("/v2/models/tiny-bert-classifier/infer", "v2"),
+    ],
+)
 def test_oversized_body_is_413_before_it_is_read(url, send, path, shape):
     status, headers, body, sent = send(url, path)
     assert status == 413
     assert headers["content-type"] == "application/json"
     assert headers.get("connection") == "close"
     payload = json.loads(body)
-    message = {"task": lambda p: p["error"], "openai": lambda p: p["error"]["message"],
-               "v2": lambda p: p["error"]}[shape](payload)
+    message = {
+        "task": lambda p: p["error"],
+        "openai": lambda p: p["error"]["message"],
+        "v2": lambda p: p["error"],
+    }[shape](payload)
     assert str(LIMIT) in message and "server.max_body_bytes" in message
     if shape == "task":
         assert payload["field"] is None
@@ -142,9 +152,10 @@ def test_body_of_exactly_the_limit_is_served_one_byte_more_is_413(url, chunked):
     # JSON whitespace pads the body to the limit without giving the model 1 MB to read.
     body = b'{"inputs": "fine"' + b" " * (LIMIT - 18) + b"}"
     assert len(body) == LIMIT
-    data = iter([body[i:i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
-    response = requests.post(f"{url}/classify", data=data, timeout=60,
-                             headers={"content-type": "application/json"})
+    data = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    response = requests.post(
+        f"{url}/classify", data=data, timeout=60, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 200, response.text
     over = (send_chunked if chunked else send_declared)(url, "/classify", size=LIMIT + 1)
     assert over[0] == 413
@@ -155,9 +166,12 @@ def test_compressed_body_is_bounded_after_decompression(url):
     inputs = [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a" * BODY]}]
     bomb = gzip.compress(json.dumps({"inputs": inputs}).encode())
     assert len(bomb) < LIMIT / 10
-    response = requests.post(f"{url}/v2/models/tiny-bert-classifier/infer", data=bomb,
-                             timeout=60, headers={"content-type": "application/json",
-                                                  "content-encoding": "gzip"})
+    response = requests.post(
+        f"{url}/v2/models/tiny-bert-classifier/infer",
+        data=bomb,
+        timeout=60,
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
     assert response.status_code == 413, response.text
     assert "server.max_body_bytes" in response.json()["error"]
 
@@ -200,18 +214,22 @@ def test_grpc_message_over_the_limit_is_resource_exhausted(grpc_stub):
 
 # --- model names from requests never reach the file system -------------------------------------
 
-@pytest.mark.parametrize("name", [TRAVERSAL, "/etc/passwd", "..", "tiny-gpt2/../../etc",
-                                  "%2e%2e%2fetc"])
+
+@pytest.mark.parametrize(
+    "name", [TRAVERSAL, "/etc/passwd", "..", "tiny-gpt2/../../etc", "%2e%2e%2fetc"]
+)
 def test_path_like_model_names_are_refused_on_task_routes(url, name):
-    response = requests.post(f"{url}/classify", json={"inputs": "fine", "model": name},
-                             timeout=30)
+    response = requests.post(f"{url}/classify", json={"inputs": "fine", "model": name}, timeout=30)
     assert response.status_code in (404, 422), response.text
     assert response.json()["field"] == "model"
 
 
 def test_path_like_model_names_are_refused_by_openai_routes(url):
-    response = requests.post(f"{url}/v1/completions", timeout=30,
-                             json={"model": TRAVERSAL, "prompt": "Hi", "max_tokens": 1})
+    response = requests.post(
+        f"{url}/v1/completions",
+        timeout=30,
+        json={"model": TRAVERSAL, "prompt": "Hi", "max_tokens": 1},
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "model"
 
@@ -219,10 +237,12 @@ def test_path_like_model_names_are_refused_by_openai_routes(url):
 def test_a_stored_model_tag_is_not_a_served_name(url):
     """Names are looked up among the served names only, not resolved in the model store: the
     tag of a model that is on disk (and served) is still unknown."""
-    tag = next(m["tag"] for m in requests.get(f"{url}/models", timeout=10).json()
-               if m["task"] == "text-classification")
-    response = requests.post(f"{url}/classify", json={"inputs": "fine", "model": tag},
-                             timeout=30)
+    tag = next(
+        m["tag"]
+        for m in requests.get(f"{url}/models", timeout=10).json()
+        if m["task"] == "text-classification"
+    )
+    response = requests.post(f"{url}/classify", json={"inputs": "fine", "model": tag}, timeout=30)
     assert response.status_code == 404
     assert tag in response.json()["error"]
 
@@ -230,8 +250,9 @@ def test_a_stored_model_tag_is_not_a_served_name(url):
 @pytest.mark.parametrize("name", [TRAVERSAL, "../tiny-gpt2", "..\\..\\windows"])
 def test_v2_traversal_in_the_path_is_404_naming_the_model(url, name):
     infer = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}
-    response = requests.post(f"{url}/v2/models/{quote(name, safe='')}/infer", json=infer,
-                             timeout=30)
+    response = requests.post(
+        f"{url}/v2/models/{quote(name, safe='')}/infer", json=infer, timeout=30
+    )
     assert response.status_code == 404, response.text
     assert repr(name) in response.json()["error"]
     for suffix in ("", "/ready", "/config"):
@@ -274,8 +295,9 @@ def test_model_names_are_looked_up_in_memory_without_file_access(tiny_store):
 
     settings = Settings()
     plane = DataPlane(settings)
-    plane.load([tiny_record(tiny_store, "tiny-bert-classifier"),
-                tiny_record(tiny_store, "tiny-gpt2")])
+    plane.load(
+        [tiny_record(tiny_store, "tiny-bert-classifier"), tiny_record(tiny_store, "tiny-gpt2")]
+    )
     app = create_app(settings)
     app.state.plane = plane
     served_path = str(plane.models["tiny-gpt2"].record.path)
@@ -285,12 +307,17 @@ def test_model_names_are_looked_up_in_memory_without_file_access(tiny_store):
     def ask(client: TestClient) -> list[int]:
         statuses = []
         for name in names:
-            statuses.append(client.post("/classify", json={"inputs": "x", "model": name})
-                            .status_code)
-            statuses.append(client.post("/v1/completions", json={
-                "model": name, "prompt": "x", "max_tokens": 1}).status_code)
-            statuses.append(client.post(f"/v2/models/{quote(name, safe='')}/infer",
-                                        json=infer).status_code)
+            statuses.append(
+                client.post("/classify", json={"inputs": "x", "model": name}).status_code
+            )
+            statuses.append(
+                client.post(
+                    "/v1/completions", json={"model": name, "prompt": "x", "max_tokens": 1}
+                ).status_code
+            )
+            statuses.append(
+                client.post(f"/v2/models/{quote(name, safe='')}/infer", json=infer).status_code
+            )
         return statuses
 
     access = _FileAccess()
@@ -310,31 +337,69 @@ def test_model_names_are_looked_up_in_memory_without_file_access(tiny_store):
 # --- limits -------------------------------------------------------------------------------------
 
 LIMIT_CASES = [
-    ("/generate", {"inputs": "Hi", "parameters": {"max_new_tokens": 513}}, 422,
-     "parameters.max_new_tokens", "512"),
-    ("/v1/completions", {"model": "tiny-gpt2", "prompt": "Hi", "max_tokens": 513}, 400,
-     "max_new_tokens", "512"),
-    ("/translate", {"inputs": "Hi", "parameters": {"max_new_tokens": 513}}, 422,
-     "parameters.max_new_tokens", "512"),
-    ("/translate", {"inputs": "Hi", "parameters": {"num_beams": 9}}, 422,
-     "parameters.num_beams", "8"),
+    (
+        "/generate",
+        {"inputs": "Hi", "parameters": {"max_new_tokens": 513}},
+        422,
+        "parameters.max_new_tokens",
+        "512",
+    ),
+    (
+        "/v1/completions",
+        {"model": "tiny-gpt2", "prompt": "Hi", "max_tokens": 513},
+        400,
+        "max_new_tokens",
+        "512",
+    ),
+    (
+        "/translate",
+        {"inputs": "Hi", "parameters": {"max_new_tokens": 513}},
+        422,
+        "parameters.max_new_tokens",
+        "512",
+    ),
+    (
+        "/translate",
+        {"inputs": "Hi", "parameters": {"num_beams": 9}},
+        422,
+        "parameters.num_beams",
+        "8",
+    ),
     ("/classify", {"inputs": ["x"] * 65}, 422, "inputs", "64"),
     ("/embed", {"inputs": ["x"] * 65}, 422, "inputs", "64"),
     ("/translate", {"inputs": ["x"] * 65}, 422, "inputs", "64"),
     ("/classify", {"inputs": "word " * 400}, 422, "inputs", "128"),
     ("/embed", {"inputs": "word " * 400}, 422, "inputs", "128"),
-    ("/answer", {"inputs": {"question": "word " * 400, "context": "word " * 400}}, 422,
-     "inputs.question", "max_seq_len"),
+    (
+        "/answer",
+        {"inputs": {"question": "word " * 400, "context": "word " * 400}},
+        422,
+        "inputs.question",
+        "max_seq_len",
+    ),
     ("/generate", {"inputs": "word " * 400}, 422, "inputs", "tokens"),
-    ("/generate", {"inputs": "Hi", "parameters": {"stop": ["x"] * 17}}, 422,
-     "parameters.stop", "16"),
-    ("/v1/completions", {"model": "tiny-gpt2", "prompt": "Hi", "stop": ["x"] * 17}, 400,
-     "stop", "16"),
+    (
+        "/generate",
+        {"inputs": "Hi", "parameters": {"stop": ["x"] * 17}},
+        422,
+        "parameters.stop",
+        "16",
+    ),
+    (
+        "/v1/completions",
+        {"model": "tiny-gpt2", "prompt": "Hi", "stop": ["x"] * 17},
+        400,
+        "stop",
+        "16",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "status", "field", "limit"), LIMIT_CASES,
-                         ids=[f"{c[0]}:{c[3]}" for c in LIMIT_CASES])
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field", "limit"),
+    LIMIT_CASES,
+    ids=[f"{c[0]}:{c[3]}" for c in LIMIT_CASES],
+)
 def test_limits_are_enforced_with_4xx_naming_the_field(url, path, body, status, field, limit):
     response = requests.post(f"{url}{path}", json=body, timeout=60)
     assert response.status_code == status, response.text
@@ -352,8 +417,11 @@ def test_limits_are_enforced_with_4xx_naming_the_field(url, path, body, status, 
 def test_openai_sampling_values_the_runtime_refuses_are_400_naming_the_param(url, field, value):
     """The OpenAI schema is wider than the runtime's parameters: what only the runtime refuses
     must still be a 400 naming the param, not a 500."""
-    response = requests.post(f"{url}/v1/completions", timeout=60, json={
-        "model": "tiny-gpt2", "prompt": "Hi", "max_tokens": 2, field: value})
+    response = requests.post(
+        f"{url}/v1/completions",
+        timeout=60,
+        json={"model": "tiny-gpt2", "prompt": "Hi", "max_tokens": 2, field: value},
+    )
     assert response.status_code == 400, response.text
     assert field in response.json()["error"]["param"], response.text
 
@@ -361,14 +429,14 @@ def test_openai_sampling_values_the_runtime_refuses_are_400_naming_the_param(url
 def test_v2_and_grpc_enforce_the_number_of_inputs(url, grpc_stub):
     texts = ["x"] * 65
     infer = {"inputs": [{"name": "text", "shape": [65], "datatype": "BYTES", "data": texts}]}
-    response = requests.post(f"{url}/v2/models/tiny-bert-classifier/infer", json=infer,
-                             timeout=60)
+    response = requests.post(f"{url}/v2/models/tiny-bert-classifier/infer", json=infer, timeout=60)
     assert response.status_code == 422, response.text
     assert "64" in response.json()["error"]
     request = service_pb2.ModelInferRequest(model_name="tiny-bert-classifier")
     request.inputs.add(name="text", datatype="BYTES", shape=[65])
-    request.raw_input_contents.append(b"".join(len(t).to_bytes(4, "little") + t.encode()
-                                               for t in texts))
+    request.raw_input_contents.append(
+        b"".join(len(t).to_bytes(4, "little") + t.encode() for t in texts)
+    )
     with pytest.raises(grpc.RpcError) as refused:
         grpc_stub.ModelInfer(request, timeout=60)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -385,15 +453,22 @@ def test_limits_have_config_keys():
 
 # --- no remote code -----------------------------------------------------------------------------
 
+
 def _python_files(*folders: str) -> list[Path]:
-    return [p for folder in folders for p in (ROOT / folder).rglob("*.py")
-            if "generated" not in p.parts]
+    return [
+        p for folder in folders for p in (ROOT / folder).rglob("*.py") if "generated" not in p.parts
+    ]
 
 
 def _calls_with_keyword(path: Path, keyword: str) -> list[ast.keyword]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    return [kw for node in ast.walk(tree) if isinstance(node, ast.Call)
-            for kw in node.keywords if kw.arg == keyword]
+    return [
+        kw
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        for kw in node.keywords
+        if kw.arg == keyword
+    ]
 
 
 def test_no_code_passes_trust_remote_code_true():
@@ -408,8 +483,9 @@ def test_no_code_passes_trust_remote_code_true():
 
 def test_export_passes_trust_remote_code_false():
     calls = [kw for kw in _calls_with_keyword(ROOT / "models" / "export.py", "trust_remote_code")]
-    assert calls and all(isinstance(kw.value, ast.Constant) and kw.value.value is False
-                         for kw in calls)
+    assert calls and all(
+        isinstance(kw.value, ast.Constant) and kw.value.value is False for kw in calls
+    )
 
 
 def test_serving_never_executes_model_code():
@@ -425,9 +501,13 @@ def test_serving_never_executes_model_code():
 
 # --- container and dependencies ----------------------------------------------------------------
 
+
 def _final_user(dockerfile: str) -> str | None:
-    users = [line.split(None, 1)[1].strip() for line in dockerfile.splitlines()
-             if line.strip().upper().startswith("USER ")]
+    users = [
+        line.split(None, 1)[1].strip()
+        for line in dockerfile.splitlines()
+        if line.strip().upper().startswith("USER ")
+    ]
     return users[-1] if users else None
 
 
@@ -456,7 +536,14 @@ def test_containers_run_as_non_root():
 
 def test_security_policy_states_threat_model_and_enforcement():
     text = (ROOT / "SECURITY.md").read_text().lower()
-    for needle in ("threat model", "trust_remote_code", "max_body_bytes", "max_new_tokens",
-                   "max_inputs", "max_num_beams", "non-root", "reporting"):
+    for needle in (
+        "threat model",
+        "trust_remote_code",
+        "max_body_bytes",
+        "max_new_tokens",
+        "max_inputs",
+        "max_num_beams",
+        "non-root",
+        "reporting",
+    ):
         assert needle in text, needle
-

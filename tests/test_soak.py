@@ -18,8 +18,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOAK = ["--shape", "soak", "--duration", "600", "--users", "27", "--rps-per-user", "0.5",
-        "--warmup", "20"]
+SOAK = [
+    "--shape",
+    "soak",
+    "--duration",
+    "600",
+    "--users",
+    "27",
+    "--rps-per-user",
+    "0.5",
+    "--warmup",
+    "20",
+]
 
 
 @pytest.mark.slow
@@ -27,9 +37,25 @@ SOAK = ["--shape", "soak", "--duration", "600", "--users", "27", "--rps-per-user
 def test_soak_has_no_failures_and_worker_memory_stays_flat(tiny_store, tmp_path):
     out = tmp_path / "soak"
     env = {**os.environ, "BENTOML_HOME": str(tiny_store)}
-    run = subprocess.run([sys.executable, "-m", "loadtests", "run", "--serve", "tiny", *SOAK,
-                          "--out", str(out), "--quiet"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtests",
+            "run",
+            "--serve",
+            "tiny",
+            *SOAK,
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode in (0, 1), run.stdout + run.stderr  # 1: an SLO gate failed
     report = json.loads((out / "report.json").read_text())
     total = report["total"]

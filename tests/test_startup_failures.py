@@ -36,11 +36,19 @@ def _corrupt_store(tiny_store: Path, home: Path) -> Path:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_workers_that_cannot_load_their_models_stop_the_server_non_zero(
-        tiny_store, tmp_path, workers):
+    tiny_store, tmp_path, workers
+):
     home = _corrupt_store(tiny_store, tmp_path / "home")
-    server = spawn(home, tmp_path / "server.log", {
-        "NLP_MODELS_SERVE": CLASSIFIER, "NLP_MODELS_VERIFY_HASHES": "false",
-        "NLP_SERVER_WORKERS": str(workers), "NLP_MAX_START_FAILURES": "3"})
+    server = spawn(
+        home,
+        tmp_path / "server.log",
+        {
+            "NLP_MODELS_SERVE": CLASSIFIER,
+            "NLP_MODELS_VERIFY_HASHES": "false",
+            "NLP_SERVER_WORKERS": str(workers),
+            "NLP_MAX_START_FAILURES": "3",
+        },
+    )
     started = time.monotonic()
     try:
         code = server.process.wait(timeout=EXIT_WITHIN_S)
@@ -60,8 +68,11 @@ def test_a_worker_killed_after_start_up_is_not_a_failed_start(tiny_store, tmp_pa
     """Start-up failures only: a ready worker that dies later is replaced as before."""
     from loadtests.worker_memory import worker_processes
 
-    server = start_server(tiny_store, tmp_path / "server.log",
-                          {"NLP_MODELS_SERVE": CLASSIFIER, "NLP_MAX_START_FAILURES": "1"})
+    server = start_server(
+        tiny_store,
+        tmp_path / "server.log",
+        {"NLP_MODELS_SERVE": CLASSIFIER, "NLP_MAX_START_FAILURES": "1"},
+    )
     try:
         for _ in range(2):
             (worker,) = worker_processes(server.process.pid)

@@ -30,19 +30,57 @@ from tests.tiny_records import tiny_record
 
 # Characters tokenizers and JSON get wrong most often.
 AWKWARD = [
-    "\x00", "\x01", "\x1b", "\x7f", "\t", "\r", "\n", "\u2028", "\u2029", "\ufeff", "\u200b",
-    "\u0301", "\u0308\u0308", "e\u0301", "\u0627\u0644\u0639\u0631\u0628\u064a\u0629",
-    "\u05e9\u05dc\u05d5\u05dd", "\u200f", "\u202e", "\u2066", "\U0001f600",
+    "\x00",
+    "\x01",
+    "\x1b",
+    "\x7f",
+    "\t",
+    "\r",
+    "\n",
+    "\u2028",
+    "\u2029",
+    "\ufeff",
+    "\u200b",
+    "\u0301",
+    "\u0308\u0308",
+    "e\u0301",
+    "\u0627\u0644\u0639\u0631\u0628\u064a\u0629",
+    "\u05e9\u05dc\u05d5\u05dd",
+    "\u200f",
+    "\u202e",
+    "\u2066",
+    "\U0001f600",
     "\U0001f469\u200d\U0001f4bb",
-    "\U00020000", "\U0010fffd", "\ufffd", "\ud800", "\udfff", "\udbff\udc00x\udc00", " ", "\u3000",
-    "日本語", "ﬁ", "İ", "ß", "[CLS]", "<s>", "</s>", "<|endoftext|>", "##",
+    "\U00020000",
+    "\U0010fffd",
+    "\ufffd",
+    "\ud800",
+    "\udfff",
+    "\udbff\udc00x\udc00",
+    " ",
+    "\u3000",
+    "日本語",
+    "ﬁ",
+    "İ",
+    "ß",
+    "[CLS]",
+    "<s>",
+    "</s>",
+    "<|endoftext|>",
+    "##",
 ]
-awkward_text = st.lists(st.one_of(st.sampled_from(AWKWARD), st.characters(codec=None),
-                                  st.text(max_size=8)), max_size=40).map("".join)
+awkward_text = st.lists(
+    st.one_of(st.sampled_from(AWKWARD), st.characters(codec=None), st.text(max_size=8)), max_size=40
+).map("".join)
 has_surrogate = lambda text: any(0xD800 <= ord(c) <= 0xDFFF for c in text)  # noqa: E731
 
-EXAMPLES = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+EXAMPLES = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 LONG = "word " * 3000
 
 
@@ -52,8 +90,13 @@ def runtimes(tiny_store):
     config = Settings()
     config.models.threads = 1
     loaded = {}
-    for name in ("tiny-bert-classifier", "tiny-bert-embedder", "tiny-distilbert-qa",
-                 "tiny-gpt2", "tiny-t5"):
+    for name in (
+        "tiny-bert-classifier",
+        "tiny-bert-embedder",
+        "tiny-distilbert-qa",
+        "tiny-gpt2",
+        "tiny-t5",
+    ):
         record = tiny_record(tiny_store, name)
         loaded[record.task] = TASKS[record.task].load(record.path, config)
     return loaded
@@ -72,6 +115,7 @@ def refused_or(check, call):
 
 # --- any text: results or InvalidInput ----------------------------------------------------------
 
+
 @EXAMPLES
 @given(text=awkward_text, truncate=st.booleans())
 def test_classification_takes_any_text(runtimes, text, truncate):
@@ -79,8 +123,12 @@ def test_classification_takes_any_text(runtimes, text, truncate):
         ((labels,),) = [result]
         assert labels and all(0.0 <= label["score"] <= 1.0 for label in labels)
 
-    outcome = refused_or(check, lambda: runtimes["text-classification"].classify(
-        [(text, ClassificationParameters(truncate=truncate, top_k=2))]))
+    outcome = refused_or(
+        check,
+        lambda: runtimes["text-classification"].classify(
+            [(text, ClassificationParameters(truncate=truncate, top_k=2))]
+        ),
+    )
     if isinstance(outcome, InvalidInput):
         assert has_surrogate(text) or not truncate, outcome.message
 
@@ -92,15 +140,16 @@ def test_embeddings_take_any_text(runtimes, text):
         ((vector,),) = [result]
         assert vector and all(math.isfinite(v) for v in vector)
 
-    outcome = refused_or(check, lambda: runtimes["feature-extraction"].embed(
-        [(text, EmbeddingParameters(truncate=True))]))
+    outcome = refused_or(
+        check,
+        lambda: runtimes["feature-extraction"].embed([(text, EmbeddingParameters(truncate=True))]),
+    )
     if isinstance(outcome, InvalidInput):
         assert has_surrogate(text), outcome.message
 
 
 @EXAMPLES
-@given(question=awkward_text, context=awkward_text, top_k=st.integers(1, 4),
-       align=st.booleans())
+@given(question=awkward_text, context=awkward_text, top_k=st.integers(1, 4), align=st.booleans())
 def test_answer_offsets_always_slice_the_context(runtimes, question, context, top_k, align):
     params = QuestionAnsweringParameters(top_k=top_k, align_to_words=align)
 
@@ -108,11 +157,12 @@ def test_answer_offsets_always_slice_the_context(runtimes, question, context, to
         ((answers,),) = [result]
         for answer in answers:
             assert 0 <= answer["start"] <= answer["end"] <= len(context)
-            assert context[answer["start"]:answer["end"]] == answer["answer"]
+            assert context[answer["start"] : answer["end"]] == answer["answer"]
             assert math.isfinite(answer["score"])
 
-    outcome = refused_or(check, lambda: runtimes["question-answering"].answer(
-        [(question, context, params)]))
+    outcome = refused_or(
+        check, lambda: runtimes["question-answering"].answer([(question, context, params)])
+    )
     if isinstance(outcome, InvalidInput):
         assert outcome.field in ("inputs.question", "inputs.context"), outcome.field
 
@@ -126,19 +176,28 @@ def test_generation_takes_any_prompt(runtimes, prompt):
         assert isinstance(final.generated_text, str)
         assert final.generated_text == "".join(t.text for t in tokens[:-1])
 
-    refused_or(check, lambda: runtimes["text-generation"].stream(
-        prompt, GenerationParameters(max_new_tokens=3)))
+    refused_or(
+        check,
+        lambda: runtimes["text-generation"].stream(prompt, GenerationParameters(max_new_tokens=3)),
+    )
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(text=awkward_text)
 def test_translation_takes_any_text(runtimes, text):
     def check(result):
         assert len(result) == 1 and isinstance(result[0], str)
 
-    refused_or(check, lambda: runtimes["translation"].translate(
-        [text], TranslationParameters(max_new_tokens=3)))
+    refused_or(
+        check,
+        lambda: runtimes["translation"].translate([text], TranslationParameters(max_new_tokens=3)),
+    )
 
 
 @pytest.mark.parametrize("text", ["\ud800", "a\udfffb", "ok \udbff"])
@@ -157,17 +216,26 @@ def test_lone_surrogates_are_invalid_input_naming_the_field(runtimes, text):
 
 @pytest.mark.parametrize("text", ["", " ", "\t\n", "\u3000", "\x00"])
 def test_empty_and_whitespace_text_is_answered_or_refused(runtimes, text):
-    refused_or(lambda r: None, lambda: runtimes["text-classification"].classify(
-        [(text, ClassificationParameters())]))
-    refused_or(lambda r: None, lambda: runtimes["feature-extraction"].embed(
-        [(text, EmbeddingParameters())]))
-    refused_or(lambda r: list(r), lambda: runtimes["text-generation"].stream(
-        text, GenerationParameters(max_new_tokens=1)))
-    refused_or(lambda r: None, lambda: runtimes["translation"].translate(
-        [text], TranslationParameters(max_new_tokens=1)))
+    refused_or(
+        lambda r: None,
+        lambda: runtimes["text-classification"].classify([(text, ClassificationParameters())]),
+    )
+    refused_or(
+        lambda r: None,
+        lambda: runtimes["feature-extraction"].embed([(text, EmbeddingParameters())]),
+    )
+    refused_or(
+        lambda r: list(r),
+        lambda: runtimes["text-generation"].stream(text, GenerationParameters(max_new_tokens=1)),
+    )
+    refused_or(
+        lambda r: None,
+        lambda: runtimes["translation"].translate([text], TranslationParameters(max_new_tokens=1)),
+    )
 
 
 # --- very long inputs: truncated when asked, else refused naming the limit ----------------------
+
 
 def test_long_input_is_refused_naming_the_limit_or_truncated_when_asked(runtimes):
     classifier = runtimes["text-classification"]
@@ -200,11 +268,14 @@ def test_long_input_is_refused_naming_the_limit_or_truncated_when_asked(runtimes
 
 def test_long_context_is_windowed_and_offsets_stay_exact(runtimes):
     context = " ".join(f"Token{i} ünïcödé 😀 مرحبا" for i in range(400))
-    ((answers,),) = [runtimes["question-answering"].answer(
-        [("Where is Token7?", context, QuestionAnsweringParameters(top_k=5))])]
+    ((answers,),) = [
+        runtimes["question-answering"].answer(
+            [("Where is Token7?", context, QuestionAnsweringParameters(top_k=5))]
+        )
+    ]
     assert answers
     for answer in answers:
-        assert context[answer["start"]:answer["end"]] == answer["answer"]
+        assert context[answer["start"] : answer["end"]] == answer["answer"]
 
 
 # --- over HTTP: never a 5xx -------------------------------------------------------------------
@@ -216,21 +287,34 @@ ROUTES = {
     "/generate": lambda t: {"inputs": t, "parameters": {"max_new_tokens": 2}},
     "/translate": lambda t: {"inputs": t, "parameters": {"max_new_tokens": 2}},
     "/v1/completions": lambda t: {"model": "tiny-gpt2", "prompt": t, "max_tokens": 2},
-    "/v1/chat/completions": lambda t: {"model": "tiny-llama-chat", "max_tokens": 2,
-                                       "messages": [{"role": "user", "content": t}]},
+    "/v1/chat/completions": lambda t: {
+        "model": "tiny-llama-chat",
+        "max_tokens": 2,
+        "messages": [{"role": "user", "content": t}],
+    },
     "/v2/models/tiny-bert-classifier/infer": lambda t: {
-        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [t]}]},
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [t]}]
+    },
 }
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(path=st.sampled_from(sorted(ROUTES)), text=awkward_text)
 def test_any_text_over_http_is_answered_or_refused_never_5xx(live_server, path, text):
     # ensure_ascii: lone surrogates travel as "\ud800" escapes, as a JSON client may send them.
     body = json.dumps(ROUTES[path](text), ensure_ascii=True)
-    response = requests.post(f"{live_server.url}{path}", data=body, timeout=60,
-                             headers={"content-type": "application/json"})
+    response = requests.post(
+        f"{live_server.url}{path}",
+        data=body,
+        timeout=60,
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code in (200, 400, 422), (response.status_code, response.text)
     payload = response.json()
     if response.status_code != 200:

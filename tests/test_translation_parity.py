@@ -41,7 +41,7 @@ INPUTS = [
     "ＦＵＬＬ　ＷＩＤＴＨ text",
     "tabs\tand\nnew lines   and   spaces ",
     "Prices rose 12.5% to €1,234 on 2024-03-01.",
-    "\"Quoted\" — dashes… and ‘curly’ quotes",
+    '"Quoted" — dashes… and ‘curly’ quotes',
     "",
     *_CORPUS[5:14],
     max((s for s in _CORPUS[:400] if len(s) < 300), key=len),
@@ -61,8 +61,10 @@ def pipelines(tiny_checkpoint):
     transformers.logging.set_verbosity_error()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return {kind: pipeline(task, model=str(tiny_checkpoint(kind)))
-                for kind, (task, _) in TASKS.items()}
+        return {
+            kind: pipeline(task, model=str(tiny_checkpoint(kind)))
+            for kind, (task, _) in TASKS.items()
+        }
 
 
 def reference(pipe, text: str, **generate_kwargs) -> list[int]:
@@ -112,21 +114,27 @@ def _overrides(option: dict) -> dict:
     return {k: v for k, v in option.items() if k not in ("num_beams", "eos")}
 
 
-@pytest.mark.parametrize("option", OPTION_SETS,
-                         ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize(
+    "option", OPTION_SETS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items())
+)
 @pytest.mark.parametrize("kind", list(TASKS))
 def test_search_options_match_transformers_pipeline(kind, option, translators, pipelines):
     translator, pipe = translators[kind], pipelines[kind]
-    eos = FREQUENT[kind][:option.get("eos", 1)]
-    generate_kwargs = {**_overrides(option), "num_beams": option["num_beams"],
-                       "eos_token_id": list(eos)}
+    eos = FREQUENT[kind][: option.get("eos", 1)]
+    generate_kwargs = {
+        **_overrides(option),
+        "num_beams": option["num_beams"],
+        "eos_token_id": list(eos),
+    }
     ended_by_eos = hit_limit = 0
     for i, text in enumerate(INPUTS[2:]):
         max_new = (6, 12, 20)[i % 3]
-        params = TranslationParameters(max_new_tokens=max_new, num_beams=option["num_beams"],
-                                       **TASKS[kind][1])
+        params = TranslationParameters(
+            max_new_tokens=max_new, num_beams=option["num_beams"], **TASKS[kind][1]
+        )
         settings = translator.generation_settings(params).with_overrides(
-            eos_token_ids=eos, **_overrides(option))
+            eos_token_ids=eos, **_overrides(option)
+        )
         expected = reference(pipe, text, max_new_tokens=max_new, **generate_kwargs)
         assert translator.translate_ids([text], params, settings=settings)[0] == expected, text
         ended_by_eos += expected[-1] in eos
@@ -143,16 +151,24 @@ SPEC_GENERATE_PARAMETERS = [
     {"max_new_tokens": 9, "min_new_tokens": 7},
     {"max_new_tokens": 9, "min_length": 8},
     {"max_new_tokens": 10, "num_beams": 3, "early_stopping": True},
-    {"max_new_tokens": 5, "do_sample": False, "temperature": 0.5, "top_k": 5, "top_p": 0.9,
-     "use_cache": True},
+    {
+        "max_new_tokens": 5,
+        "do_sample": False,
+        "temperature": 0.5,
+        "top_k": 5,
+        "top_p": 0.9,
+        "use_cache": True,
+    },
 ]
 
 
-@pytest.mark.parametrize("generate", SPEC_GENERATE_PARAMETERS,
-                         ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize(
+    "generate", SPEC_GENERATE_PARAMETERS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items())
+)
 @pytest.mark.parametrize("kind", list(TASKS))
-def test_spec_generate_parameters_match_transformers_pipeline(kind, generate, translators,
-                                                              pipelines):
+def test_spec_generate_parameters_match_transformers_pipeline(
+    kind, generate, translators, pipelines
+):
     translator, pipe = translators[kind], pipelines[kind]
     # T5's pipeline default (256 new tokens) would make the bare max_length case slow to compare
     # on every input: one input is enough to show which limit wins.
@@ -167,8 +183,9 @@ def test_spec_clean_up_and_truncation_match_transformers_pipeline(translators, p
     translator, pipe = translators["marian"], pipelines["marian"]
     text = "I loved this movie , the acting was superb ."
     for clean in (False, True):
-        params = TranslationParameters(clean_up_tokenization_spaces=clean,
-                                       generate_parameters={"max_new_tokens": 12})
+        params = TranslationParameters(
+            clean_up_tokenization_spaces=clean, generate_parameters={"max_new_tokens": 12}
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             expected = pipe(text, clean_up_tokenization_spaces=clean, max_new_tokens=12)
@@ -179,19 +196,23 @@ def test_spec_clean_up_and_truncation_match_transformers_pipeline(translators, p
     cut = TranslationParameters(truncation="longest_first", max_new_tokens=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = pipe(long_text, truncation="longest_first", max_new_tokens=4,
-                        return_tensors=True)[0]["translation_token_ids"].tolist()
+        expected = pipe(
+            long_text, truncation="longest_first", max_new_tokens=4, return_tensors=True
+        )[0]["translation_token_ids"].tolist()
     assert translator.translate_ids([long_text], cut)[0] == expected
 
 
-@pytest.mark.parametrize(("parameters", "field"), [
-    ({"generate_parameters": {"do_sample": True}}, "generate_parameters.do_sample"),
-    ({"generate_parameters": {"num_beam_groups": 2}}, "generate_parameters.num_beam_groups"),
-    ({"generate_parameters": {"penalty_alpha": 0.6}}, "generate_parameters.penalty_alpha"),
-    ({"generate_parameters": {"seed": 1}}, "generate_parameters.seed"),
-    ({"truncation": "only_second"}, "truncation"),
-    ({"max_new_tokens": 4, "generate_parameters": {"max_new_tokens": 5}}, ""),
-])
+@pytest.mark.parametrize(
+    ("parameters", "field"),
+    [
+        ({"generate_parameters": {"do_sample": True}}, "generate_parameters.do_sample"),
+        ({"generate_parameters": {"num_beam_groups": 2}}, "generate_parameters.num_beam_groups"),
+        ({"generate_parameters": {"penalty_alpha": 0.6}}, "generate_parameters.penalty_alpha"),
+        ({"generate_parameters": {"seed": 1}}, "generate_parameters.seed"),
+        ({"truncation": "only_second"}, "truncation"),
+        ({"max_new_tokens": 4, "generate_parameters": {"max_new_tokens": 5}}, ""),
+    ],
+)
 def test_spec_options_we_do_not_run_are_refused_naming_the_field(parameters, field):
     from pydantic import ValidationError
 
@@ -204,11 +225,15 @@ def test_spec_limits_name_the_field(translators):
     translator = translators["t5"]
     limit = translator.max_new_tokens_limit
     for params, field in (
-        ({"generate_parameters": {"max_new_tokens": limit + 1}},
-         "parameters.generate_parameters.max_new_tokens"),
+        (
+            {"generate_parameters": {"max_new_tokens": limit + 1}},
+            "parameters.generate_parameters.max_new_tokens",
+        ),
         ({"max_new_tokens": limit + 1}, "parameters.max_new_tokens"),
-        ({"generate_parameters": {"num_beams": translator.max_beams + 1}},
-         "parameters.generate_parameters.num_beams"),
+        (
+            {"generate_parameters": {"num_beams": translator.max_beams + 1}},
+            "parameters.generate_parameters.num_beams",
+        ),
     ):
         with pytest.raises(InvalidInput) as caught:
             translator.generation_settings(TranslationParameters.model_validate(params))
@@ -223,13 +248,15 @@ def test_batch_equals_one_by_one(kind, num_beams, translators):
     params = TranslationParameters(max_new_tokens=14, num_beams=num_beams, **TASKS[kind][1])
     # Frequent eos: sentences finish at different steps and leave the batch one by one.
     settings = translator.generation_settings(params).with_overrides(
-        eos_token_ids=FREQUENT[kind][:1])
+        eos_token_ids=FREQUENT[kind][:1]
+    )
     batch = translator.translate_ids(texts, params, settings=settings)
     single = [translator.translate_ids([t], params, settings=settings)[0] for t in texts]
     assert batch == single
     assert len({len(ids) for ids in batch}) > 1
     assert translator.translate(texts, params) == [
-        translator.translate([t], params)[0] for t in texts]
+        translator.translate([t], params)[0] for t in texts
+    ]
 
 
 def test_defaults_are_the_pipelines(translators, pipelines, tiny_checkpoint):
@@ -258,8 +285,10 @@ def test_language_pair_selects_the_t5_task(translators, tiny_checkpoint):
         warnings.simplefilter("ignore")
         default_pipe = pipeline("translation", model=str(tiny_checkpoint("t5")))
     # pipeline("translation") takes the first translation_* entry of config.json, and so do we.
-    assert default_pipe.task == f"translation_{translator.default_pair.src}_to_" \
-                                f"{translator.default_pair.tgt}"
+    assert (
+        default_pipe.task == f"translation_{translator.default_pair.src}_to_"
+        f"{translator.default_pair.tgt}"
+    )
     text = "The weather is nice today."
     expected = reference(default_pipe, text, max_new_tokens=8, num_beams=2)
     params = TranslationParameters(max_new_tokens=8, num_beams=2)
@@ -273,10 +302,10 @@ def test_language_pair_selects_the_t5_task(translators, tiny_checkpoint):
 def test_truncate_matches_pipeline_truncation(translators, pipelines):
     text = " ".join(INPUTS[3:12]) * 3
     for kind, translator in translators.items():
-        params = TranslationParameters(max_new_tokens=5, num_beams=2, truncate=True,
-                                       **TASKS[kind][1])
-        expected = reference(pipelines[kind], text, max_new_tokens=5, num_beams=2,
-                             truncation=True)
+        params = TranslationParameters(
+            max_new_tokens=5, num_beams=2, truncate=True, **TASKS[kind][1]
+        )
+        expected = reference(pipelines[kind], text, max_new_tokens=5, num_beams=2, truncation=True)
         assert translator.translate_ids([text], params)[0] == expected
 
 
@@ -318,8 +347,9 @@ def test_marian_pair_checked_only_when_the_model_names_it(translators, tiny_expo
 
 
 def test_parameter_limits(translators, tiny_exported):
-    translator = Translator.load(tiny_exported("t5"), threads=1, max_new_tokens_limit=32,
-                                 max_beams=4)
+    translator = Translator.load(
+        tiny_exported("t5"), threads=1, max_new_tokens_limit=32, max_beams=4
+    )
     assert translator.generation_settings().max_length == 33  # the pipeline's 256, capped
     with pytest.raises(InvalidInput) as error:
         translator.translate(["Hi"], TranslationParameters(max_new_tokens=33))
@@ -356,8 +386,9 @@ def test_merged_decoder_gives_the_same_tokens(translators, tiny_exported, tmp_pa
     for num_beams in (1, 3):
         params = TranslationParameters(max_new_tokens=10, num_beams=num_beams, **TASKS["t5"][1])
         texts = INPUTS[:6]
-        assert translator.translate_ids(texts, params) == \
-            translators["t5"].translate_ids(texts, params)
+        assert translator.translate_ids(texts, params) == translators["t5"].translate_ids(
+            texts, params
+        )
 
 
 def test_warmup_and_empty_batch(translators):
@@ -370,8 +401,10 @@ def test_serving_module_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import service.runtime.tasks.translation; "
-            "bad = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules]; "
-            "sys.exit(bool(bad))")
+    code = (
+        "import sys; import service.runtime.tasks.translation; "
+        "bad = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules]; "
+        "sys.exit(bool(bad))"
+    )
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0

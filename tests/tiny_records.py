@@ -18,6 +18,11 @@ def tiny_record(store_home: Path, name: str) -> ModelRecord:
     version = (folder / "latest").read_text().strip()
     path = folder / version
     info = yaml.safe_load((path / "model.yaml").read_text())
-    return ModelRecord(name=name, tag=f"{name}:{version}", task=info["metadata"]["task"],
-                       path=path, source=info["metadata"].get("source", ""),
-                       metadata=info["metadata"])
+    return ModelRecord(
+        name=name,
+        tag=f"{name}:{version}",
+        task=info["metadata"]["task"],
+        path=path,
+        source=info["metadata"].get("source", ""),
+        metadata=info["metadata"],
+    )

@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT))
 from models.catalog import load_catalog  # noqa: E402
 
 
-def render(profile: str, base: Path = ROOT / "bentofile.yaml",
-           base_image: str | None = None) -> dict:
+def render(
+    profile: str, base: Path = ROOT / "bentofile.yaml", base_image: str | None = None
+) -> dict:
     config = yaml.safe_load(base.read_text())
     if base_image:
         # Where python:3.11-slim-bookworm cannot be pulled: deploy/containers/setup-engine.sh's.

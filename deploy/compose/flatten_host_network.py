@@ -21,15 +21,24 @@ ROOT = Path(__file__).resolve().parents[2]
 FILES = [ROOT / "docker-compose.yml", ROOT / "deploy" / "compose" / "host-network.yml"]
 
 
-def flatten(compose: str = "docker-compose", env: dict[str, str] | None = None,
-            profiles: tuple[str, ...] = ("scale",)) -> str:
+def flatten(
+    compose: str = "docker-compose",
+    env: dict[str, str] | None = None,
+    profiles: tuple[str, ...] = ("scale",),
+) -> str:
     command = [compose, "--project-directory", str(ROOT)]
     for path in FILES:
         command += ["-f", str(path)]
     for profile in profiles:
         command += ["--profile", profile]
-    resolved = subprocess.run([*command, "config"], env=env or os.environ, cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout
+    resolved = subprocess.run(
+        [*command, "config"],
+        env=env or os.environ,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     config = yaml.safe_load(resolved)
     for service in config["services"].values():
         if service.get("network_mode") in {"host", "none"}:

@@ -35,10 +35,12 @@ def run(home: Path, rounds: int = 3) -> dict[str, Any]:
 
     cache = trained_cache()
     if not resolve_source(SOURCE).cache_folder(cache).exists():
-        return {"markdown": "Not measured: the trained sentiment checkpoint is not cached in "
-                f"`{cache}`; `make models PROFILE=local` trains it once (minutes), then "
-                "rerun the suite.",
-                "checks": {}}
+        return {
+            "markdown": "Not measured: the trained sentiment checkpoint is not cached in "
+            f"`{cache}`; `make models PROFILE=local` trains it once (minutes), then "
+            "rerun the suite.",
+            "checks": {},
+        }
     import statistics
 
     from loadtests.bench import bench_models
@@ -46,10 +48,20 @@ def run(home: Path, rounds: int = 3) -> dict[str, Any]:
     from models.sentiment import LABELS, held_out_sample
     from service.runtime.tasks.classification import ClassificationParameters, TextClassifier
 
-    env = {**os.environ, "BENTOML_HOME": str(home), "HF_HUB_OFFLINE": "1",
-           "TRAINED_MODELS_CACHE": str(cache)}
-    subprocess.run([sys.executable, "-m", "models", "build", "--profile", "local", FP32, INT8],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=1800)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRAINED_MODELS_CACHE": str(cache),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "models", "build", "--profile", "local", FP32, INT8],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
     stored = bench_models.stored(home)
     sample = held_out_sample(SAMPLE_SIZE)
     params = ClassificationParameters()
@@ -57,10 +69,13 @@ def run(home: Path, rounds: int = 3) -> dict[str, Any]:
     texts = [s.text for s in sample]
     for name in (FP32, INT8):
         folder = Path(stored[name]["path"])
-        labels = [r[0]["label"] for r in TextClassifier.load(folder).classify(
-            [(t, params) for t in texts])]
-        accuracy[name] = sum(label == LABELS[s.label] for label, s in
-                             zip(labels, sample, strict=True)) / len(sample)
+        labels = [
+            r[0]["label"]
+            for r in TextClassifier.load(folder).classify([(t, params) for t in texts])
+        ]
+        accuracy[name] = sum(
+            label == LABELS[s.label] for label, s in zip(labels, sample, strict=True)
+        ) / len(sample)
     runners = {name: PlainOrt(Path(stored[name]["path"])) for name in (FP32, INT8)}
     rates: dict[str, list[float]] = {FP32: [], INT8: []}
     for _ in range(rounds):  # interleaved
@@ -70,16 +85,34 @@ def run(home: Path, rounds: int = 3) -> dict[str, Any]:
         speed[name] = statistics.median(rates[name])
     loss = (accuracy[FP32] - accuracy[INT8]) * 100
     ratio = speed[INT8] / speed[FP32]
-    markdown = "\n".join([
-        f"`local` sentiment model (all-MiniLM-L6-v2 fine-tuned here), {SAMPLE_SIZE} fixed held-out "
-        "labelled sentences (`models.sentiment.held_out_sample`), in process, length-sorted "
-        f"batches of 32, median of {rounds} interleaved rounds:", "",
-        "| export | accuracy | sentences/s |", "|---|---|---|",
-        f"| `{FP32}` (fp32) | {accuracy[FP32] * 100:.1f} % | {speed[FP32]:.1f} |",
-        f"| `{INT8}` (O2 + dynamic int8) | {accuracy[INT8] * 100:.1f} % | {speed[INT8]:.1f} |",
-        "", f"Accuracy loss {loss:.1f} points; speed-up {ratio:.2f}×.",
-    ])
-    return {"markdown": markdown, "checks": {
-        "sentiment O2+int8 accuracy loss (points, at most)": (round(loss, 2), 1.0, loss <= 1.0),
-        "sentiment O2+int8 / fp32 in process (sorted b32)": (round(ratio, 3), 1.8, ratio >= 1.8),
-    }}
+    markdown = "\n".join(
+        [
+            " ".join(
+                (
+                    "`local` sentiment model (all-MiniLM-L6-v2 fine-tuned here),",
+                    f"{SAMPLE_SIZE} fixed held-out labelled sentences",
+                    "(`models.sentiment.held_out_sample`), in process,",
+                    "length-sorted batches of 32,",
+                    f"median of {rounds} interleaved rounds:",
+                )
+            ),
+            "",
+            "| export | accuracy | sentences/s |",
+            "|---|---|---|",
+            f"| `{FP32}` (fp32) | {accuracy[FP32] * 100:.1f} % | {speed[FP32]:.1f} |",
+            f"| `{INT8}` (O2 + dynamic int8) | {accuracy[INT8] * 100:.1f} % | {speed[INT8]:.1f} |",
+            "",
+            f"Accuracy loss {loss:.1f} points; speed-up {ratio:.2f}×.",
+        ]
+    )
+    return {
+        "markdown": markdown,
+        "checks": {
+            "sentiment O2+int8 accuracy loss (points, at most)": (round(loss, 2), 1.0, loss <= 1.0),
+            "sentiment O2+int8 / fp32 in process (sorted b32)": (
+                round(ratio, 3),
+                1.8,
+                ratio >= 1.8,
+            ),
+        },
+    }

@@ -32,8 +32,7 @@ SETTINGS = [  # (label, environment)
     ("max 8, wait 0 ms", {"NLP_BATCHING_MAX_BATCH_SIZE": "8", "NLP_BATCHING_MAX_WAIT_MS": "0"}),
     ("max 32, wait 0 ms", {"NLP_BATCHING_MAX_BATCH_SIZE": "32", "NLP_BATCHING_MAX_WAIT_MS": "0"}),
     ("max 32, wait 2 ms", {"NLP_BATCHING_MAX_BATCH_SIZE": "32", "NLP_BATCHING_MAX_WAIT_MS": "2"}),
-    ("max 32, wait 10 ms", {"NLP_BATCHING_MAX_BATCH_SIZE": "32",
-                            "NLP_BATCHING_MAX_WAIT_MS": "10"}),
+    ("max 32, wait 10 ms", {"NLP_BATCHING_MAX_BATCH_SIZE": "32", "NLP_BATCHING_MAX_WAIT_MS": "10"}),
 ]
 
 
@@ -46,8 +45,9 @@ def sentences(n: int = 2000) -> list[str]:
 def export_model(home: Path) -> None:
     """A DistilBERT-base-size random classifier in the store under `bench-distilbert-base`."""
     env = {**os.environ, "BENTOML_HOME": str(home)}
-    listed = subprocess.run([sys.executable, "-m", "models", "list"], env=env,
-                            capture_output=True, text=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "models", "list"], env=env, capture_output=True, text=True
+    )
     if MODEL in listed.stdout:
         return
     import torch
@@ -62,8 +62,22 @@ def export_model(home: Path) -> None:
     torch.manual_seed(0)
     config = DistilBertConfig(vocab_size=len(tokenizer), num_labels=2)
     DistilBertForSequenceClassification(config).eval().save_pretrained(checkpoint)
-    subprocess.run([sys.executable, "-m", "models", "export", "--task", "text-classification",
-                    "--source", f"dir:{checkpoint}", "--name", MODEL], env=env, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "models",
+            "export",
+            "--task",
+            "text-classification",
+            "--source",
+            f"dir:{checkpoint}",
+            "--name",
+            MODEL,
+        ],
+        env=env,
+        check=True,
+    )
 
 
 def in_process(home: Path, texts: list[str]) -> dict[str, float]:
@@ -84,13 +98,14 @@ def in_process(home: Path, texts: list[str]) -> dict[str, float]:
         for label, size in (("in process, sorted batches of 32", 32), ("in process, batch 1", 1)):
             start = time.perf_counter()
             for i in range(0, len(chunk), size):
-                model.classify([(t, params) for t in chunk[i:i + size]])
+                model.classify([(t, params) for t in chunk[i : i + size]])
             rates.setdefault(label, []).append(len(chunk) / (time.perf_counter() - start))
     return {label: statistics.median(values) for label, values in rates.items()}
 
 
-async def closed_loop(url: str, texts: list[str], concurrency: int, seconds: float
-                      ) -> tuple[float, list[float]]:
+async def closed_loop(
+    url: str, texts: list[str], concurrency: int, seconds: float
+) -> tuple[float, list[float]]:
     import aiohttp
 
     latencies: list[float] = []
@@ -135,21 +150,27 @@ def main(argv: list[str] | None = None) -> None:
     servers = {}
     try:
         for label, env in SETTINGS:
-            servers[label] = start_server(args.home, args.home / f"server-{len(servers)}.log",
-                                          extra_env={**env, "NLP_MODELS_SERVE": MODEL})
+            servers[label] = start_server(
+                args.home,
+                args.home / f"server-{len(servers)}.log",
+                extra_env={**env, "NLP_MODELS_SERVE": MODEL},
+            )
         for server in servers.values():
             asyncio.run(closed_loop(server.url, texts, 4, 2.0))  # warm-up
         samples: dict[tuple[str, int], list[tuple[float, list[float]]]] = {}
         for _ in range(args.rounds):
             for label, server in servers.items():
                 for concurrency in (1, 16):
-                    samples.setdefault((label, concurrency), []).append(asyncio.run(
-                        closed_loop(server.url, texts, concurrency, args.seconds)))
+                    samples.setdefault((label, concurrency), []).append(
+                        asyncio.run(closed_loop(server.url, texts, concurrency, args.seconds))
+                    )
     finally:
         for server in servers.values():
             server.stop()
-    print(f"\n{MODEL}: {len(texts)} corpus sentences, {os.cpu_count()} cores; served: median of "
-          f"{args.rounds} interleaved rounds of {args.seconds:.0f} s")
+    print(
+        f"\n{MODEL}: {len(texts)} corpus sentences, {os.cpu_count()} cores; served: median of "
+        f"{args.rounds} interleaved rounds of {args.seconds:.0f} s"
+    )
     print("| setting | sentences/s | p50 ms | p95 ms |")
     print("|---|---|---|---|")
     for label, rate in limit.items():

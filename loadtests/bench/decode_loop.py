@@ -50,8 +50,12 @@ def contenders_gpt2(root: Path, new_tokens: int, threads: int) -> dict[str, Call
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     ort_model = ORTModelForCausalLM.from_pretrained(onnx_dir, session_options=options)
-    kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
-              "pad_token_id": tok.eos_token_id}
+    kwargs = {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "pad_token_id": tok.eos_token_id,
+    }
 
     def run_ours() -> int:
         return ours.generate([prompt], params)[0].generated_tokens
@@ -65,8 +69,11 @@ def contenders_gpt2(root: Path, new_tokens: int, threads: int) -> dict[str, Call
             out = torch_model.generate(**inputs, **kwargs)
         return out.shape[1] - inputs["input_ids"].shape[1]
 
-    return {"ours (numpy loop)": run_ours, "Optimum ORTModelForCausalLM.generate": run_ort,
-            "PyTorch generate": run_torch}
+    return {
+        "ours (numpy loop)": run_ours,
+        "Optimum ORTModelForCausalLM.generate": run_ort,
+        "PyTorch generate": run_torch,
+    }
 
 
 def contenders_t5(root: Path, new_tokens: int, threads: int) -> dict[str, Callable[[], int]]:
@@ -97,8 +104,12 @@ def contenders_t5(root: Path, new_tokens: int, threads: int) -> dict[str, Callab
     options.intra_op_num_threads = threads
     ort_model = ORTModelForSeq2SeqLM.from_pretrained(onnx_dir, session_options=options)
     # min_new_tokens keeps every contender generating the same number of tokens.
-    kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
-              "num_beams": 1}
+    kwargs = {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "num_beams": 1,
+    }
 
     def run_ours() -> int:
         return len(ours.translate_ids([text], params)[0]) - 1  # minus the start token
@@ -110,8 +121,11 @@ def contenders_t5(root: Path, new_tokens: int, threads: int) -> dict[str, Callab
         with torch.inference_mode():
             return torch_model.generate(**inputs, **kwargs).shape[1] - 1
 
-    return {"ours (numpy loop)": run_ours, "Optimum ORTModelForSeq2SeqLM.generate": run_ort,
-            "PyTorch generate": run_torch}
+    return {
+        "ours (numpy loop)": run_ours,
+        "Optimum ORTModelForSeq2SeqLM.generate": run_ort,
+        "PyTorch generate": run_torch,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
                 for name, fn in contenders.items():
                     samples[name].append(_time(fn))
             ours = statistics.median(samples["ours (numpy loop)"])
-            print(f"\n{model}: {args.new_tokens} new tokens, greedy, {args.threads} thread(s), "
-                  f"median of {args.rounds} interleaved rounds")
+            print(
+                f"\n{model}: {args.new_tokens} new tokens, greedy, {args.threads} thread(s), "
+                f"median of {args.rounds} interleaved rounds"
+            )
             print("| contender | ms / token | × ours |")
             print("|---|---|---|")
             for name, values in samples.items():

@@ -53,8 +53,9 @@ def int4_copy(fp32: Path) -> Path:
 
     def make(partial: Path) -> None:
         shutil.copytree(fp32, partial, ignore=shutil.ignore_patterns("model.onnx*"))
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32 / "model.onnx")), block_size=32,
-                                         is_symmetric=False, accuracy_level=4)
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(fp32 / "model.onnx")), block_size=32, is_symmetric=False, accuracy_level=4
+        )
         quantizer.process()
         quantizer.model.save_model_to_file(str(partial / "model.onnx"))
 
@@ -110,8 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         "builder int4, builder defaults": fused_folder(checkpoint, "int4", [], "int4-defaults"),
         "builder int4 (build_decoder)": fused_folder(checkpoint, "int4"),
         "builder int4, blocks of 16": fused_folder(
-            checkpoint, "int4", ["int4_is_symmetric=false", "int4_algo_config=rtn_last",
-                                 "int4_block_size=16"], "int4-b16"),
+            checkpoint,
+            "int4",
+            ["int4_is_symmetric=false", "int4_algo_config=rtn_last", "int4_block_size=16"],
+            "int4-b16",
+        ),
     }
     generators = {name: TextGenerator.load(folder, threads=2) for name, folder in folders.items()}
     prompts = bench_prompts(3)
@@ -124,24 +128,37 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             result = generator.generate(prompts[:1], params)[0]
             rates[name].append(result.generated_tokens / (time.perf_counter() - started))
-    tokens = {name: [[t.id for t in r.tokens] for r in g.generate(prompts, params)]
-              for name, g in generators.items()}
+    tokens = {
+        name: [[t.id for t in r.tokens] for r in g.generate(prompts, params)]
+        for name, g in generators.items()
+    }
     served = "Optimum export fp32 (served)"
     base = statistics.median(rates[served])
     texts = held_out_sentences(200)
-    print(f"SmolLM2-135M-Instruct, greedy, {NEW_TOKENS} new tokens, 2 threads, median of "
-          f"{args.rounds} interleaved rounds; perplexity on {len(texts)} corpus sentences\n")
-    print("| graph | size MB | tokens/s | × served fp32 | first token differing from served "
-          "fp32 (3 prompts) | perplexity |")
+    print(
+        f"SmolLM2-135M-Instruct, greedy, {NEW_TOKENS} new tokens, 2 threads, median of "
+        f"{args.rounds} interleaved rounds; perplexity on {len(texts)} corpus sentences\n"
+    )
+    print(
+        "| graph | size MB | tokens/s | × served fp32 | first token differing from served "
+        "fp32 (3 prompts) | perplexity |"
+    )
     print("|---|---|---|---|---|---|")
     for name, folder in folders.items():
         size = sum(p.stat().st_size for p in folder.glob("model.onnx*")) / 1e6
-        first = [next((i for i, (a, b) in enumerate(zip(ours, ref, strict=False)) if a != b),
-                      min(len(ours), len(ref)))
-                 for ours, ref in zip(tokens[name], tokens[served], strict=True)]
+        first = [
+            next(
+                (i for i, (a, b) in enumerate(zip(ours, ref, strict=False)) if a != b),
+                min(len(ours), len(ref)),
+            )
+            for ours, ref in zip(tokens[name], tokens[served], strict=True)
+        ]
         rate = statistics.median(rates[name])
-        print(f"| {name} | {size:.0f} | {rate:.1f} | {rate / base:.2f}× | {first} | "
-              f"{perplexity(folder, texts, 2):.2f} |", flush=True)
+        print(
+            f"| {name} | {size:.0f} | {rate:.1f} | {rate / base:.2f}× | {first} | "
+            f"{perplexity(folder, texts, 2):.2f} |",
+            flush=True,
+        )
     if args.profile:
         print("\nfp32 graph, ORT per-operator time (profiling on, so slower than above):\n")
         print("| operator | ms per run | nodes per run |\n|---|---|---|")

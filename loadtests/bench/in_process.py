@@ -27,8 +27,13 @@ _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 class PlainOrt:
     """An exported encoder graph run the plainest way: one ORT session, numpy padding."""
 
-    def __init__(self, model_dir: Path, threads: int | None = None, max_length: int = 512,
-                 spinning: bool = True):
+    def __init__(
+        self,
+        model_dir: Path,
+        threads: int | None = None,
+        max_length: int = 512,
+        spinning: bool = True,
+    ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -41,10 +46,12 @@ class PlainOrt:
         options.log_severity_level = 3
         # ORT's default spins idle pool threads: fastest on a quiet machine, wasteful on a
         # shared one; the suite measures both and takes the better as the limit.
-        options.add_session_config_entry("session.intra_op.allow_spinning",
-                                         "1" if spinning else "0")
-        self.session = ort.InferenceSession(str(Path(model_dir) / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
+        self.session = ort.InferenceSession(
+            str(Path(model_dir) / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
         self.inputs = {i.name: _INT_TYPES[i.type] for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -66,13 +73,15 @@ class PlainOrt:
         feed = {name: arrays[name].astype(dtype, copy=False) for name, dtype in self.inputs.items()}
         return self.session.run(None, feed)
 
-    def sentences_per_second(self, items: Sequence[Any], batch_size: int,
-                             length_sorted: bool = True) -> float:
+    def sentences_per_second(
+        self, items: Sequence[Any], batch_size: int, length_sorted: bool = True
+    ) -> float:
         """Tokenize everything, sort by length (or not), run in batches; items per second."""
         return self.measure(items, batch_size, length_sorted)[0]
 
-    def measure(self, items: Sequence[Any], batch_size: int, length_sorted: bool = True
-                ) -> tuple[float, float]:
+    def measure(
+        self, items: Sequence[Any], batch_size: int, length_sorted: bool = True
+    ) -> tuple[float, float]:
         """(items per second, CPU ms per item): CPU time, all threads of this process, is what
         a busy shared machine distorts least, so the served side is compared on it too."""
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -84,15 +93,17 @@ class PlainOrt:
         cpu_ms = (time.process_time() - cpu_started) * 1000 / len(items)
         return len(items) / (time.perf_counter() - started), cpu_ms
 
-    def measure_side_by_side(self, items: Sequence[Any], batch_size: int, runners: int = 2
-                             ) -> tuple[float, float]:
+    def measure_side_by_side(
+        self, items: Sequence[Any], batch_size: int, runners: int = 2
+    ) -> tuple[float, float]:
         """Like `measure`, but the sorted batches are taken by `runners` threads at once (each
         ORT call single-threaded when the session has 1 thread): how the served encoders use
         the cores under load (`EncoderModel.use_runners`), here with nothing else running."""
         started, cpu_started = time.perf_counter(), time.process_time()
         encodings = sorted(self.encode(items), key=len)
-        batches = iter([encodings[i : i + batch_size]
-                        for i in range(0, len(encodings), batch_size)])
+        batches = iter(
+            [encodings[i : i + batch_size] for i in range(0, len(encodings), batch_size)]
+        )
         lock = threading.Lock()
 
         def drain() -> None:
@@ -122,8 +133,7 @@ class PlainOrt:
         return latencies
 
 
-def torch_pipeline(task: str, checkpoint: Path, threads: int | None = None
-                   ) -> Callable[[Any], Any]:
+def torch_pipeline(task: str, checkpoint: Path, threads: int | None = None) -> Callable[[Any], Any]:
     """One call per input, exactly as a user writes it with `transformers` (or
     sentence-transformers for embeddings)."""
     import torch

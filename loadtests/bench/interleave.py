@@ -22,8 +22,9 @@ Sample = dict[str, float]
 RESULTS = Path(__file__).resolve().parents[2] / ".cache" / "bench" / "results"
 
 
-def interleaved(contenders: Mapping[str, Callable[[], Sample]], rounds: int,
-                warmup: bool = True) -> dict[str, list[Sample]]:
+def interleaved(
+    contenders: Mapping[str, Callable[[], Sample]], rounds: int, warmup: bool = True
+) -> dict[str, list[Sample]]:
     """Call every contender once per round (after one uncounted warm-up call each)."""
     if warmup:
         for run in contenders.values():
@@ -32,8 +33,11 @@ def interleaved(contenders: Mapping[str, Callable[[], Sample]], rounds: int,
     for round_index in range(rounds):
         for name, run in contenders.items():
             samples[name].append(run())
-        print(f"  round {round_index + 1}/{rounds}: " + ", ".join(
-            f"{name} {_headline(values[-1])}" for name, values in samples.items()), flush=True)
+        print(
+            f"  round {round_index + 1}/{rounds}: "
+            + ", ".join(f"{name} {_headline(values[-1])}" for name, values in samples.items()),
+            flush=True,
+        )
     return samples
 
 

@@ -44,8 +44,9 @@ def http_bodies(route: str, texts: list[str], model: str | None) -> list[bytes]:
     return bodies
 
 
-async def _http_loop(target: str, route: str, bodies: list[bytes], concurrency: int,
-                     seconds: float) -> tuple[list[float], int, float]:
+async def _http_loop(
+    target: str, route: str, bodies: list[bytes], concurrency: int, seconds: float
+) -> tuple[list[float], int, float]:
     import aiohttp
 
     latencies: list[float] = []
@@ -75,8 +76,9 @@ async def _http_loop(target: str, route: str, bodies: list[bytes], concurrency: 
         return latencies, errors, time.perf_counter() - started
 
 
-async def _grpc_loop(target: str, model: str, texts: list[str], concurrency: int,
-                     seconds: float) -> tuple[list[float], int, float]:
+async def _grpc_loop(
+    target: str, model: str, texts: list[str], concurrency: int, seconds: float
+) -> tuple[list[float], int, float]:
     import grpc
 
     sys.path.insert(0, str(ROOT))
@@ -114,8 +116,15 @@ async def _grpc_loop(target: str, model: str, texts: list[str], concurrency: int
         return latencies, errors, time.perf_counter() - started
 
 
-def measure(protocol: str, target: str, route: str, model: str | None, texts: list[str],
-            concurrency: int, seconds: float) -> dict[str, Any]:
+def measure(
+    protocol: str,
+    target: str,
+    route: str,
+    model: str | None,
+    texts: list[str],
+    concurrency: int,
+    seconds: float,
+) -> dict[str, Any]:
     """One closed-loop run: completed requests, their latencies, errors and the CPU it cost
     (the loop's own, imports and start-up excluded)."""
     import aiohttp  # noqa: F401  (imported before the CPU clock starts)
@@ -140,24 +149,52 @@ def measure(protocol: str, target: str, route: str, model: str | None, texts: li
     }
 
 
-def run_load(protocol: str, target: str, texts_file: Path, concurrency: int, seconds: float,
-             route: str = "/classify", model: str | None = None) -> dict[str, Any]:
+def run_load(
+    protocol: str,
+    target: str,
+    texts_file: Path,
+    concurrency: int,
+    seconds: float,
+    route: str = "/classify",
+    model: str | None = None,
+) -> dict[str, Any]:
     """Run the generator in its own process; its CPU time includes start-up (imports)."""
-    command = [sys.executable, "-m", "loadtests.bench.load_generator", "--protocol", protocol,
-               "--target", target, "--route", route, "--texts", str(texts_file),
-               "--concurrency", str(concurrency), "--seconds", str(seconds)]
+    command = [
+        sys.executable,
+        "-m",
+        "loadtests.bench.load_generator",
+        "--protocol",
+        protocol,
+        "--target",
+        target,
+        "--route",
+        route,
+        "--texts",
+        str(texts_file),
+        "--concurrency",
+        str(concurrency),
+        "--seconds",
+        str(seconds),
+    ]
     if model:
         command += ["--model", model]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                          timeout=seconds + 120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout)
     # The whole process, imports included; `client_cpu_s` is the load loop alone.
     result["client_process_cpu_s"] = (after.ru_utime - before.ru_utime) + (
-        after.ru_stime - before.ru_stime)
+        after.ru_stime - before.ru_stime
+    )
     return result
 
 
@@ -172,8 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args(argv)
     texts = json.loads(args.texts.read_text())
-    result = measure(args.protocol, args.target, args.route, args.model, texts,
-                     args.concurrency, args.seconds)
+    result = measure(
+        args.protocol, args.target, args.route, args.model, texts, args.concurrency, args.seconds
+    )
     json.dump(result, sys.stdout)
 
 

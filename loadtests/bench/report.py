@@ -18,9 +18,15 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def write(results: dict[str, Any], samples: Any, plan: list[Any], cfg: Any,
-          checks: dict[str, tuple[float, float, bool]], extra: list[dict[str, Any]],
-          out_dir: Path) -> str:
+def write(
+    results: dict[str, Any],
+    samples: Any,
+    plan: list[Any],
+    cfg: Any,
+    checks: dict[str, tuple[float, float, bool]],
+    extra: list[dict[str, Any]],
+    out_dir: Path,
+) -> str:
     """Write `out_dir/BENCHMARKS.md` and `out_dir/docs/bench/*.png`; return the Markdown."""
     plots = _plots(samples, plan, cfg, out_dir / ASSETS)
     machine = results["machine"]
@@ -38,7 +44,8 @@ def write(results: dict[str, Any], samples: Any, plan: list[Any], cfg: Any,
         f"(int8 features: {', '.join(machine['int8_flags']) or 'none'}); load average "
         f"{machine['load_average_before']} before, {machine['load_average_after']} after.",
         f"- **Software**: Python {machine['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+        + ".",
         f"- **Method**: {cfg.rounds} interleaved rounds, medians quoted; closed-loop runs of "
         f"{cfg.seconds:g} s per point; in-process figures over the first "
         + ", ".join(f"{w.in_process_items} ({w.task})" for w in plan)
@@ -79,84 +86,126 @@ def write(results: dict[str, Any], samples: Any, plan: list[Any], cfg: Any,
 def _load_row(label: str, samples: Any, key: str) -> str | None:
     if not samples.has(key):
         return None
-    med = lambda field: samples.median(key, lambda v: v[field] if v[field] is not None  # noqa: E731
-                                       else float("nan"))
+
+    def med(field: str) -> float:
+        return samples.median(key, lambda v: v[field] if v[field] is not None else float("nan"))
+
     requests = med("requests")
     per_k = lambda field: med(field) / max(requests, 1) * 1000  # noqa: E731
     errors = sum(v["errors"] for v in samples.values[key])
-    return (f"| {label} | {_fmt(med('throughput'))} | {_fmt(med('p50_ms'))} | "
-            f"{_fmt(med('p95_ms'))} | {_fmt(med('p99_ms'))} | {_fmt(per_k('client_cpu_s'), 2)} | "
-            f"{_fmt(per_k('server_cpu_s'), 2)} | {errors} |")
+    return (
+        f"| {label} | {_fmt(med('throughput'))} | {_fmt(med('p50_ms'))} | "
+        f"{_fmt(med('p95_ms'))} | {_fmt(med('p99_ms'))} | {_fmt(per_k('client_cpu_s'), 2)} | "
+        f"{_fmt(per_k('server_cpu_s'), 2)} | {errors} |"
+    )
 
 
 def _workload_section(w: Any, samples: Any, cfg: Any) -> list[str]:
-    lines = [f"## {w.label[0].upper()}{w.label[1:]}", "",
-             "In process (plain ONNX Runtime on the served graph; items/s):", "",
-             "| model | " + " | ".join(f"sorted batch {b}" for b in cfg.batch_sizes)
-             + (" | arrival-order batch 32" if not cfg.quick else "")
-             + " | sorted batch 32, threads not spinning"
-             " | sorted batch 8, two 1-thread runs side by side | batch-1 latency p50 ms"
-             " | CPU ms per item (sorted 32, default / not spinning; side by side) |",
-             "|---|" + "---|" * (len(cfg.batch_sizes) + (0 if cfg.quick else 1) + 4)]
+    lines = [
+        f"## {w.label[0].upper()}{w.label[1:]}",
+        "",
+        "In process (plain ONNX Runtime on the served graph; items/s):",
+        "",
+        "| model | "
+        + " | ".join(f"sorted batch {b}" for b in cfg.batch_sizes)
+        + (" | arrival-order batch 32" if not cfg.quick else "")
+        + " | sorted batch 32, threads not spinning"
+        " | sorted batch 8, two 1-thread runs side by side | batch-1 latency p50 ms"
+        " | CPU ms per item (sorted 32, default / not spinning; side by side) |",
+        "|---|" + "---|" * (len(cfg.batch_sizes) + (0 if cfg.quick else 1) + 4),
+    ]
     for name in w.served:
         ort = contenders.ORT.key(model=name, batch=32)
         no_spin = contenders.ORT_NO_SPIN.key(model=name, batch=32)
         runners = contenders.ORT_RUNNERS.key(model=name, batch=8)
-        cells = [_fmt(samples.median(contenders.ORT.key(model=name, batch=b)))
-                 for b in cfg.batch_sizes]
+        cells = [
+            _fmt(samples.median(contenders.ORT.key(model=name, batch=b))) for b in cfg.batch_sizes
+        ]
         if not cfg.quick:
             cells.append(_fmt(samples.median(contenders.ORT_ARRIVAL.key(model=name, batch=32))))
         cells.append(_fmt(samples.median(contenders.LATENCY_FLOOR.key(model=name)), 2))
-        cells[len(cfg.batch_sizes) + (0 if cfg.quick else 1):0] = [
-            _fmt(samples.median(no_spin)), _fmt(samples.median(runners))]
-        cells.append(_fmt(samples.median(ort + contenders.CPU_MS), 2) + " / "
-                     + _fmt(samples.median(no_spin + contenders.CPU_MS), 2) + "; "
-                     + _fmt(samples.median(runners + contenders.CPU_MS), 2))
+        cells[len(cfg.batch_sizes) + (0 if cfg.quick else 1) : 0] = [
+            _fmt(samples.median(no_spin)),
+            _fmt(samples.median(runners)),
+        ]
+        cells.append(
+            _fmt(samples.median(ort + contenders.CPU_MS), 2)
+            + " / "
+            + _fmt(samples.median(no_spin + contenders.CPU_MS), 2)
+            + "; "
+            + _fmt(samples.median(runners + contenders.CPU_MS), 2)
+        )
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     if samples.has(contenders.TORCH.key(task=w.task)):
-        lines += ["", f"PyTorch pipeline in process, one call per item: "
-                  f"{_fmt(samples.median(contenders.TORCH.key(task=w.task)))} items/s.", ""]
-    lines += ["", "Served, closed loop (requests/s of one item each; client/server CPU in seconds "
-              "per 1,000 requests):", "",
-              "| contender | req/s | p50 ms | p95 ms | p99 ms | client CPU | server CPU | errors |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"PyTorch pipeline in process, one call per item: "
+            f"{_fmt(samples.median(contenders.TORCH.key(task=w.task)))} items/s.",
+            "",
+        ]
+    lines += [
+        "",
+        "Served, closed loop (requests/s of one item each; client/server CPU in seconds "
+        "per 1,000 requests):",
+        "",
+        "| contender | req/s | p50 ms | p95 ms | p99 ms | client CPU | server CPU | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in w.served:
         for served in (contenders.OURS_HTTP, contenders.OURS_GRPC):
             for c in w.concurrencies(served):
-                row = _load_row(f"ours `{name}` {served.protocol.upper()} c={c}", samples,
-                                served.key(model=name, c=c))
+                row = _load_row(
+                    f"ours `{name}` {served.protocol.upper()} c={c}",
+                    samples,
+                    served.key(model=name, c=c),
+                )
                 if row:
                     lines.append(row)
     for c in contenders.BASELINE_CONCURRENCIES:
-        row = _load_row(f"FastAPI + PyTorch pipeline c={c}", samples,
-                        contenders.FASTAPI.key(task=w.task, c=c))
+        row = _load_row(
+            f"FastAPI + PyTorch pipeline c={c}", samples, contenders.FASTAPI.key(task=w.task, c=c)
+        )
         if row:
             lines.append(row)
     return [*lines, ""]
 
 
 def _cold_start_section(samples: Any) -> list[str]:
-    lines = ["## Cold start and memory", "",
-             f"Process start (`bentoml serve`) to `/readyz` 200, tiny profile: "
-             f"{_fmt(samples.median('cold_start_tiny_s'), 2)} s (median of "
-             f"{len(samples.values.get('cold_start_tiny_s', []))}).", ""]
+    lines = [
+        "## Cold start and memory",
+        "",
+        f"Process start (`bentoml serve`) to `/readyz` 200, tiny profile: "
+        f"{_fmt(samples.median('cold_start_tiny_s'), 2)} s (median of "
+        f"{len(samples.values.get('cold_start_tiny_s', []))}).",
+        "",
+    ]
     if samples.has("cold_start_local_s"):
-        lines += [f"`local` profile (every model `make serve` serves: SmolLM2 fp32 and int4, "
-                  f"MiniLM, the sentiment classifier and its O2/int8 variants, the untrained "
-                  f"stand-ins): {_fmt(samples.median('cold_start_local_s'), 2)} s (median of "
-                  f"{len(samples.values['cold_start_local_s'])}).", ""]
+        lines += [
+            f"`local` profile (every model `make serve` serves: SmolLM2 fp32 and int4, "
+            f"MiniLM, the sentiment classifier and its O2/int8 variants, the untrained "
+            f"stand-ins): {_fmt(samples.median('cold_start_local_s'), 2)} s (median of "
+            f"{len(samples.values['cold_start_local_s'])}).",
+            "",
+        ]
     else:
-        lines += ["`local` profile: not measured (its models are not built in the project's "
-                  "store; `make models PROFILE=local`, then rerun).", ""]
+        lines += [
+            "`local` profile: not measured (its models are not built in the project's "
+            "store; `make models PROFILE=local`, then rerun).",
+            "",
+        ]
     lines += ["| server | " + "process | RSS MB |", "|---|---|---|"]
-    for key, label in (("memory_tiny", "tiny profile, after start"),
-                       ("memory_local", "local profile, after start"),
-                       ("memory_idle", "bench models, after start"),
-                       ("memory_after_load", "bench models, after the run")):
+    for key, label in (
+        ("memory_tiny", "tiny profile, after start"),
+        ("memory_local", "local profile, after start"),
+        ("memory_idle", "bench models, after start"),
+        ("memory_after_load", "bench models, after the run"),
+    ):
         for proc, _ in (samples.values.get(key) or [{}])[-1].items():
-            lines.append(f"| {label} | {proc} | "
-                         f"{_fmt(samples.median(key, lambda v, p=proc: v.get(p, float('nan'))), 0)}"
-                         " |")
+            lines.append(
+                f"| {label} | {proc} | "
+                f"{_fmt(samples.median(key, lambda v, p=proc: v.get(p, float('nan'))), 0)}"
+                " |"
+            )
     return [*lines, ""]
 
 
@@ -174,20 +223,32 @@ def _plots(samples: Any, plan: list[Any], cfg: Any, assets: Path) -> list[Path]:
         for name in w.served:
             for served, style in ((contenders.OURS_HTTP, "-o"), (contenders.OURS_GRPC, "--s")):
                 keys = [(c, served.key(model=name, c=c)) for c in w.concurrencies(served)]
-                points = [(c, samples.median(k, lambda v: v["throughput"]))
-                          for c, k in keys if samples.has(k)]
+                points = [
+                    (c, samples.median(k, lambda v: v["throughput"]))
+                    for c, k in keys
+                    if samples.has(k)
+                ]
                 if points:
-                    ax.plot(*zip(*points, strict=True), style,
-                            label=f"ours {name} {served.protocol}")
+                    ax.plot(
+                        *zip(*points, strict=True), style, label=f"ours {name} {served.protocol}"
+                    )
             limit = contenders.in_process_limit(samples, name)
             if not math.isnan(limit):
                 ax.axhline(limit, linestyle=":", color="grey")
-                ax.annotate(f"in-process limit {name}", (w.http_concurrencies[0], limit),
-                            fontsize=7, va="bottom")
-        baseline = {c: contenders.FASTAPI.key(task=w.task, c=c)
-                    for c in contenders.BASELINE_CONCURRENCIES}
-        base = [(c, samples.median(key, lambda v: v["throughput"]))
-                for c, key in baseline.items() if samples.has(key)]
+                ax.annotate(
+                    f"in-process limit {name}",
+                    (w.http_concurrencies[0], limit),
+                    fontsize=7,
+                    va="bottom",
+                )
+        baseline = {
+            c: contenders.FASTAPI.key(task=w.task, c=c) for c in contenders.BASELINE_CONCURRENCIES
+        }
+        base = [
+            (c, samples.median(key, lambda v: v["throughput"]))
+            for c, key in baseline.items()
+            if samples.has(key)
+        ]
         if base:
             ax.plot(*zip(*base, strict=True), "-^", label="FastAPI + PyTorch")
         ax.set_xscale("log", base=2)

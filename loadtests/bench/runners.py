@@ -46,8 +46,10 @@ def bandwidth(megabytes: int = 540) -> None:
             for thread in threads:
                 thread.join()
             best = max(best, 2 * a.nbytes / (time.perf_counter() - started) / 1e9)
-        print(f"{len(parts)} thread(s): {best:.1f} GB/s read -> at most "
-              f"{best * 1e9 / (megabytes * 1e6):.1f} reads of {megabytes} MB per second")
+        print(
+            f"{len(parts)} thread(s): {best:.1f} GB/s read -> at most "
+            f"{best * 1e9 / (megabytes * 1e6):.1f} reads of {megabytes} MB per second"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,8 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     contenders = {
         "one session, 2 threads, not spinning": lambda b: two.measure(texts, b),
         "one session, 2 threads, spinning": lambda b: spinning.measure(texts, b),
-        "one session, 2 threads, called by 2 threads at once":
-            lambda b: two.measure_side_by_side(texts, b),
+        "one session, 2 threads, called by 2 threads at once": lambda b: two.measure_side_by_side(
+            texts, b
+        ),
         "two single-threaded calls side by side": lambda b: one.measure_side_by_side(texts, b),
     }
     batches = [int(b) for b in args.batches.split(",")]
@@ -85,13 +88,18 @@ def main(argv: list[str] | None = None) -> None:
         for size in batches:
             for name, run in contenders.items():
                 samples.setdefault((name, size), []).append(run(size))
-    print(f"{args.model}, {len(texts)} sentences sorted by length, median of {args.rounds} "
-          "interleaved rounds: items/s (CPU ms per item)\n")
+    print(
+        f"{args.model}, {len(texts)} sentences sorted by length, median of {args.rounds} "
+        "interleaved rounds: items/s (CPU ms per item)\n"
+    )
     print("| contender | " + " | ".join(f"batch {b}" for b in batches) + " |")
     print("|---|" + "---|" * len(batches))
     for name in contenders:
-        cells = [f"{statistics.median(r for r, _ in samples[(name, b)]):.1f} "
-                 f"({statistics.median(c for _, c in samples[(name, b)]):.1f})" for b in batches]
+        cells = [
+            f"{statistics.median(r for r, _ in samples[(name, b)]):.1f} "
+            f"({statistics.median(c for _, c in samples[(name, b)]):.1f})"
+            for b in batches
+        ]
         print(f"| {name} | " + " | ".join(cells) + " |")
     items = two.encode(texts[:64])
     for label, model in (("2 threads", two), ("1 thread", one)):

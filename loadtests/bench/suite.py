@@ -80,11 +80,14 @@ def corpus_sentences() -> list[str]:
 
 def qa_pairs(texts: list[str]) -> list[tuple[str, str]]:
     """(question, context): the same pairs the load generator sends to `/answer`."""
-    return [(" ".join(texts[(i + 1) % len(texts)].split()[:6]) + "?", text)
-            for i, text in enumerate(texts)]
+    return [
+        (" ".join(texts[(i + 1) % len(texts)].split()[:6]) + "?", text)
+        for i, text in enumerate(texts)
+    ]
 
 
 # --- measurements ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Samples:
@@ -116,9 +119,14 @@ def percentile(latencies: list[float], q: float) -> float:
 def summarize_load(run: dict[str, Any], server_cpu_s: float | None) -> dict[str, Any]:
     lat = run["latencies_ms"]
     return {
-        "throughput": run["throughput"], "requests": run["requests"], "errors": run["errors"],
-        "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95), "p99_ms": percentile(lat, 99),
-        "client_cpu_s": run["client_cpu_s"], "wall_s": run["wall_s"],
+        "throughput": run["throughput"],
+        "requests": run["requests"],
+        "errors": run["errors"],
+        "p50_ms": percentile(lat, 50),
+        "p95_ms": percentile(lat, 95),
+        "p99_ms": percentile(lat, 99),
+        "client_cpu_s": run["client_cpu_s"],
+        "wall_s": run["wall_s"],
         "server_cpu_s": server_cpu_s,
     }
 
@@ -159,18 +167,31 @@ def profile_built(home: Path, profile: str) -> bool:
     import subprocess
 
     code = f"from models.store import served_models; served_models({profile!r})"
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          env={**os.environ, "BENTOML_HOME": str(home)}).returncode == 0
+    return (
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            env={**os.environ, "BENTOML_HOME": str(home)},
+        ).returncode
+        == 0
+    )
 
 
-def cold_start_seconds(home: Path, log_dir: Path, profile: str = "tiny"
-                       ) -> tuple[float, dict[str, float]]:
+def cold_start_seconds(
+    home: Path, log_dir: Path, profile: str = "tiny"
+) -> tuple[float, dict[str, float]]:
     """Process start to `/readyz` 200 for a profile, and the RSS of its processes."""
     from loadtests.server_process import start_server
 
     started = time.perf_counter()
-    server = start_server(home, log_dir / f"cold-start-{profile}.log", poll_interval=0.02,
-                          extra_env={"PROFILE": profile}, timeout=60.0)
+    server = start_server(
+        home,
+        log_dir / f"cold-start-{profile}.log",
+        poll_interval=0.02,
+        extra_env={"PROFILE": profile},
+        timeout=60.0,
+    )
     elapsed = time.perf_counter() - started
     try:
         rss = process_tree_rss_mb(server.process.pid)
@@ -180,6 +201,7 @@ def cold_start_seconds(home: Path, log_dir: Path, profile: str = "tiny"
 
 
 # --- the plan -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Workload:
@@ -204,17 +226,49 @@ class Workload:
 def workloads(quick: bool, home: Path) -> list[Workload]:
     """What each task measures; classification carries the goals, so it gets every point."""
     if quick:
-        return [Workload("embeddings (all-MiniLM-L6-v2)", "feature-extraction", "/embed",
-                         [EMBEDDER.name], None, lambda t: t, (1, 16), (16,), 96)]
+        return [
+            Workload(
+                "embeddings (all-MiniLM-L6-v2)",
+                "feature-extraction",
+                "/embed",
+                [EMBEDDER.name],
+                None,
+                lambda t: t,
+                (1, 16),
+                (16,),
+                96,
+            )
+        ]
     return [
-        Workload("classification (DistilBERT-base)", "text-classification", "/classify",
-                 [CLASSIFIER.name, CLASSIFIER_INT8.name],
-                 lambda: bench_models.checkpoint_dir(home, "distilbert-classifier"), lambda t: t),
-        Workload("question answering (DistilBERT-base)", "question-answering", "/answer",
-                 [QA.name], lambda: bench_models.checkpoint_dir(home, "distilbert-qa"), qa_pairs,
-                 (1, 16, 64), (), 128),
-        Workload("embeddings (all-MiniLM-L6-v2)", "feature-extraction", "/embed",
-                 [EMBEDDER.name], bench_models.minilm_dir, lambda t: t, CONCURRENCIES, (16,)),
+        Workload(
+            "classification (DistilBERT-base)",
+            "text-classification",
+            "/classify",
+            [CLASSIFIER.name, CLASSIFIER_INT8.name],
+            lambda: bench_models.checkpoint_dir(home, "distilbert-classifier"),
+            lambda t: t,
+        ),
+        Workload(
+            "question answering (DistilBERT-base)",
+            "question-answering",
+            "/answer",
+            [QA.name],
+            lambda: bench_models.checkpoint_dir(home, "distilbert-qa"),
+            qa_pairs,
+            (1, 16, 64),
+            (),
+            128,
+        ),
+        Workload(
+            "embeddings (all-MiniLM-L6-v2)",
+            "feature-extraction",
+            "/embed",
+            [EMBEDDER.name],
+            bench_models.minilm_dir,
+            lambda t: t,
+            CONCURRENCIES,
+            (16,),
+        ),
     ]
 
 
@@ -233,9 +287,16 @@ def config_for(quick: bool, rounds: int | None, seconds: float | None) -> Config
     return Config(False, rounds or 3, seconds or 5.0, 64, (1, 8, 32))
 
 
-def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | None = None,
-        seconds: float | None = None, command: str | None = None,
-        tiny_home: Path | None = None) -> dict[str, Any]:
+def run(
+    quick: bool,
+    out_dir: Path,
+    *,
+    home: Path = DEFAULT_HOME,
+    rounds: int | None = None,
+    seconds: float | None = None,
+    command: str | None = None,
+    tiny_home: Path | None = None,
+) -> dict[str, Any]:
     """Run the suite; write the report (Markdown, plots, JSON) into `out_dir`; return
     {"markdown", "checks", "results"}. `tiny_home`: a store already holding the tiny profile
     (for the cold start; by default one next to `home`, built when missing)."""
@@ -279,8 +340,10 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
     torch_calls: dict[str, Callable[[Any], Any]] = {}
     try:
         servers["ours"] = start_server(
-            home, logs / "ours.log",
-            extra_env={"NLP_MODELS_SERVE": ",".join(sorted(wanted)), **SERVER_ENV})
+            home,
+            logs / "ours.log",
+            extra_env={"NLP_MODELS_SERVE": ",".join(sorted(wanted)), **SERVER_ENV},
+        )
         samples.add("memory_idle", process_tree_rss_mb(servers["ours"].process.pid))
         for w in plan:
             for name in w.served:
@@ -289,20 +352,35 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
             if w.torch_checkpoint is not None and not quick:
                 checkpoint = w.torch_checkpoint()
                 torch_calls[w.task] = torch_pipeline(w.task, checkpoint)
-                baselines[w.task] = start_baseline(w.task, checkpoint,
-                                                   logs / f"fastapi-{w.route[1:]}.log")
+                baselines[w.task] = start_baseline(
+                    w.task, checkpoint, logs / f"fastapi-{w.route[1:]}.log"
+                )
         ours = servers["ours"]
 
-        def load(contender: Contender, target: str, w: Workload, model: str | None,
-                 concurrency: int, server_pid: int) -> None:
+        def load(
+            contender: Contender,
+            target: str,
+            w: Workload,
+            model: str | None,
+            concurrency: int,
+            server_pid: int,
+        ) -> None:
             cpu_before = process_tree_cpu(server_pid)
-            result = run_load(contender.protocol, target, texts_files[w.task], concurrency,
-                              cfg.seconds, w.route, model)
+            result = run_load(
+                contender.protocol,
+                target,
+                texts_files[w.task],
+                concurrency,
+                cfg.seconds,
+                w.route,
+                model,
+            )
             key = contender.key(model=model, task=w.task, c=concurrency)
             samples.add(key, summarize_load(result, process_tree_cpu(server_pid) - cpu_before))
 
-        def measure(contender: Contender, model: str, batch: int,
-                    rate_and_cpu_ms: tuple[float, float]) -> None:
+        def measure(
+            contender: Contender, model: str, batch: int, rate_and_cpu_ms: tuple[float, float]
+        ) -> None:
             rate, cpu_ms = rate_and_cpu_ms
             samples.add(contender.key(model=model, batch=batch), rate)
             samples.add(contender.key(model=model, batch=batch) + CPU_MS, cpu_ms)
@@ -315,8 +393,9 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
                     in_process[name, variant.name].sentences_per_second(w.items(texts[:32]), 8)
                 in_process[name, ORT_RUNNERS.name].measure_side_by_side(w.items(texts[:32]), 8)
             if w.task in baselines:
-                run_load(FASTAPI.protocol, baselines[w.task].url, texts_files[w.task], 4, 1.0,
-                         w.route)
+                run_load(
+                    FASTAPI.protocol, baselines[w.task].url, texts_files[w.task], 4, 1.0, w.route
+                )
 
         for round_index in range(cfg.rounds):
             print(f"round {round_index + 1}/{cfg.rounds}", flush=True)
@@ -331,18 +410,30 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
                     measure(ORT_NO_SPIN, name, 32, no_spin.measure(items, 32))
                     # How the served encoders use 2 cores under load: single-threaded runs
                     # side by side (not the goal's limit, which is one session, sorted b32).
-                    measure(ORT_RUNNERS, name, 8,
-                            in_process[name, ORT_RUNNERS.name].measure_side_by_side(items, 8))
+                    measure(
+                        ORT_RUNNERS,
+                        name,
+                        8,
+                        in_process[name, ORT_RUNNERS.name].measure_side_by_side(items, 8),
+                    )
                     if not quick:
-                        samples.add(ORT_ARRIVAL.key(model=name, batch=32),
-                                    ort_model.sentences_per_second(items, 32, length_sorted=False))
+                        samples.add(
+                            ORT_ARRIVAL.key(model=name, batch=32),
+                            ort_model.sentences_per_second(items, 32, length_sorted=False),
+                        )
                     # The latency floor: the better of ORT's default and non-spinning threads.
-                    samples.add(LATENCY_FLOOR.key(model=name), min(
-                        statistics.median(variant.batch1_latencies_ms(items[:64]))
-                        for variant in (ort_model, no_spin)))
+                    samples.add(
+                        LATENCY_FLOOR.key(model=name),
+                        min(
+                            statistics.median(variant.batch1_latencies_ms(items[:64]))
+                            for variant in (ort_model, no_spin)
+                        ),
+                    )
                 if w.task in torch_calls:
-                    samples.add(TORCH.key(task=w.task), calls_per_second(
-                        torch_calls[w.task], w.items(texts[: cfg.torch_items])))
+                    samples.add(
+                        TORCH.key(task=w.task),
+                        calls_per_second(torch_calls[w.task], w.items(texts[: cfg.torch_items])),
+                    )
                 for name in w.served:
                     for contender in SERVED:
                         target = ours.url if contender.protocol == "http" else ours.grpc_address
@@ -367,15 +458,21 @@ def run(quick: bool, out_dir: Path, *, home: Path = DEFAULT_HOME, rounds: int | 
 
     extra_sections = []
     if not quick:
-        extra_sections = [accuracy_section(home, cfg.rounds),
-                          *other_suites(out_dir / report.ASSETS, cfg.rounds)]
+        extra_sections = [
+            accuracy_section(home, cfg.rounds),
+            *other_suites(out_dir / report.ASSETS, cfg.rounds),
+        ]
     results = {
         "config": cfg.__dict__,
         "machine": machine_facts(load_before),
         "command": command or "python -m loadtests.bench.suite" + (" --quick" if quick else ""),
-        "models": {name: {k: stored[name].get(k) for k in ("tag", "optimization",
-                                                            "quantization", "size_bytes")}
-                   for name in sorted(wanted)},
+        "models": {
+            name: {
+                k: stored[name].get(k)
+                for k in ("tag", "optimization", "quantization", "size_bytes")
+            }
+            for name in sorted(wanted)
+        },
         "samples": samples.values,
         "elapsed_s": time.perf_counter() - wall_started,
     }
@@ -398,18 +495,28 @@ def accuracy_section(home: Path, rounds: int) -> dict[str, Any]:
     try:
         return {"title": title, **accuracy.run(home, rounds)}
     except Exception as exc:  # noqa: BLE001
-        return {"title": title, "markdown": f"Failed: {type(exc).__name__}: {exc}"[:2000],
-                "checks": {}}
+        return {
+            "title": title,
+            "markdown": f"Failed: {type(exc).__name__}: {exc}"[:2000],
+            "checks": {},
+        }
 
 
 def other_suites(out_dir: Path, rounds: int) -> list[dict[str, Any]]:
     """The generation and translation sections, from their own modules when they exist."""
     sections = []
-    for module, title in (("loadtests.bench.generation_suite", "Generation"),
-                          ("loadtests.bench.translation_suite", "Translation")):
+    for module, title in (
+        ("loadtests.bench.generation_suite", "Generation"),
+        ("loadtests.bench.translation_suite", "Translation"),
+    ):
         if importlib.util.find_spec(module) is None:
-            sections.append({"title": title, "checks": {}, "markdown":
-                             f"Not measured: `{module}` is not available."})
+            sections.append(
+                {
+                    "title": title,
+                    "checks": {},
+                    "markdown": f"Not measured: `{module}` is not available.",
+                }
+            )
             continue
         print(f"running {module}", flush=True)
         got = importlib.import_module(module).run(False, out_dir / title.lower(), rounds=rounds)
@@ -419,12 +526,14 @@ def other_suites(out_dir: Path, rounds: int) -> list[dict[str, Any]]:
 
 # --- goals ----------------------------------------------------------------------------------------
 
+
 def goals(samples: Samples, quick: bool, extra: list[dict[str, Any]]) -> dict[str, Check]:
     """Ours divided by the baselines of the same run (issue #9), or the quick variant's floors."""
     tput = lambda key: samples.median(key, lambda v: v["throughput"])  # noqa: E731
     p50 = lambda key: samples.median(key, lambda v: v["p50_ms"])  # noqa: E731
     server_cpu_ms = lambda key: samples.median(  # noqa: E731
-        key, lambda v: v["server_cpu_s"] / max(v["requests"], 1) * 1000)
+        key, lambda v: v["server_cpu_s"] / max(v["requests"], 1) * 1000
+    )
     checks: dict[str, Check] = {}
     http = lambda model, c: OURS_HTTP.key(model=model, c=c)  # noqa: E731
     grpc = lambda model, c: OURS_GRPC.key(model=model, c=c)  # noqa: E731
@@ -432,7 +541,8 @@ def goals(samples: Samples, quick: bool, extra: list[dict[str, Any]]) -> dict[st
     limit = lambda name: in_process_limit(samples, name)  # noqa: E731
     cpu_limit = lambda name: min(  # noqa: E731
         samples.median(ORT.key(model=name, batch=32) + CPU_MS),
-        samples.median(ORT_NO_SPIN.key(model=name, batch=32) + CPU_MS))
+        samples.median(ORT_NO_SPIN.key(model=name, batch=32) + CPU_MS),
+    )
 
     def check(name: str, value: float, goal: float, at_most: bool = False) -> None:
         checks[name] = (round(value, 3), goal, value <= goal if at_most else value >= goal)
@@ -442,35 +552,68 @@ def goals(samples: Samples, quick: bool, extra: list[dict[str, Any]]) -> dict[st
         # room for noise, and server CPU per request, which contention distorts least.
         m = EMBEDDER.name
         # Quiet machine, 2026-11-26: HTTP 0.59, gRPC 0.75 (HTTP costs ~3 ms CPU per request).
-        check("embeddings served http c=16 / in-process limit",
-              tput(http(m, 16)) / limit(m), 0.5)
-        check("embeddings served grpc c=16 / in-process limit",
-              tput(grpc(m, 16)) / limit(m), 0.6)
-        check("embeddings server CPU per request http c=16 / in-process CPU per item (at most)",
-              server_cpu_ms(http(m, 16)) / cpu_limit(m), 2.0, at_most=True)
-        check("embeddings c=1 p50 - in-process batch-1 p50 (ms)",
-              p50(http(m, 1)) - floor(m), 10.0, at_most=True)
+        check("embeddings served http c=16 / in-process limit", tput(http(m, 16)) / limit(m), 0.5)
+        check("embeddings served grpc c=16 / in-process limit", tput(grpc(m, 16)) / limit(m), 0.6)
+        check(
+            "embeddings server CPU per request http c=16 / in-process CPU per item (at most)",
+            server_cpu_ms(http(m, 16)) / cpu_limit(m),
+            2.0,
+            at_most=True,
+        )
+        check(
+            "embeddings c=1 p50 - in-process batch-1 p50 (ms)",
+            p50(http(m, 1)) - floor(m),
+            10.0,
+            at_most=True,
+        )
         check("cold start tiny (s)", samples.median("cold_start_tiny_s"), 20.0, at_most=True)
         return checks
     fp32, int8 = CLASSIFIER.name, CLASSIFIER_INT8.name
     served_fp32 = tput(http(fp32, 16))
-    check("classification fp32 http c=16 / in-process limit (sorted b32)",
-          served_fp32 / limit(fp32), 0.9)
-    check("classification fp32 grpc c=16 / in-process limit (sorted b32)",
-          tput(grpc(fp32, 16)) / limit(fp32), 0.9)
-    check("classification fp32 http c=16 / best in-process figure (incl. single-threaded runs "
-          "side by side, sorted b8)", served_fp32 / max(
-              limit(fp32), samples.median(ORT_RUNNERS.key(model=fp32, batch=8))), 0.9)
-    check("classification fp32 http c=16 / FastAPI+PyTorch c=16",
-          served_fp32 / tput(FASTAPI.key(task="text-classification", c=16)), 2.5)
-    check("classification int8 served / fp32 served (http c=16)",
-          tput(http(int8, 16)) / served_fp32, 3.0)
-    check("classification fp32 c=1 p50 - in-process batch-1 p50 (ms)",
-          p50(http(fp32, 1)) - floor(fp32), 1.5, at_most=True)
-    check("classification int8 c=1 p50 - in-process batch-1 p50 (ms)",
-          p50(http(int8, 1)) - floor(int8), 1.5, at_most=True)
-    check("classification fp32 server CPU per request http c=16 / in-process CPU per item "
-          "(at most)", server_cpu_ms(http(fp32, 16)) / cpu_limit(fp32), 1.1, at_most=True)
+    check(
+        "classification fp32 http c=16 / in-process limit (sorted b32)",
+        served_fp32 / limit(fp32),
+        0.9,
+    )
+    check(
+        "classification fp32 grpc c=16 / in-process limit (sorted b32)",
+        tput(grpc(fp32, 16)) / limit(fp32),
+        0.9,
+    )
+    check(
+        "classification fp32 http c=16 / best in-process figure (incl. single-threaded runs "
+        "side by side, sorted b8)",
+        served_fp32 / max(limit(fp32), samples.median(ORT_RUNNERS.key(model=fp32, batch=8))),
+        0.9,
+    )
+    check(
+        "classification fp32 http c=16 / FastAPI+PyTorch c=16",
+        served_fp32 / tput(FASTAPI.key(task="text-classification", c=16)),
+        2.5,
+    )
+    check(
+        "classification int8 served / fp32 served (http c=16)",
+        tput(http(int8, 16)) / served_fp32,
+        3.0,
+    )
+    check(
+        "classification fp32 c=1 p50 - in-process batch-1 p50 (ms)",
+        p50(http(fp32, 1)) - floor(fp32),
+        1.5,
+        at_most=True,
+    )
+    check(
+        "classification int8 c=1 p50 - in-process batch-1 p50 (ms)",
+        p50(http(int8, 1)) - floor(int8),
+        1.5,
+        at_most=True,
+    )
+    check(
+        "classification fp32 server CPU per request http c=16 / in-process CPU per item (at most)",
+        server_cpu_ms(http(fp32, 16)) / cpu_limit(fp32),
+        1.1,
+        at_most=True,
+    )
     check("O2+int8 / fp32 in process (sorted b32)", limit(int8) / limit(fp32), 1.8)
     check("cold start tiny (s)", samples.median("cold_start_tiny_s"), 5.0, at_most=True)
     if samples.has("cold_start_local_s"):
@@ -499,10 +642,12 @@ def machine_facts(load_before: tuple[float, float, float]) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = "-"
     return {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
         "int8_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "amx_int8"}),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "python": platform.python_version(), "versions": versions,
+        "python": platform.python_version(),
+        "versions": versions,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
@@ -514,15 +659,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None, help="per closed-loop run")
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="bench BENTOML_HOME")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="report folder (default: the repository root for the full suite, "
-                             "reports/bench-quick for --quick)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report folder (default: the repository root for the full suite, "
+        "reports/bench-quick for --quick)",
+    )
     args = parser.parse_args(argv)
     out = args.out or (ROOT / "reports" / "bench-quick" if args.quick else ROOT)
-    command = "python -m loadtests.bench.suite " + " ".join(shlex.quote(a) for a in (
-        argv if argv is not None else sys.argv[1:]))
-    got = run(args.quick, out, home=args.home, rounds=args.rounds, seconds=args.seconds,
-              command=command.strip())
+    command = "python -m loadtests.bench.suite " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    got = run(
+        args.quick,
+        out,
+        home=args.home,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        command=command.strip(),
+    )
     failed = [name for name, (_, _, ok) in got["checks"].items() if not ok]
     for name, (value, goal, ok) in got["checks"].items():
         print(f"{'ok  ' if ok else 'MISS'} {name}: {value} (goal {goal})")

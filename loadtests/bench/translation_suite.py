@@ -60,9 +60,16 @@ def _t5_checkpoint(folder: Path, quick: bool) -> None:
 
     build_checkpoint("t5", folder)  # tokenizer, task_specific_params (prefixes)
     tiny = T5Config.from_pretrained(folder)
-    config = tiny if quick else T5Config(
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        task_specific_params=tiny.task_specific_params)
+    config = (
+        tiny
+        if quick
+        else T5Config(
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+            task_specific_params=tiny.task_specific_params,
+        )
+    )
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(config).eval()
     with torch.no_grad():
@@ -78,15 +85,20 @@ def model_folders(quick: bool, cache: Path = CACHE) -> dict[str, Path]:
     from models.layout import prune_unserved_graphs
 
     name = "tiny-t5-no-eos" if quick else "t5-small-random"
-    folders = {"checkpoint": cache / name, "export": cache / f"{name}-onnx",
-               "fp32": cache / f"{name}-served"}
+    folders = {
+        "checkpoint": cache / name,
+        "export": cache / f"{name}-onnx",
+        "fp32": cache / f"{name}-served",
+    }
     if not quick:
         folders["int8"] = cache / f"{name}-served-int8"
     if not (folders["checkpoint"] / "config.json").exists():
         _t5_checkpoint(folders["checkpoint"], quick)
-    build_once(folders["export"],
-               lambda partial: export_onnx(folders["checkpoint"], partial, "translation"),
-               marker="encoder_model.onnx")
+    build_once(
+        folders["export"],
+        lambda partial: export_onnx(folders["checkpoint"], partial, "translation"),
+        marker="encoder_model.onnx",
+    )
     if not (folders["fp32"] / "encoder_model.onnx").exists():
         shutil.copytree(folders["export"], folders["fp32"])
         prune_unserved_graphs(folders["fp32"], "translation")
@@ -121,8 +133,13 @@ class ServedTranslation:
         settings.models.threads = threads
         self.plane = DataPlane(settings)
         self.name = name
-        self.plane.load([ModelRecord(name=name, tag=f"{name}:local", task="translation",
-                                     path=folder, default=True)])
+        self.plane.load(
+            [
+                ModelRecord(
+                    name=name, tag=f"{name}:local", task="translation", path=folder, default=True
+                )
+            ]
+        )
         self.params = TranslationParameters(max_new_tokens=NEW_TOKENS, num_beams=1)
         self.loop = asyncio.new_event_loop()
 
@@ -131,8 +148,9 @@ class ServedTranslation:
         return len(runtime.translate_ids([text], self.params)[0]) - 1  # minus the start token
 
     async def _translate(self, texts: list[str]) -> list[Any]:
-        return await self.plane.run_batched("translation", [(t, self.params) for t in texts],
-                                            self.name, "http")
+        return await self.plane.run_batched(
+            "translation", [(t, self.params) for t in texts], self.name, "http"
+        )
 
     def translate(self, texts: list[str]) -> Sample:
         started = time.perf_counter()
@@ -145,8 +163,9 @@ class ServedTranslation:
         self.loop.close()
 
 
-def contenders(quick: bool, threads: int) -> tuple[dict[str, Any], list[ServedTranslation],
-                                                    dict[str, int]]:
+def contenders(
+    quick: bool, threads: int
+) -> tuple[dict[str, Any], list[ServedTranslation], dict[str, int]]:
     import onnxruntime as ort
     import torch
     from optimum.onnxruntime import ORTModelForSeq2SeqLM
@@ -156,17 +175,23 @@ def contenders(quick: bool, threads: int) -> tuple[dict[str, Any], list[ServedTr
     torch.set_num_threads(threads)
     sentences = bench_sentences(BATCH * 4)
     singles = itertools.cycle(sentences)
-    batches = itertools.cycle([sentences[i:i + BATCH] for i in range(0, len(sentences), BATCH)])
-    served = {kind: ServedTranslation(folders[kind], threads, f"bench-t5-{kind}")
-              for kind in ("fp32", "int8") if kind in folders}
+    batches = itertools.cycle([sentences[i : i + BATCH] for i in range(0, len(sentences), BATCH)])
+    served = {
+        kind: ServedTranslation(folders[kind], threads, f"bench-t5-{kind}")
+        for kind in ("fp32", "int8")
+        if kind in folders
+    }
     tokenizer = AutoTokenizer.from_pretrained(folders["checkpoint"])
     torch_model = AutoModelForSeq2SeqLM.from_pretrained(folders["checkpoint"]).eval()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    optimum_model = ORTModelForSeq2SeqLM.from_pretrained(folders["export"],
-                                                         session_options=options)
-    kwargs = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False,
-              "num_beams": 1}
+    optimum_model = ORTModelForSeq2SeqLM.from_pretrained(folders["export"], session_options=options)
+    kwargs = {
+        "max_new_tokens": NEW_TOKENS,
+        "min_new_tokens": NEW_TOKENS,
+        "do_sample": False,
+        "num_beams": 1,
+    }
 
     def timed(model: Any, texts: list[str], torch_threads: int = threads) -> Sample:
         inputs = tokenizer([PREFIX + t for t in texts], return_tensors="pt", padding=True)
@@ -180,22 +205,26 @@ def contenders(quick: bool, threads: int) -> tuple[dict[str, Any], list[ServedTr
         return {"sent/s": len(texts) / seconds}
 
     runs: dict[str, Any] = {}
-    for batch_name, pick in (("batch 1", lambda: [next(singles)]),
-                             (f"batch {BATCH}", lambda: next(batches))):
+    for batch_name, pick in (
+        ("batch 1", lambda: [next(singles)]),
+        (f"batch {BATCH}", lambda: next(batches)),
+    ):
         for kind, ours in served.items():
-            runs[f"ours {kind}, {batch_name}"] = (
-                lambda ours=ours, pick=pick: ours.translate(pick()))
+            runs[f"ours {kind}, {batch_name}"] = lambda ours=ours, pick=pick: ours.translate(pick())
         runs[f"PyTorch generate, {batch_name}"] = lambda pick=pick: timed(torch_model, pick())
-        runs[f"PyTorch generate 1 thread, {batch_name}"] = (
-            lambda pick=pick: timed(torch_model, pick(), 1))
-        runs[f"Optimum ORTModelForSeq2SeqLM.generate, {batch_name}"] = (
-            lambda pick=pick: timed(optimum_model, pick()))
+        runs[f"PyTorch generate 1 thread, {batch_name}"] = lambda pick=pick: timed(
+            torch_model, pick(), 1
+        )
+        runs[f"Optimum ORTModelForSeq2SeqLM.generate, {batch_name}"] = lambda pick=pick: timed(
+            optimum_model, pick()
+        )
     lengths = {kind: ours.generated_tokens(sentences[0]) for kind, ours in served.items()}
     return runs, list(served.values()), lengths
 
 
-def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | None = None
-        ) -> dict[str, Any]:
+def run(
+    quick: bool, out_dir: Path, rounds: int | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """Measure, write `translation.json` under `out_dir`, return the BENCHMARKS.md section and
     the goal checks {name: (value, goal, met)}."""
     threads = threads or len(os.sched_getaffinity(0))
@@ -212,38 +241,55 @@ def run(quick: bool, out_dir: Path, rounds: int | None = None, threads: int | No
     checks: dict[str, Any] = {}
     lines = []
     # The baseline at its best thread count (a generous baseline keeps the ratio honest).
-    baseline = {batch_name: max(rate[f"PyTorch generate, {batch_name}"],
-                                rate[f"PyTorch generate 1 thread, {batch_name}"])
-                for batch_name in ("batch 1", f"batch {BATCH}")}
+    baseline = {
+        batch_name: max(
+            rate[f"PyTorch generate, {batch_name}"],
+            rate[f"PyTorch generate 1 thread, {batch_name}"],
+        )
+        for batch_name in ("batch 1", f"batch {BATCH}")
+    }
     for batch_name, key in (("batch 1", "batch_1"), (f"batch {BATCH}", "batch_8")):
         torch_rate = baseline[batch_name]
         for kind in lengths:
             ratio = rate[f"ours {kind}, {batch_name}"] / torch_rate
             suffix = "" if kind == "fp32" else f"_{kind}"
             checks[f"translation_{key}_vs_pytorch{suffix}"] = check(ratio, goals[key])
-            lines.append(f"- {batch_name}, ours {kind}: **{ratio:.2f}× PyTorch** "
-                         f"(goal ≥ {goals[key]}×)")
+            lines.append(
+                f"- {batch_name}, ours {kind}: **{ratio:.2f}× PyTorch** (goal ≥ {goals[key]}×)"
+            )
     rows = []
     for name in samples:
         batch_name = name.rsplit(", ", 1)[1]
         rows.append([name, f"{rate[name]:.2f}", f"{rate[name] / baseline[batch_name]:.2f}×"])
-    label = ("tiny T5 (2+2 layers, d_model 64)" if quick else
-             "t5-small architecture (random weights, seed 0; 60M parameters)")
+    label = (
+        "tiny T5 (2+2 layers, d_model 64)"
+        if quick
+        else "t5-small architecture (random weights, seed 0; 60M parameters)"
+    )
     command = "python -m loadtests.bench.translation_suite" + (" --quick" if quick else "")
-    markdown = "\n".join([
-        f"Model: {label}; greedy (num_beams=1 everywhere), exactly {NEW_TOKENS} new tokens per "
-        f"sentence (ours made {', '.join(f'{v} ({k})' for k, v in lengths.items())}), "
-        f"{threads} threads for every engine, median of {rounds} interleaved rounds; machine "
-        f"load (1/5/15 min) {load_before} before, {load_average()} after.",
-        "",
-        table(["contender", "sentences/s", "× PyTorch (best thread count, same batch)"], rows),
-        "",
-        *lines,
-        "",
-        f"Command: `{command}`",
-    ])
-    save_record(out_dir, "translation.json", model=label, threads=threads, rounds=rounds,
-                samples=samples, checks=checks)
+    markdown = "\n".join(
+        [
+            f"Model: {label}; greedy (num_beams=1 everywhere), exactly {NEW_TOKENS} new tokens per "
+            f"sentence (ours made {', '.join(f'{v} ({k})' for k, v in lengths.items())}), "
+            f"{threads} threads for every engine, median of {rounds} interleaved rounds; machine "
+            f"load (1/5/15 min) {load_before} before, {load_average()} after.",
+            "",
+            table(["contender", "sentences/s", "× PyTorch (best thread count, same batch)"], rows),
+            "",
+            *lines,
+            "",
+            f"Command: `{command}`",
+        ]
+    )
+    save_record(
+        out_dir,
+        "translation.json",
+        model=label,
+        threads=threads,
+        rounds=rounds,
+        samples=samples,
+        checks=checks,
+    )
     return {"markdown": markdown, "checks": checks}
 
 

@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for label, env in variants.items():
             servers[label] = start_server(
-                args.home, work / f"{label}.log",
-                extra_env={"NLP_MODELS_SERVE": ",".join(models), **SERVER_ENV, **env})
+                args.home,
+                work / f"{label}.log",
+                extra_env={"NLP_MODELS_SERVE": ",".join(models), **SERVER_ENV, **env},
+            )
         limits = {m: PlainOrt(Path(stored[m]["path"]), spinning=False) for m in models}
         for server in servers.values():
             for m in models:
@@ -66,13 +68,18 @@ def main(argv: list[str] | None = None) -> None:
                         for protocol in args.protocols.split(","):
                             target = server.url if protocol == "http" else server.grpc_address
                             before = process_tree_cpu(server.process.pid)
-                            out = run_load(protocol, target, texts_file, c, args.seconds,
-                                           args.route, m)
+                            out = run_load(
+                                protocol, target, texts_file, c, args.seconds, args.route, m
+                            )
                             cpu = process_tree_cpu(server.process.pid) - before
                             lat = sorted(out["latencies_ms"])
                             results.setdefault(f"{m} {label} {protocol} c={c}", []).append(
-                                (out["throughput"], lat[len(lat) // 2] if lat else None,
-                                 cpu / max(out["requests"], 1) * 1000))
+                                (
+                                    out["throughput"],
+                                    lat[len(lat) // 2] if lat else None,
+                                    cpu / max(out["requests"], 1) * 1000,
+                                )
+                            )
             print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     finally:
         for server in servers.values():

@@ -47,8 +47,11 @@ def _keyword(sentence: str) -> str | None:
     """A content word of the sentence to ask about: a capitalised name if any, else the longest
     word that is not a stop word."""
     words = re.findall(r"[A-Za-z][A-Za-z'-]{2,}", sentence)
-    names = [w for i, w in enumerate(words)
-             if i > 0 and w[0].isupper() and len(w) > 3 and w.lower() not in STOPWORDS]
+    names = [
+        w
+        for i, w in enumerate(words)
+        if i > 0 and w[0].isupper() and len(w) > 3 and w.lower() not in STOPWORDS
+    ]
     if names:
         return names[0]
     content = [w for w in words if w.lower() not in STOPWORDS]
@@ -76,18 +79,20 @@ def build_qa(rows: list[dict[str, str]], rng: random.Random, n: int = 200) -> li
         # Lengths skewed towards shorter documents, with a long tail.
         size = min(48, 6 + int(rng.expovariate(1 / 12)))
         start = rng.randrange(0, len(texts) - size)
-        sentences = texts[start:start + size]
+        sentences = texts[start : start + size]
         target = rng.choice(sentences)
         word = _keyword(target)
         if word is None:
             continue
         context = " ".join(sentences)
-        out.append({
-            "question": rng.choice(QUESTIONS).format(w=word),
-            "context": context,
-            "answer_sentence": target,
-            "words": len(context.split()),
-        })
+        out.append(
+            {
+                "question": rng.choice(QUESTIONS).format(w=word),
+                "context": context,
+                "answer_sentence": target,
+                "words": len(context.split()),
+            }
+        )
     return out
 
 
@@ -97,7 +102,7 @@ def build_prompts(rows: list[dict[str, str]], rng: random.Random, n: int = 300) 
     for _ in range(n):
         size = min(10, 1 + int(rng.expovariate(1 / 2.5)))
         start = rng.randrange(0, len(texts) - size)
-        prompt = " ".join(texts[start:start + size])
+        prompt = " ".join(texts[start : start + size])
         kind = "continue"
         if rng.random() < 0.3:
             prompt = f"Review: {prompt}\nSummary:"
@@ -107,11 +112,11 @@ def build_prompts(rows: list[dict[str, str]], rng: random.Random, n: int = 300) 
 
 
 CHAT_ASKS = [
-    "Is this review positive or negative? \"{s}\"",
-    "Rewrite this more politely: \"{s}\"",
-    "Summarise in one sentence: \"{s}\"",
-    "Reply to this customer: \"{s}\"",
-    "What is the main point here? \"{s}\"",
+    'Is this review positive or negative? "{s}"',
+    'Rewrite this more politely: "{s}"',
+    'Summarise in one sentence: "{s}"',
+    'Reply to this customer: "{s}"',
+    'What is the main point here? "{s}"',
 ]
 
 
@@ -126,8 +131,9 @@ def build_chats(rows: list[dict[str, str]], rng: random.Random, n: int = 200) ->
                 {"role": "assistant", "content": rng.choice(texts)},
                 {"role": "user", "content": rng.choice(CHAT_ASKS).format(s=rng.choice(texts))},
             ]
-        out.append({"messages": messages,
-                    "words": sum(len(m["content"].split()) for m in messages)})
+        out.append(
+            {"messages": messages, "words": sum(len(m["content"].split()) for m in messages)}
+        )
     return out
 
 
@@ -140,9 +146,11 @@ def write_jsonl(path: Path, items: list[dict]) -> None:
 def main() -> None:
     rows = corpus_sentences()
     rng = random.Random(SEED)
-    for name, items in (("qa.jsonl", build_qa(rows, rng)),
-                        ("prompts.jsonl", build_prompts(rows, rng)),
-                        ("chats.jsonl", build_chats(rows, rng))):
+    for name, items in (
+        ("qa.jsonl", build_qa(rows, rng)),
+        ("prompts.jsonl", build_prompts(rows, rng)),
+        ("chats.jsonl", build_chats(rows, rng)),
+    ):
         write_jsonl(HERE / name, items)
         print(f"{HERE / name}: {len(items)} items")
 

@@ -24,12 +24,22 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if (scope["type"] != "http" or not self.keys.enabled
-                or scope.get("path") in OPEN_PATHS or scope.get("method") == "OPTIONS"):
+        if (
+            scope["type"] != "http"
+            or not self.keys.enabled
+            or scope.get("path") in OPEN_PATHS
+            or scope.get("method") == "OPTIONS"
+        ):
             await self.app(scope, receive, send)
             return
-        header = next((value.decode("latin-1") for key, value in scope.get("headers", ())
-                       if key == b"authorization"), None)
+        header = next(
+            (
+                value.decode("latin-1")
+                for key, value in scope.get("headers", ())
+                if key == b"authorization"
+            ),
+            None,
+        )
         try:
             self.keys.check(header)
         except ServingError as refusal:

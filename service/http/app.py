@@ -32,16 +32,21 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(CancelOnDisconnectMiddleware)
     # Added before request logging, so that logging wraps it and a 413 is logged too.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
-    app.add_middleware(RequestDeadlineMiddleware,
-                       request_timeout_s=settings.limits.request_timeout_s)
+    app.add_middleware(
+        RequestDeadlineMiddleware, request_timeout_s=settings.limits.request_timeout_s
+    )
     # Outside the two above: a saturated model's requests are refused before anything is read.
     app.add_middleware(EarlySheddingMiddleware)
     # Outside shedding: a caller without a key gets 401/403, not a 429 from a busy model.
     app.add_middleware(ApiKeyMiddleware, keys=ApiKeys.from_settings(settings.server))
     if settings.server.cors_origins:  # browsers' preflight answered before keys are checked
-        app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
-                           allow_methods=["*"], allow_headers=["*"],
-                           expose_headers=["X-Request-ID", "Retry-After", "Warning"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After", "Warning"],
+        )
     install_request_logging(app, settings.server.log_level)
     app.include_router(task_router)
     app.include_router(tokenizer_router)

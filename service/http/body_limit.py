@@ -22,8 +22,11 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         # The unread rest of the body stays on the connection: it cannot carry another request.
-        super().__init__(413, f"request body is larger than the limit of {limit} bytes "
-                              "(server.max_body_bytes)", headers={"Connection": "close"})
+        super().__init__(
+            413,
+            f"request body is larger than the limit of {limit} bytes (server.max_body_bytes)",
+            headers={"Connection": "close"},
+        )
 
 
 class BodyLimitMiddleware:
@@ -65,14 +68,25 @@ class BodyLimitMiddleware:
             await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        status, body = error_body(scope.get("path", ""), 413, BodyTooLarge(self.limit).detail,
-                                  None, kind="invalid_request_error")
+        status, body = error_body(
+            scope.get("path", ""),
+            413,
+            BodyTooLarge(self.limit).detail,
+            None,
+            kind="invalid_request_error",
+        )
         payload = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"connection", b"close"),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 

@@ -23,8 +23,9 @@ from service.runtime.errors import Overloaded
 from service.runtime.registry import TASKS
 
 # The batched tasks' routes (the registry's endpoints): generation is admitted by its scheduler.
-TASK_ROUTES = {f"/{spec.endpoint}": spec.name for spec in TASKS.values()
-               if spec.run_batch is not None} | {"/predict": "text-classification"}
+TASK_ROUTES = {
+    f"/{spec.endpoint}": spec.name for spec in TASKS.values() if spec.run_batch is not None
+} | {"/predict": "text-classification"}
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 
 
@@ -51,6 +52,5 @@ class EarlySheddingMiddleware:
         if task is not None:
             return plane.shed(task=task)
         if path.startswith(V2_PREFIX) and path.endswith(V2_SUFFIX):
-            return plane.shed(name=path[len(V2_PREFIX):-len(V2_SUFFIX)])
+            return plane.shed(name=path[len(V2_PREFIX) : -len(V2_SUFFIX)])
         return None
-

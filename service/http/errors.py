@@ -21,9 +21,14 @@ from service.runtime.errors import InvalidInput, ServingError
 log = logging.getLogger("service.http")
 
 
-def error_body(path: str, status: int, message: str, field: str | None = None,
-               kind: str = "invalid_request_error", code: str | None = None
-               ) -> tuple[int, dict]:
+def error_body(
+    path: str,
+    status: int,
+    message: str,
+    field: str | None = None,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+) -> tuple[int, dict]:
     """The status and body of an error on `path`, in the shape of that path's protocol."""
     if path.startswith("/v1/"):
         # OpenAI answers every invalid request with 400 invalid_request_error.
@@ -44,16 +49,23 @@ async def send_refusal(scope: Any, send: Any, refusal: ServingError) -> None:
     same JSON error and headers (`Retry-After`, `WWW-Authenticate`) a route would give."""
     status, body = serving_error_body(scope.get("path", ""), refusal)
     payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(payload)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
     headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 
-def error_response(request: Request, status: int, message: str, field: str | None = None,
-                   kind: str = "invalid_request_error",
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    field: str | None = None,
+    kind: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     status, body = error_body(request.url.path, status, message, field, kind)
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -69,8 +81,9 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [dict(e) for e in exc.errors()]
         json_invalid = [e for e in errors if e.get("type") == "json_invalid"]
         if json_invalid:
-            return error_response(request, 400, f"malformed JSON: {json_invalid[0].get('msg')}",
-                                  "body")
+            return error_response(
+                request, 400, f"malformed JSON: {json_invalid[0].get('msg')}", "body"
+            )
         for error in errors:  # body fields are named from the body's root
             loc = tuple(error.get("loc", ()))
             error["loc"] = loc[1:] if loc[:1] == ("body",) else loc
@@ -82,17 +95,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(request, exc.status_code, str(exc.detail), None,
-                              headers=getattr(exc, "headers", None))
+        return error_response(
+            request, exc.status_code, str(exc.detail), None, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(request, 500, f"internal error: {type(exc).__name__}", None,
-                              kind="server_error")
+        return error_response(
+            request, 500, f"internal error: {type(exc).__name__}", None, kind="server_error"
+        )
 
 
 # --- the error shapes, as the OpenAPI document declares them ----------------------------------
+
 
 class ErrorBody(BaseModel):
     """Task routes' error: a message and the request field it is about (dotted path)."""
@@ -129,21 +145,49 @@ _NOT_LOADED = "model not loaded (`Retry-After` header)"
 _TOO_LARGE = "request body over `server.max_body_bytes`"
 _TIMEOUT = "the request's deadline (`X-Request-Timeout`, `limits.request_timeout_s`) passed"
 
-TASK_ERRORS = _declared(ErrorBody, {
-    400: "malformed JSON", 404: "unknown model", 413: _TOO_LARGE,
-    422: "invalid request; `field` names the offending field", 429: _OVERLOAD, 503: _NOT_LOADED,
-    504: _TIMEOUT})
-OPENAI_ERRORS = _declared(OpenAIErrorBody, {
-    400: "invalid request; `param` names the offending field", 404: "unknown model",
-    413: _TOO_LARGE, 429: _OVERLOAD, 503: _NOT_LOADED, 504: _TIMEOUT,
-    # Declared so that FastAPI does not add its default 422 (HTTPValidationError): /v1 answers
-    # invalid requests with 400, as OpenAI does.
-    "4XX": "any other client error"})
-V2_ERRORS = _declared(V2ErrorBody, {
-    400: "malformed request", 404: "unknown model", 413: _TOO_LARGE,
-    422: "invalid inputs or parameters", 429: _OVERLOAD, 503: _NOT_LOADED, 504: _TIMEOUT})
+TASK_ERRORS = _declared(
+    ErrorBody,
+    {
+        400: "malformed JSON",
+        404: "unknown model",
+        413: _TOO_LARGE,
+        422: "invalid request; `field` names the offending field",
+        429: _OVERLOAD,
+        503: _NOT_LOADED,
+        504: _TIMEOUT,
+    },
+)
+OPENAI_ERRORS = _declared(
+    OpenAIErrorBody,
+    {
+        400: "invalid request; `param` names the offending field",
+        404: "unknown model",
+        413: _TOO_LARGE,
+        429: _OVERLOAD,
+        503: _NOT_LOADED,
+        504: _TIMEOUT,
+        # Declared so that FastAPI does not add its default 422 (HTTPValidationError): /v1 answers
+        # invalid requests with 400, as OpenAI does.
+        "4XX": "any other client error",
+    },
+)
+V2_ERRORS = _declared(
+    V2ErrorBody,
+    {
+        400: "malformed request",
+        404: "unknown model",
+        413: _TOO_LARGE,
+        422: "invalid inputs or parameters",
+        429: _OVERLOAD,
+        503: _NOT_LOADED,
+        504: _TIMEOUT,
+    },
+)
 
 # One Server-Sent Event of a streamed answer (`"stream": true`): its `data` is one JSON object
 # (or `[DONE]`, which ends a /v1 stream).
-SSE_EVENT = {"type": "object", "required": ["data"],
-             "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+}

@@ -13,12 +13,15 @@ def _not_blank(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:  # a lone surrogate: JSON can carry "\ud800"
-        raise ValueError(f"text is not valid Unicode: lone surrogate U+{ord(value[err.start]):04X}"
-                         f" at character {err.start}") from None
+        raise ValueError(
+            f"text is not valid Unicode: lone surrogate U+{ord(value[err.start]):04X}"
+            f" at character {err.start}"
+        ) from None
     return value
 
 
 # Empty or whitespace-only text is refused: no model has anything to say about it.
 Text = Annotated[str, AfterValidator(_not_blank)]
-ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128,
-                                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+ModelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]

@@ -63,8 +63,12 @@ class GenerateRequest(BaseModel):
 
 
 def token_json(token: Any) -> dict[str, Any]:
-    return {"id": int(token.id), "text": token.text, "logprob": float(token.logprob),
-            "special": bool(token.special)}
+    return {
+        "id": int(token.id),
+        "text": token.text,
+        "logprob": float(token.logprob),
+        "special": bool(token.special),
+    }
 
 
 def details_json(final: Any, tokens: list[Any] | None = None) -> dict[str, Any]:
@@ -83,8 +87,10 @@ def details_json(final: Any, tokens: list[Any] | None = None) -> dict[str, Any]:
 
 
 def top_tokens_json(token: Any) -> list[dict[str, Any]]:
-    return [{"id": i, "text": text, "logprob": logprob, "special": False}
-            for i, text, logprob in token.top]
+    return [
+        {"id": i, "text": text, "logprob": logprob, "special": False}
+        for i, text, logprob in token.top
+    ]
 
 
 def full_text(final: Any, body: GenerateRequest) -> str:
@@ -99,8 +105,9 @@ def tgi_response(final: Any, body: GenerateRequest) -> dict[str, Any]:
     return out
 
 
-async def generation_events_as_tgi_sse(first: Any, events: AsyncIterator[Any],
-                                       body: GenerateRequest) -> AsyncIterator[str]:
+async def generation_events_as_tgi_sse(
+    first: Any, events: AsyncIterator[Any], body: GenerateRequest
+) -> AsyncIterator[str]:
     """TGI's stream: one event per token; the last token's event carries the full text.
     Closing this generator (the client went away) closes `events`, which stops generation."""
     pending = first if getattr(first, "is_token", False) else None
@@ -111,9 +118,15 @@ async def generation_events_as_tgi_sse(first: Any, events: AsyncIterator[Any],
             if getattr(event, "is_token", False):
                 if pending is not None:
                     index += 1
-                    yield _sse({"index": index, "token": token_json(pending),
-                                "top_tokens": top_tokens_json(pending),
-                                "generated_text": None, "details": None})
+                    yield _sse(
+                        {
+                            "index": index,
+                            "token": token_json(pending),
+                            "top_tokens": top_tokens_json(pending),
+                            "generated_text": None,
+                            "details": None,
+                        }
+                    )
                 pending = event
             else:
                 final = event
@@ -124,10 +137,15 @@ async def generation_events_as_tgi_sse(first: Any, events: AsyncIterator[Any],
         await events.aclose()
     if pending is not None and final is not None:
         index += 1
-        yield _sse({"index": index, "token": token_json(pending),
-                    "top_tokens": top_tokens_json(pending),
-                    "generated_text": full_text(final, body),
-                    "details": details_json(final) if body.parameters.details else None})
+        yield _sse(
+            {
+                "index": index,
+                "token": token_json(pending),
+                "top_tokens": top_tokens_json(pending),
+                "generated_text": full_text(final, body),
+                "details": details_json(final) if body.parameters.details else None,
+            }
+        )
 
 
 def _sse(payload: dict[str, Any]) -> str:

@@ -27,16 +27,30 @@ class JsonNotFoundMiddleware:
 
         async def json_send(message: Message) -> None:
             nonlocal rewriting
-            if message["type"] == "http.response.start" and message["status"] == 404 and (
-                    _header(message, b"content-type").startswith(b"text/plain")):
+            if (
+                message["type"] == "http.response.start"
+                and message["status"] == 404
+                and (_header(message, b"content-type").startswith(b"text/plain"))
+            ):
                 rewriting = True
                 path = scope.get("path", "")
-                status, body = error_body(path, 404, f"no route for {scope.get('method')} "
-                                                     f"{path!r}; see /docs.json", "path")
+                status, body = error_body(
+                    path,
+                    404,
+                    f"no route for {scope.get('method')} {path!r}; see /docs.json",
+                    "path",
+                )
                 payload = json.dumps(body).encode()
-                await send({"type": "http.response.start", "status": status, "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": payload})
                 return
             if rewriting:

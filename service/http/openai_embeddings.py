@@ -30,7 +30,8 @@ TASK = "feature-extraction"
 class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     input: Text | list[Text] | list[int] | list[list[int]] = Field(
-        ..., examples=["A sentence to embed."])
+        ..., examples=["A sentence to embed."]
+    )
     model: ModelName
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
@@ -43,8 +44,7 @@ class EmbeddingsRequest(BaseModel):
         if not all(isinstance(v, str) for v in values):
             # Token ids of OpenAI's tokenizer mean nothing to these models' vocabularies
             # (langchain-openai: `check_embedding_ctx_length=False` sends text).
-            raise InvalidInput("input: token-id input is not supported; send text",
-                               field="input")
+            raise InvalidInput("input: token-id input is not supported; send text", field="input")
         return values
 
 
@@ -55,20 +55,23 @@ def _encoded(vector: list[float], encoding_format: str) -> list[float] | str:
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingsRequest, request: Request, response: Response
-                     ) -> dict[str, Any]:
+async def embeddings(
+    body: EmbeddingsRequest, request: Request, response: Response
+) -> dict[str, Any]:
     """Embeddings (`openai.embeddings.create`): one vector per input, in input order."""
     dp: DataPlane = request.app.state.plane
     texts = body.texts()
     most = request.app.state.settings.limits.max_inputs
     if len(texts) > most:  # the data plane would name `inputs`; OpenAI's field is `input`
-        raise InvalidInput(f"input: {len(texts)} inputs; at most {most} per request",
-                           field="input")
+        raise InvalidInput(f"input: {len(texts)} inputs; at most {most} per request", field="input")
     served = dp.model(TASK, body.model)
     runtime = served.runtime
     if body.dimensions is not None and body.dimensions != runtime.dimension:
-        raise InvalidInput(f"dimensions: model {served.name!r} gives {runtime.dimension}-"
-                           "dimensional vectors and cannot shorten them", field="dimensions")
+        raise InvalidInput(
+            f"dimensions: model {served.name!r} gives {runtime.dimension}-"
+            "dimensional vectors and cannot shorten them",
+            field="dimensions",
+        )
     # OpenAI's embeddings cut over-long inputs instead of refusing them.
     options = EmbeddingParameters(truncate=True)
     vectors = await dp.run_batched(TASK, [(t, options) for t in texts], served.name, "http")
@@ -76,9 +79,10 @@ async def embeddings(body: EmbeddingsRequest, request: Request, response: Respon
     response.headers.update(untrained.headers_for(dp, TASK, served.name))
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i,
-                  "embedding": _encoded(vector, body.encoding_format)}
-                 for i, vector in enumerate(vectors)],
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encoded(vector, body.encoding_format)}
+            for i, vector in enumerate(vectors)
+        ],
         "model": served.name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }

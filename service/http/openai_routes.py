@@ -45,18 +45,25 @@ def plane(request: Request) -> DataPlane:
 
 def _model_object(dp: DataPlane, described: dict[str, Any]) -> dict[str, Any]:
     """OpenAI's model object; `created` is when the build was stored."""
-    return {"id": described["name"], "object": "model",
-            "created": dp.models[described["name"]].record.created,
-            "owned_by": "nlp-serving", "task": described["task"],
-            "source": described["source"], "untrained": described["untrained"]}
+    return {
+        "id": described["name"],
+        "object": "model",
+        "created": dp.models[described["name"]].record.created,
+        "owned_by": "nlp-serving",
+        "task": described["task"],
+        "source": described["source"],
+        "untrained": described["untrained"],
+    }
 
 
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
     """The generation and embedding models, as OpenAI's model list."""
     dp = plane(request)
-    return {"object": "list", "data": [_model_object(dp, m) for m in dp.describe()
-                                       if m["task"] in OPENAI_TASKS]}
+    return {
+        "object": "list",
+        "data": [_model_object(dp, m) for m in dp.describe() if m["task"] in OPENAI_TASKS],
+    }
 
 
 @router.get("/models/{model_id}")
@@ -70,6 +77,7 @@ async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
 
 
 # --- one choice: its generation and how its text and logprobs are written ---------------------
+
 
 def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
@@ -105,21 +113,25 @@ class _StopHoldback:
             safe = min(found)
         else:
             safe = max(self.sent, len(self.text) - self.hold)
-        out, self.sent = self.text[self.sent:safe], max(self.sent, safe)
+        out, self.sent = self.text[self.sent : safe], max(self.sent, safe)
         return out
 
     def finish(self, final_text: str) -> str:
-        out = "" if self.stopped else final_text[self.sent:]
+        out = "" if self.stopped else final_text[self.sent :]
         self.sent = len(final_text)
         return out
 
 
 def _chat_logprob(token: Any) -> dict[str, Any]:
-    return {"token": token.piece, "logprob": token.logprob,
-            "bytes": list(token.piece.encode("utf-8")),
-            "top_logprobs": [{"token": text, "logprob": logprob,
-                              "bytes": list(text.encode("utf-8"))}
-                             for _, text, logprob in token.top]}
+    return {
+        "token": token.piece,
+        "logprob": token.logprob,
+        "bytes": list(token.piece.encode("utf-8")),
+        "top_logprobs": [
+            {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+            for _, text, logprob in token.top
+        ],
+    }
 
 
 def _completion_logprobs(tokens: list[Any], offset: int) -> dict[str, Any]:
@@ -128,9 +140,12 @@ def _completion_logprobs(tokens: list[Any], offset: int) -> dict[str, Any]:
     for token in tokens:
         offsets.append(offset)
         offset += len(token.piece)
-    return {"tokens": [t.piece for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [{text: logprob for _, text, logprob in t.top} for t in tokens],
-            "text_offset": offsets}
+    return {
+        "tokens": [t.piece for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [{text: logprob for _, text, logprob in t.top} for t in tokens],
+        "text_offset": offsets,
+    }
 
 
 @dataclass
@@ -145,22 +160,35 @@ class _Choice:
     tokens: list[Any] = field(default_factory=list)
 
 
-async def _open_choices(dp: DataPlane, served: ServedModel, prompts: list[Any],
-                        params: list[GenerationParameters], add_special_tokens: bool,
-                        ) -> list[_Choice]:
+async def _open_choices(
+    dp: DataPlane,
+    served: ServedModel,
+    prompts: list[Any],
+    params: list[GenerationParameters],
+    add_special_tokens: bool,
+) -> list[_Choice]:
     """Every choice's generation, started (each one's first event awaited, so a refusal still
     gets its 4xx status); `params` holds one entry per choice of each prompt."""
     per_prompt = len(params)
     wanted = len(prompts) * per_prompt
     limit = dp.settings.limits.max_concurrent_generations
     if wanted > limit:
-        raise InvalidInput(f"n: {wanted} choices ({len(prompts)} prompts x n={per_prompt}); at "
-                           f"most {limit} per request", field="n")
+        raise InvalidInput(
+            f"n: {wanted} choices ({len(prompts)} prompts x n={per_prompt}); at "
+            f"most {limit} per request",
+            field="n",
+        )
     choices = [
-        _Choice(p * per_prompt + i, p,
-                dp.generate_stream(prompt, params[i], served.name, "http",
-                                   add_special_tokens=add_special_tokens))
-        for p, prompt in enumerate(prompts) for i in range(per_prompt)]
+        _Choice(
+            p * per_prompt + i,
+            p,
+            dp.generate_stream(
+                prompt, params[i], served.name, "http", add_special_tokens=add_special_tokens
+            ),
+        )
+        for p, prompt in enumerate(prompts)
+        for i in range(per_prompt)
+    ]
     try:
         firsts = await asyncio.gather(*(anext(c.events) for c in choices))
     except BaseException:
@@ -188,8 +216,11 @@ def _usage(choices: list[_Choice]) -> dict[str, int]:
     """Each prompt counted once, every choice's completion tokens."""
     prompt_tokens = {c.prompt_index: c.final.prompt_tokens for c in choices if c.final}
     completion = sum(c.final.generated_tokens for c in choices if c.final)
-    return {"prompt_tokens": sum(prompt_tokens.values()), "completion_tokens": completion,
-            "total_tokens": sum(prompt_tokens.values()) + completion}
+    return {
+        "prompt_tokens": sum(prompt_tokens.values()),
+        "completion_tokens": completion,
+        "total_tokens": sum(prompt_tokens.values()) + completion,
+    }
 
 
 def _sse(payload: dict[str, Any] | str) -> str:
@@ -201,8 +232,13 @@ def _sse(payload: dict[str, Any] | str) -> str:
 ChunkWriter = Callable[[_Choice, str, list[Any], str | None], dict[str, Any]]
 
 
-async def _stream(choices: list[_Choice], chunk: ChunkWriter, stops: list[str],
-                  include_usage: bool, base: dict[str, Any]) -> AsyncIterator[str]:
+async def _stream(
+    choices: list[_Choice],
+    chunk: ChunkWriter,
+    stops: list[str],
+    include_usage: bool,
+    base: dict[str, Any],
+) -> AsyncIterator[str]:
     """OpenAI's SSE for every choice: chunks as tokens arrive (choices interleaved), a closing
     chunk each, optional usage, `[DONE]`. Closing this generator (the client went away) closes
     every generation."""
@@ -230,24 +266,34 @@ async def _stream(choices: list[_Choice], chunk: ChunkWriter, stops: list[str],
             if event is done or isinstance(event, ServingError):
                 open_choices -= 1
                 if isinstance(event, ServingError):
-                    yield _sse({"error": {"message": event.message, "type": event.kind,
-                                          "code": event.code}})
+                    yield _sse(
+                        {
+                            "error": {
+                                "message": event.message,
+                                "type": event.kind,
+                                "code": event.code,
+                            }
+                        }
+                    )
                     return
                 final = choice.final
                 if final is not None:
                     rest = holdbacks[choice.index].finish(_without_stop(final))
                     if rest or pending[choice.index]:
-                        yield _sse({**base, "choices": [chunk(choice, rest,
-                                                              pending[choice.index], None)]})
-                    yield _sse({**base, "choices": [chunk(choice, "", [],
-                                                          _finish(final.finish_reason))]})
+                        yield _sse(
+                            {**base, "choices": [chunk(choice, rest, pending[choice.index], None)]}
+                        )
+                    yield _sse(
+                        {**base, "choices": [chunk(choice, "", [], _finish(final.finish_reason))]}
+                    )
                 continue
             if getattr(event, "is_token", False):
                 pending[choice.index].append(event)
                 piece = holdbacks[choice.index].push(event.text)
                 if piece:
-                    yield _sse({**base, "choices": [chunk(choice, piece, pending[choice.index],
-                                                          None)]})
+                    yield _sse(
+                        {**base, "choices": [chunk(choice, piece, pending[choice.index], None)]}
+                    )
                     pending[choice.index] = []
             else:
                 choice.final = event
@@ -263,8 +309,12 @@ async def _stream(choices: list[_Choice], chunk: ChunkWriter, stops: list[str],
 
 # --- routes ---------------------------------------------------------------------------------
 
-_STREAMS = {200: {"description": "JSON; `text/event-stream` when `stream`",
-                  "content": {"text/event-stream": {"schema": SSE_EVENT}}}}
+_STREAMS = {
+    200: {
+        "description": "JSON; `text/event-stream` when `stream`",
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
+    }
+}
 
 
 @router.post("/completions", responses=_STREAMS)
@@ -273,47 +323,71 @@ async def completions(body: CompletionRequest, request: Request, response: Respo
     served = dp.model(TASK, body.model)
     warning = untrained.headers_for(dp, TASK, served.name)
     if body.echo and body.logprobs is not None:
-        raise InvalidInput("echo: the prompt's own logprobs are not computed; send echo or "
-                           "logprobs, not both", field="echo")
+        raise InvalidInput(
+            "echo: the prompt's own logprobs are not computed; send echo or logprobs, not both",
+            field="echo",
+        )
     prompts = body.prompts()
     top_n = body.logprobs
-    params = [body.parameters(body.max_tokens or COMPLETIONS_MAX_TOKENS, top_n, seed)
-              for seed in body.choice_seeds()]
+    params = [
+        body.parameters(body.max_tokens or COMPLETIONS_MAX_TOKENS, top_n, seed)
+        for seed in body.choice_seeds()
+    ]
     choices = await _open_choices(dp, served, prompts, params, add_special_tokens=True)
     tokenizer = served.runtime.tokenizer
 
     def echoed(choice: _Choice) -> str:
         prompt = prompts[choice.prompt_index]
-        return (prompt if isinstance(prompt, str) else tokenizer.decode(prompt)) if body.echo \
-            else ""
+        return (
+            (prompt if isinstance(prompt, str) else tokenizer.decode(prompt)) if body.echo else ""
+        )
 
-    base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
-            "created": int(time.time()), "model": served.name}
+    base = {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": served.name,
+    }
     if body.stream:
         offsets: dict[int, int] = {}
 
-        def chunk(choice: _Choice, text: str, tokens: list[Any],
-                  finish: str | None) -> dict[str, Any]:
+        def chunk(
+            choice: _Choice, text: str, tokens: list[Any], finish: str | None
+        ) -> dict[str, Any]:
             prefix = "" if choice.index in offsets else echoed(choice)
             start = offsets.setdefault(choice.index, len(prefix))
             logprobs = None
             if top_n is not None and tokens:
                 logprobs = _completion_logprobs(tokens, start)
                 offsets[choice.index] = start + sum(len(t.piece) for t in tokens)
-            return {"text": prefix + text, "index": choice.index, "logprobs": logprobs,
-                    "finish_reason": finish}
+            return {
+                "text": prefix + text,
+                "index": choice.index,
+                "logprobs": logprobs,
+                "finish_reason": finish,
+            }
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventStreamResponse(_stream(choices, chunk, params[0].stop, include_usage, base),
-                                   headers=warning)
+        return EventStreamResponse(
+            _stream(choices, chunk, params[0].stop, include_usage, base), headers=warning
+        )
     await asyncio.gather(*(_drain(c) for c in choices))
     response.headers.update(warning)
-    return {**base, "choices": [
-        {"text": echoed(c) + _without_stop(c.final), "index": c.index,
-         "logprobs": None if top_n is None else _completion_logprobs(c.tokens,
-                                                                     len(echoed(c))),
-         "finish_reason": _finish(c.final.finish_reason)} for c in choices],
-        "usage": _usage(choices)}
+    return {
+        **base,
+        "choices": [
+            {
+                "text": echoed(c) + _without_stop(c.final),
+                "index": c.index,
+                "logprobs": None
+                if top_n is None
+                else _completion_logprobs(c.tokens, len(echoed(c))),
+                "finish_reason": _finish(c.final.finish_reason),
+            }
+            for c in choices
+        ],
+        "usage": _usage(choices),
+    }
 
 
 @router.post("/chat/completions", responses=_STREAMS)
@@ -321,23 +395,25 @@ async def chat_completions(body: ChatRequest, request: Request, response: Respon
     dp = plane(request)
     served = dp.model(TASK, body.model)
     if not served.runtime.chat_template:
-        raise InvalidInput(f"model {served.name!r} has no chat template; use /v1/completions",
-                           field="model")
+        raise InvalidInput(
+            f"model {served.name!r} has no chat template; use /v1/completions", field="model"
+        )
     warning = untrained.headers_for(dp, TASK, served.name)
-    prompt = served.runtime.apply_chat_template(
-        [m.as_template_message() for m in body.messages])
+    prompt = served.runtime.apply_chat_template([m.as_template_message() for m in body.messages])
     top_n = body.top_n_tokens()
-    params = [body.parameters(body.max_completion_tokens or body.max_tokens, top_n, seed)
-              for seed in body.choice_seeds()]
+    params = [
+        body.parameters(body.max_completion_tokens or body.max_tokens, top_n, seed)
+        for seed in body.choice_seeds()
+    ]
     # The template already holds the model's special tokens (a BOS must not be added twice).
     choices = await _open_choices(dp, served, [prompt], params, add_special_tokens=False)
-    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
-            "model": served.name}
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served.name}
     if body.stream:
         greeted: set[int] = set()
 
-        def chunk(choice: _Choice, text: str, tokens: list[Any],
-                  finish: str | None) -> dict[str, Any]:
+        def chunk(
+            choice: _Choice, text: str, tokens: list[Any], finish: str | None
+        ) -> dict[str, Any]:
             delta: dict[str, Any] = {} if finish else {"content": text}
             if choice.index not in greeted:
                 delta["role"] = "assistant"
@@ -345,19 +421,39 @@ async def chat_completions(body: ChatRequest, request: Request, response: Respon
             logprobs = None
             if top_n is not None and tokens:
                 logprobs = {"content": [_chat_logprob(t) for t in tokens]}
-            return {"index": choice.index, "delta": delta, "logprobs": logprobs,
-                    "finish_reason": finish}
+            return {
+                "index": choice.index,
+                "delta": delta,
+                "logprobs": logprobs,
+                "finish_reason": finish,
+            }
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventStreamResponse(
-            _stream(choices, chunk, params[0].stop, include_usage,
-                    {**base, "object": "chat.completion.chunk"}), headers=warning)
+            _stream(
+                choices,
+                chunk,
+                params[0].stop,
+                include_usage,
+                {**base, "object": "chat.completion.chunk"},
+            ),
+            headers=warning,
+        )
     await asyncio.gather(*(_drain(c) for c in choices))
     response.headers.update(warning)
-    return {**base, "object": "chat.completion", "choices": [
-        {"index": c.index,
-         "logprobs": None if top_n is None else {
-             "content": [_chat_logprob(t) for t in c.tokens]},
-         "message": {"role": "assistant", "content": _without_stop(c.final)},
-         "finish_reason": _finish(c.final.finish_reason)} for c in choices],
-        "usage": _usage(choices)}
+    return {
+        **base,
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": c.index,
+                "logprobs": None
+                if top_n is None
+                else {"content": [_chat_logprob(t) for t in c.tokens]},
+                "message": {"role": "assistant", "content": _without_stop(c.final)},
+                "finish_reason": _finish(c.final.finish_reason),
+            }
+            for c in choices
+        ],
+        "usage": _usage(choices),
+    }

@@ -51,17 +51,21 @@ class _Sampling(BaseModel):
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
 
-    def parameters(self, max_tokens: int | None, top_n_tokens: int | None = None,
-                   seed: int | None = None) -> GenerationParameters:
+    def parameters(
+        self, max_tokens: int | None, top_n_tokens: int | None = None, seed: int | None = None
+    ) -> GenerationParameters:
         """The runtime's parameters; `max_tokens` None: as many as the context leaves, up to
         the server's `limits.max_new_tokens`. `seed` overrides the request's (one per choice)."""
         temperature = 1.0 if self.temperature is None else self.temperature
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
         values: dict[str, Any] = {
-            "do_sample": temperature > 0, "stop": stop,
-            "seed": self.seed if seed is None else seed, "max_new_tokens": max_tokens,
+            "do_sample": temperature > 0,
+            "stop": stop,
+            "seed": self.seed if seed is None else seed,
+            "max_new_tokens": max_tokens,
             "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty, "top_n_tokens": top_n_tokens,
+            "frequency_penalty": self.frequency_penalty,
+            "top_n_tokens": top_n_tokens,
             "logit_bias": self._token_bias(),
         }
         if temperature > 0:
@@ -77,8 +81,9 @@ class _Sampling(BaseModel):
         bias = {}
         for key, value in (self.logit_bias or {}).items():
             if not key.lstrip("-").isdigit():
-                raise InvalidInput(f"logit_bias: keys are token ids, got {key!r}",
-                                   field="logit_bias")
+                raise InvalidInput(
+                    f"logit_bias: keys are token ids, got {key!r}", field="logit_bias"
+                )
             bias[int(key)] = value
         return bias
 
@@ -131,15 +136,18 @@ class ChatMessage(BaseModel):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as err:  # a lone surrogate: JSON can carry "\ud800"
-            raise ValueError(f"content is not valid Unicode: lone surrogate "
-                             f"U+{ord(text[err.start]):04X} at character {err.start}") from None
+            raise ValueError(
+                f"content is not valid Unicode: lone surrogate "
+                f"U+{ord(text[err.start]):04X} at character {err.start}"
+            ) from None
         return self
 
     def as_template_message(self) -> dict[str, str]:
         content = self.content or ""
         if isinstance(content, list):
-            content = "".join(part.get("text", "") for part in content
-                              if part.get("type") == "text")
+            content = "".join(
+                part.get("text", "") for part in content if part.get("type") == "text"
+            )
         role = "system" if self.role == "developer" else self.role
         return {"role": role, "content": content}
 
@@ -162,11 +170,15 @@ class ChatRequest(_Sampling):
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs=true")
         if self.response_format is not None and self.response_format.type != "text":
-            raise ValueError("response_format: only {\"type\": \"text\"} until structured "
-                             "generation (json_object, json_schema) is served")
+            raise ValueError(
+                'response_format: only {"type": "text"} until structured '
+                "generation (json_object, json_schema) is served"
+            )
         if self.tools and self.tool_choice != "none":
-            raise ValueError("tools: this server does not call tools yet; send "
-                             "tool_choice=\"none\" to chat without them")
+            raise ValueError(
+                "tools: this server does not call tools yet; send "
+                'tool_choice="none" to chat without them'
+            )
         return self
 
     def top_n_tokens(self) -> int | None:

@@ -31,11 +31,11 @@ from service.runtime.tasks.translation import TranslationParameters
 router = APIRouter(responses=TASK_ERRORS)
 
 
-
 class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: ModelName | None = Field(None, description="A served model name (GET /models); "
-                                                      "default: the task's default model")
+    model: ModelName | None = Field(
+        None, description="A served model name (GET /models); default: the task's default model"
+    )
 
 
 class ClassifyRequest(Envelope):
@@ -54,10 +54,13 @@ class PredictRequest(BaseModel):
     ...]` of both. As in TEI, a flat list of two strings is one pair, not a batch of two."""
 
     model_config = ConfigDict(extra="forbid")
-    model: ModelName | None = Field(None, description="A served text-classification model "
-                                                      "(GET /models); default: the task's default")
+    model: ModelName | None = Field(
+        None,
+        description="A served text-classification model (GET /models); default: the task's default",
+    )
     inputs: Text | list[Text] | list[list[Text]] = Field(
-        ..., examples=["I loved this film.", ["A man eats.", "Someone is eating."]])
+        ..., examples=["I loved this film.", ["A man eats.", "Someone is eating."]]
+    )
     raw_scores: bool = Field(False, description="the logits, without softmax/sigmoid")
     truncate: bool | None = None
     truncation_direction: Literal["left", "right", "Left", "Right"] | None = None
@@ -71,23 +74,29 @@ class PredictRequest(BaseModel):
             raise InvalidInput("inputs is empty", "inputs")
         if all(isinstance(item, str) for item in inputs):
             if len(inputs) > 2:
-                raise InvalidInput("a sequence is one text or a pair [text, text_pair]; a batch "
-                                   "is a list of those: [[text], [text, text_pair], ...]",
-                                   "inputs")
+                raise InvalidInput(
+                    "a sequence is one text or a pair [text, text_pair]; a batch "
+                    "is a list of those: [[text], [text, text_pair], ...]",
+                    "inputs",
+                )
             return [inputs[0] if len(inputs) == 1 else (inputs[0], inputs[1])], False
         batch: list[str | tuple[str, str]] = []
         for index, item in enumerate(inputs):
             if isinstance(item, str) or not 1 <= len(item) <= 2:
-                raise InvalidInput("each item of a batch is [text] or [text, text_pair]",
-                                   f"inputs.{index}")
+                raise InvalidInput(
+                    "each item of a batch is [text] or [text, text_pair]", f"inputs.{index}"
+                )
             batch.append(item[0] if len(item) == 1 else (item[0], item[1]))
         return batch, True
 
     def parameters(self) -> ClassificationParameters:
         """Every label, best first; scores as the model's config says unless `raw_scores`."""
         return ClassificationParameters(
-            top_k=MAX_LABELS, function_to_apply="none" if self.raw_scores else None,
-            truncate=bool(self.truncate), truncation_direction=self.truncation_direction)
+            top_k=MAX_LABELS,
+            function_to_apply="none" if self.raw_scores else None,
+            truncate=bool(self.truncate),
+            truncation_direction=self.truncation_direction,
+        )
 
 
 MAX_LABELS = 1 << 20  # "all of them": a classifier's labels are returned sliced to this
@@ -100,8 +109,9 @@ class QuestionContext(BaseModel):
 
 
 class AnswerRequest(Envelope):
-    inputs: QuestionContext = Field(..., examples=[{"question": "Where is the cat?",
-                                                    "context": "The cat sleeps on the mat."}])
+    inputs: QuestionContext = Field(
+        ..., examples=[{"question": "Where is the cat?", "context": "The cat sleeps on the mat."}]
+    )
     parameters: QuestionAnsweringParameters = Field(default_factory=QuestionAnsweringParameters)
 
 
@@ -134,8 +144,11 @@ class EmbedRequest(Envelope):
     parameters: EmbeddingParameters = Field(default_factory=EmbeddingParameters)
 
     def options(self) -> EmbeddingParameters:
-        top = {k: v for k in ("normalize", "truncate", "truncation_direction", "prompt_name")
-               if (v := getattr(self, k)) is not None}
+        top = {
+            k: v
+            for k in ("normalize", "truncate", "truncation_direction", "prompt_name")
+            if (v := getattr(self, k)) is not None
+        }
         if not top:
             return self.parameters
         return EmbeddingParameters.model_validate({**self.parameters.model_dump(), **top})
@@ -146,13 +159,17 @@ class ServedModelInfo(BaseModel):
     name: str
     tag: str
     source: str
-    graph: str = Field(description="who wrote the ONNX graph: optimum (Optimum's exporter) or "
-                                   "genai (ONNX Runtime GenAI's builder, fused attention)")
+    graph: str = Field(
+        description="who wrote the ONNX graph: optimum (Optimum's exporter) or "
+        "genai (ONNX Runtime GenAI's builder, fused attention)"
+    )
     optimization: str | None
     quantization: str | None
     default: bool
-    untrained: bool = Field(description="random weights: its outputs are noise (and its answers "
-                                        "carry a `Warning: 299` header)")
+    untrained: bool = Field(
+        description="random weights: its outputs are noise (and its answers "
+        "carry a `Warning: 299` header)"
+    )
 
 
 def plane(request: Request) -> DataPlane:
@@ -171,7 +188,8 @@ async def classify(body: ClassifyRequest, request: Request, response: Response) 
     Inference API answers: `InferenceClient.text_classification` takes the first list."""
     texts = _as_list(body.inputs)
     labels = await plane(request).run_batched(
-        "text-classification", [(t, body.parameters) for t in texts], body.model, "http")
+        "text-classification", [(t, body.parameters) for t in texts], body.model, "http"
+    )
     untrained.flag(response, request, "text-classification", body.model)
     return labels
 
@@ -183,7 +201,8 @@ async def predict(body: PredictRequest, request: Request, response: Response) ->
     sequences, batch = body.sequences()
     params = body.parameters()
     labels = await plane(request).run_batched(
-        "text-classification", [(s, params) for s in sequences], body.model, "http")
+        "text-classification", [(s, params) for s in sequences], body.model, "http"
+    )
     untrained.flag(response, request, "text-classification", body.model)
     return labels if batch else labels[0]
 
@@ -192,8 +211,7 @@ async def predict(body: PredictRequest, request: Request, response: Response) ->
 async def answer(body: AnswerRequest, request: Request, response: Response) -> Any:
     """Extractive question answering (`question-answering` pipeline payload)."""
     item = (body.inputs.question, body.inputs.context, body.parameters)
-    (answers,) = await plane(request).run_batched("question-answering", [item], body.model,
-                                                  "http")
+    (answers,) = await plane(request).run_batched("question-answering", [item], body.model, "http")
     untrained.flag(response, request, "question-answering", body.model)
     return answers[0] if body.parameters.top_k == 1 and answers else answers
 
@@ -203,7 +221,8 @@ async def translate(body: TranslateRequest, request: Request, response: Response
     """Translation (`translation` pipeline payload)."""
     texts = _as_list(body.inputs)
     outputs = await plane(request).run_batched(
-        "translation", [(t, body.parameters) for t in texts], body.model, "http")
+        "translation", [(t, body.parameters) for t in texts], body.model, "http"
+    )
     untrained.flag(response, request, "translation", body.model)
     return [{"translation_text": text} for text in outputs]
 
@@ -214,25 +233,33 @@ async def embed(body: EmbedRequest, request: Request, response: Response) -> Any
     texts = _as_list(body.inputs)
     options = body.options()
     vectors = await plane(request).run_batched(
-        "feature-extraction", [(t, options) for t in texts], body.model, "http")
+        "feature-extraction", [(t, options) for t in texts], body.model, "http"
+    )
     untrained.flag(response, request, "feature-extraction", body.model)
     return vectors
 
 
-_TGI_STREAMS = {200: {"description": "TGI schema; `text/event-stream` when streaming",
-                      "content": {"text/event-stream": {"schema": SSE_EVENT}}}}
+_TGI_STREAMS = {
+    200: {
+        "description": "TGI schema; `text/event-stream` when streaming",
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
+    }
+}
 
 
-async def _generate(body: GenerateRequest, request: Request, response: Response,
-                    stream: bool) -> Any:
+async def _generate(
+    body: GenerateRequest, request: Request, response: Response, stream: bool
+) -> Any:
     """The final TGI answer object, or TGI's Server-Sent Events when `stream`."""
     dp = plane(request)
     params = body.to_runtime_parameters()
     events = dp.generate_stream(body.inputs, params, body.model, "http")
     if stream:
         first = await anext(events)  # errors before the first token still get a 4xx status
-        return EventStreamResponse(generation_events_as_tgi_sse(first, events, body),
-                                   headers=untrained.headers_for(dp, "text-generation", body.model))
+        return EventStreamResponse(
+            generation_events_as_tgi_sse(first, events, body),
+            headers=untrained.headers_for(dp, "text-generation", body.model),
+        )
     final = None
     async for event in events:
         if not getattr(event, "is_token", False):
@@ -264,9 +291,15 @@ async def tgi_compat(body: GenerateRequest, request: Request, response: Response
     return answer if body.stream else [answer]
 
 
-@router.get("/health", tags=["operations"], response_class=Response,
-            responses={200: {"description": "ready (no body)"},
-                       503: {"description": "models still loading (no body)"}})
+@router.get(
+    "/health",
+    tags=["operations"],
+    response_class=Response,
+    responses={
+        200: {"description": "ready (no body)"},
+        503: {"description": "models still loading (no body)"},
+    },
+)
 async def health(request: Request) -> Response:
     """TGI/TEI's health route: 200 once every model is loaded and warm, else 503."""
     return Response(status_code=200 if plane(request).ready else 503)

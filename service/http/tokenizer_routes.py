@@ -48,10 +48,15 @@ def _plane(request: Request) -> DataPlane:
 
 def _tokens(text: str, encoding: Any, with_special: bool) -> list[dict[str, Any]]:
     tokens = []
-    for token_id, (start, stop), special in zip(encoding.ids, encoding.offsets,
-                                                encoding.special_tokens_mask, strict=True):
-        token: dict[str, Any] = {"id": token_id, "text": text[start:stop],
-                                 "start": start, "stop": stop}
+    for token_id, (start, stop), special in zip(
+        encoding.ids, encoding.offsets, encoding.special_tokens_mask, strict=True
+    ):
+        token: dict[str, Any] = {
+            "id": token_id,
+            "text": text[start:stop],
+            "start": start,
+            "stop": stop,
+        }
         if with_special:
             token["special"] = bool(special)
             if special:  # TEI: a special token has no place in the text
@@ -85,17 +90,19 @@ async def decode(body: DecodeRequest, request: Request) -> Any:
     for ids in batches:
         bad = [i for i in ids if not 0 <= i < vocabulary]  # type: ignore[operator]
         if bad:
-            raise InvalidInput(f"ids: {bad[0]} is not a token id of model {served.name!r} "
-                               f"(0..{vocabulary - 1})", field="ids")
+            raise InvalidInput(
+                f"ids: {bad[0]} is not a token id of model {served.name!r} (0..{vocabulary - 1})",
+                field="ids",
+            )
     tokenizer = served.runtime.tokenizer
-    return [tokenizer.decode(list(ids), skip_special_tokens=body.skip_special_tokens)
-            for ids in batches]
+    return [
+        tokenizer.decode(list(ids), skip_special_tokens=body.skip_special_tokens) for ids in batches
+    ]
 
 
 def _info(served: ServedModel, dp: DataPlane) -> dict[str, Any]:
     runtime, record, limits = served.runtime, served.record, dp.settings.limits
-    max_input = int(getattr(runtime, "max_input_tokens", 0) or getattr(runtime, "max_positions",
-                                                                         0))
+    max_input = int(getattr(runtime, "max_input_tokens", 0) or getattr(runtime, "max_positions", 0))
     info: dict[str, Any] = {
         "model_id": record.name,
         "model_sha": record.version,
@@ -112,13 +119,18 @@ def _info(served: ServedModel, dp: DataPlane) -> dict[str, Any]:
         info.update(
             max_concurrent_requests=limits.max_concurrent_generations
             + limits.max_queued_generations,
-            max_best_of=1, max_stop_sequences=MAX_STOP_SEQUENCES,
+            max_best_of=1,
+            max_stop_sequences=MAX_STOP_SEQUENCES,
             max_input_tokens=runtime.max_positions - 1,
             max_total_tokens=runtime.max_positions,
-            validation_workers=1)
+            validation_workers=1,
+        )
     else:  # TEI's
-        info.update(max_concurrent_requests=dp.settings.batching.max_queue,
-                    tokenization_workers=1, model_type={record.task: {}})
+        info.update(
+            max_concurrent_requests=dp.settings.batching.max_queue,
+            tokenization_workers=1,
+            model_type={record.task: {}},
+        )
         if hasattr(runtime, "modes"):
             info["model_type"] = {"embedding": {"pooling": "+".join(runtime.modes)}}
     return info

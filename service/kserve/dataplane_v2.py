@@ -34,8 +34,14 @@ BACKEND = "onnxruntime"
 # What ServerMetadata lists: the REST binary tensor extension, the Triton model configuration
 # and statistics extensions (read by perf_analyzer), request parameters, and Triton's generate
 # and model repository extensions (service/kserve/generate_routes.py, repository_routes.py).
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "parameters",
-              "generate", "model_repository")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "parameters",
+    "generate",
+    "model_repository",
+)
 
 # The one version every v2 route names a served model by (metadata, ready, infer, statistics):
 # Triton numbers versions, and perf_analyzer parses the statistics' version as an integer
@@ -43,11 +49,22 @@ EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "parame
 # is in the metadata's `tag` parameter, and is accepted as an alias wherever a version is.
 V2_VERSION = "1"
 
-_CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16",
-                 "UINT32": "TYPE_UINT32", "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8",
-                 "INT16": "TYPE_INT16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
-                 "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
-                 "BYTES": "TYPE_STRING", "BF16": "TYPE_BF16"}
+_CONFIG_TYPES = {
+    "BOOL": "TYPE_BOOL",
+    "UINT8": "TYPE_UINT8",
+    "UINT16": "TYPE_UINT16",
+    "UINT32": "TYPE_UINT32",
+    "UINT64": "TYPE_UINT64",
+    "INT8": "TYPE_INT8",
+    "INT16": "TYPE_INT16",
+    "INT32": "TYPE_INT32",
+    "INT64": "TYPE_INT64",
+    "FP16": "TYPE_FP16",
+    "FP32": "TYPE_FP32",
+    "FP64": "TYPE_FP64",
+    "BYTES": "TYPE_STRING",
+    "BF16": "TYPE_BF16",
+}
 
 
 def triton_timeout(parameters: dict[str, Any]) -> float | None:
@@ -56,14 +73,18 @@ def triton_timeout(parameters: dict[str, Any]) -> float | None:
     refused: requests here are served in arrival order."""
     priority = parameters.get("priority", 0)
     if priority not in (0, None):
-        raise InvalidInput("parameters.priority: this server has one priority level (0); "
-                           f"got {priority!r}", field="parameters.priority")
+        raise InvalidInput(
+            f"parameters.priority: this server has one priority level (0); got {priority!r}",
+            field="parameters.priority",
+        )
     timeout = parameters.get("timeout")
     if timeout is None or timeout == 0:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
-        raise InvalidInput("parameters.timeout: microseconds as a non-negative integer, got "
-                           f"{timeout!r}", field="parameters.timeout")
+        raise InvalidInput(
+            f"parameters.timeout: microseconds as a non-negative integer, got {timeout!r}",
+            field="parameters.timeout",
+        )
     return timeout / 1e6
 
 
@@ -94,11 +115,14 @@ class V2DataPlane:
         alias), else NOT_FOUND."""
         served = self.plane.models.get(name)
         if served is None:
-            raise ModelNotFound(f"model {name!r} is not served; served models: "
-                                f"{', '.join(sorted(self.plane.models))}")
+            raise ModelNotFound(
+                f"model {name!r} is not served; served models: "
+                f"{', '.join(sorted(self.plane.models))}"
+            )
         if version and version not in (V2_VERSION, served.record.version):
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; served version: "
-                                f"{V2_VERSION!r}")
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r}; served version: {V2_VERSION!r}"
+            )
         return served
 
     def tensors(self, served: ServedModel) -> TaskTensors:
@@ -114,8 +138,11 @@ class V2DataPlane:
         table = self.tensors(served)
         record = served.record
         parameters: dict[str, Any] = {
-            "task": record.task, "tag": record.tag, "source": record.public_source,
-            "graph": record.graph, "optimization": record.optimization or "none",
+            "task": record.task,
+            "tag": record.tag,
+            "source": record.public_source,
+            "graph": record.graph,
+            "optimization": record.optimization or "none",
             "quantization": record.quantization or "none",
             "default": self.plane.defaults.get(record.task) == record.name,
             "untrained": record.untrained,
@@ -142,10 +169,14 @@ class V2DataPlane:
             "platform": PLATFORM,
             "backend": BACKEND,
             "max_batch_size": 0,
-            "input": [{"name": s.name, "data_type": _CONFIG_TYPES[s.datatype],
-                       "dims": list(s.shape)} for s in table.inputs],
-            "output": [{"name": s.name, "data_type": _CONFIG_TYPES[s.datatype],
-                        "dims": list(s.shape)} for s in table.outputs],
+            "input": [
+                {"name": s.name, "data_type": _CONFIG_TYPES[s.datatype], "dims": list(s.shape)}
+                for s in table.inputs
+            ],
+            "output": [
+                {"name": s.name, "data_type": _CONFIG_TYPES[s.datatype], "dims": list(s.shape)}
+                for s in table.outputs
+            ],
             "model_transaction_policy": {"decoupled": False},
         }
 
@@ -166,9 +197,13 @@ class V2DataPlane:
         model = {"model": served.name}
 
         def total(metric: Any, sample: str, **labels: str) -> float:
-            return sum(s.value for family in metric.collect() for s in family.samples
-                       if s.name == sample and all(s.labels.get(k) == v
-                                                   for k, v in {**model, **labels}.items()))
+            return sum(
+                s.value
+                for family in metric.collect()
+                for s in family.samples
+                if s.name == sample
+                and all(s.labels.get(k) == v for k, v in {**model, **labels}.items())
+            )
 
         def duration(count: float, seconds: float) -> dict[str, int]:
             return {"count": int(count), "ns": int(seconds * 1e9)}
@@ -183,22 +218,29 @@ class V2DataPlane:
             "inference_count": int(total(metrics.BATCH_SIZE, "nlp_batch_size_sum")),
             "execution_count": int(total(metrics.BATCH_SIZE, "nlp_batch_size_count")),
             "inference_stats": {
-                "success": duration(ok, total(metrics.REQUEST_DURATION,
-                                              "nlp_request_duration_seconds_sum")),
+                "success": duration(
+                    ok, total(metrics.REQUEST_DURATION, "nlp_request_duration_seconds_sum")
+                ),
                 "fail": duration(requests - ok, 0.0),
-                "queue": duration(total(metrics.QUEUE_DURATION, "nlp_queue_duration_seconds_count"),
-                                  total(metrics.QUEUE_DURATION, "nlp_queue_duration_seconds_sum")),
-                "compute_input": duration(runs, total(metrics.TOKENIZATION_DURATION,
-                                                      "nlp_tokenization_duration_seconds_sum")),
-                "compute_infer": duration(runs, total(metrics.INFERENCE_DURATION,
-                                                      "nlp_inference_duration_seconds_sum")),
+                "queue": duration(
+                    total(metrics.QUEUE_DURATION, "nlp_queue_duration_seconds_count"),
+                    total(metrics.QUEUE_DURATION, "nlp_queue_duration_seconds_sum"),
+                ),
+                "compute_input": duration(
+                    runs,
+                    total(metrics.TOKENIZATION_DURATION, "nlp_tokenization_duration_seconds_sum"),
+                ),
+                "compute_infer": duration(
+                    runs, total(metrics.INFERENCE_DURATION, "nlp_inference_duration_seconds_sum")
+                ),
                 "compute_output": duration(runs, 0.0),
             },
         }
 
     # --- inference ------------------------------------------------------------------------------
-    async def infer(self, name: str, version: str, request: InferenceRequest,
-                    protocol: str) -> InferenceResponse:
+    async def infer(
+        self, name: str, version: str, request: InferenceRequest, protocol: str
+    ) -> InferenceResponse:
         """Run a v2 request: its [N] inputs are N data-plane items, submitted together."""
         served = self.served(name, version)
         table = self.tensors(served)
@@ -217,20 +259,25 @@ class V2DataPlane:
             if served.spec.streams:
                 results = await self._generate_all(served, items, params, protocol)
             else:
-                results = await self.plane.run_batched(served.task, items, served.name,
-                                                       protocol)
+                results = await self.plane.run_batched(served.task, items, served.name, protocol)
         outputs = select_outputs(table, table.encode(results), request.outputs)
         return InferenceResponse(served.name, V2_VERSION, outputs, request.id)
 
-    async def _generate_all(self, served: ServedModel, prompts: list[str], params: Any,
-                            protocol: str) -> list[str]:
+    async def _generate_all(
+        self, served: ServedModel, prompts: list[str], params: Any, protocol: str
+    ) -> list[str]:
         """Full generated texts; the N prompts run concurrently, each in a generation slot."""
         slots = self.plane.settings.limits.max_concurrent_generations
         if len(prompts) > slots:
-            raise InvalidInput(f"{len(prompts)} prompts; at most {slots} per generation request "
-                               f"(they run concurrently)", field="text")
-        tasks = [asyncio.ensure_future(self._generate(served, prompt, params, protocol))
-                 for prompt in prompts]
+            raise InvalidInput(
+                f"{len(prompts)} prompts; at most {slots} per generation request "
+                f"(they run concurrently)",
+                field="text",
+            )
+        tasks = [
+            asyncio.ensure_future(self._generate(served, prompt, params, protocol))
+            for prompt in prompts
+        ]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:
@@ -239,11 +286,11 @@ class V2DataPlane:
                 task.cancel()
             raise
 
-    async def _generate(self, served: ServedModel, prompt: str, params: Any,
-                        protocol: str) -> str:
+    async def _generate(self, served: ServedModel, prompt: str, params: Any, protocol: str) -> str:
         final = None
-        async for event in self.plane.generate_stream(prompt, params, served.name, protocol,
-                                                      task=served.task):
+        async for event in self.plane.generate_stream(
+            prompt, params, served.name, protocol, task=served.task
+        ):
             if not getattr(event, "is_token", False):
                 final = event
         text = final.generated_text if final is not None else ""

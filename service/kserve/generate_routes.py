@@ -45,15 +45,20 @@ TEXT_INPUT, TEXT_OUTPUT = "text_input", "text_output"  # Triton LLM backends' te
 
 _GENERATE_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": {
-        "type": "object",
-        "description": "the model's inputs by name (GET /v2/models/{name}), e.g. text, plus "
-                       "optional id and parameters",
-        "properties": {"id": {"type": "string"}, "parameters": {"type": "object"}},
-        "additionalProperties": {"oneOf": [{"type": "string"},
-                                           {"type": "array", "items": {"type": "string"}}]},
-        "example": {"text_input": "Once upon a time", "parameters": {"max_new_tokens": 8}},
-    }}},
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "the model's inputs by name (GET /v2/models/{name}), e.g. "
+                "text, plus optional id and parameters",
+                "properties": {"id": {"type": "string"}, "parameters": {"type": "object"}},
+                "additionalProperties": {
+                    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+                },
+                "example": {"text_input": "Once upon a time", "parameters": {"max_new_tokens": 8}},
+            }
+        }
+    },
 }
 
 
@@ -62,8 +67,9 @@ def _aliased(table: TaskTensors, body: dict[str, Any]) -> tuple[dict[str, Any], 
     if TEXT_INPUT in body and len(table.inputs) == 1 and table.inputs[0].name != TEXT_INPUT:
         renamed = {k: v for k, v in body.items() if k != TEXT_INPUT}
         if table.inputs[0].name in renamed:
-            raise InvalidInput(f"give {TEXT_INPUT!r} or {table.inputs[0].name!r}, not both",
-                               field=TEXT_INPUT)
+            raise InvalidInput(
+                f"give {TEXT_INPUT!r} or {table.inputs[0].name!r}, not both", field=TEXT_INPUT
+            )
         renamed[table.inputs[0].name] = body[TEXT_INPUT]
         return renamed, True
     return body, False
@@ -73,8 +79,7 @@ def generate_request(table: TaskTensors, body: Any) -> tuple[InferenceRequest, b
     """The neutral inference request a generate body stands for (and whether it used the
     `text_input` alias)."""
     if not isinstance(body, dict):
-        raise InvalidInput("the body is a JSON object of the model's inputs by name",
-                           field="body")
+        raise InvalidInput("the body is a JSON object of the model's inputs by name", field="body")
     body, aliased = _aliased(table, body)
     parameters = body.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -111,24 +116,30 @@ async def _body(request: Request) -> Any:
 
 
 @router.post("/models/{name}/generate", openapi_extra={"requestBody": _GENERATE_BODY})
-@router.post("/models/{name}/versions/{version}/generate",
-             openapi_extra={"requestBody": _GENERATE_BODY})
+@router.post(
+    "/models/{name}/versions/{version}/generate", openapi_extra={"requestBody": _GENERATE_BODY}
+)
 async def generate(name: str, request: Request, version: str = "") -> Any:
     """One answer: the model's outputs by name (Triton's generate extension)."""
     plane = v2_plane(request)
     table = plane.tensors(plane.served(name, version))
     infer_request, aliased = generate_request(table, await _body(request))
     response = await plane.infer(name, version, infer_request, PROTOCOL)
-    body = {"model_name": response.model_name, "model_version": response.model_version,
-            **flat_outputs(response.outputs, aliased)}
+    body = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        **flat_outputs(response.outputs, aliased),
+    }
     if response.id:
         body["id"] = response.id
     return JSONResponse(body)
 
 
 @router.post("/models/{name}/generate_stream", openapi_extra={"requestBody": _GENERATE_BODY})
-@router.post("/models/{name}/versions/{version}/generate_stream",
-             openapi_extra={"requestBody": _GENERATE_BODY})
+@router.post(
+    "/models/{name}/versions/{version}/generate_stream",
+    openapi_extra={"requestBody": _GENERATE_BODY},
+)
 async def generate_stream(name: str, request: Request, version: str = "") -> Any:
     """Server-Sent Events: one per generated token (text-generation), else one answer."""
     plane = v2_plane(request)
@@ -142,9 +153,10 @@ async def generate_stream(name: str, request: Request, version: str = "") -> Any
     timeout = triton_timeout(infer_request.parameters)
     prompts = table.items(input_texts(table, infer_request.inputs), None)
     if len(prompts) != 1:
-        raise InvalidInput(f"input {table.inputs[0].name!r}: {len(prompts)} prompts; "
-                           "generate_stream takes one",
-                           field=table.inputs[0].name)
+        raise InvalidInput(
+            f"input {table.inputs[0].name!r}: {len(prompts)} prompts; generate_stream takes one",
+            field=table.inputs[0].name,
+        )
     params = task_parameters(table, infer_request.parameters)
     stream = plane.plane.generate_stream(prompts[0], params, served.name, PROTOCOL)
     events = _token_events(stream, head, TEXT_OUTPUT if aliased else table.outputs[0].name)
@@ -156,8 +168,9 @@ async def generate_stream(name: str, request: Request, version: str = "") -> Any
     return EventStreamResponse(_rest(first, events))
 
 
-async def _token_events(stream: AsyncIterator[Any], head: dict[str, Any],
-                        output: str) -> AsyncIterator[str]:
+async def _token_events(
+    stream: AsyncIterator[Any], head: dict[str, Any], output: str
+) -> AsyncIterator[str]:
     """One event per generated token; an error after the first event becomes the last event.
     Closing this generator (the client went away) closes the stream, stopping generation."""
     started = False

@@ -29,10 +29,14 @@ REQUEST_ID_METADATA = "x-request-id"
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
+
 def _request_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     """The caller's text metadata, keys lower-cased (binary `-bin` entries left out)."""
-    return {key.lower(): value for key, value in (context.invocation_metadata() or ())
-            if isinstance(value, str)}
+    return {
+        key.lower(): value
+        for key, value in (context.invocation_metadata() or ())
+        if isinstance(value, str)
+    }
 
 
 def maps_errors(method: Handler) -> Handler:
@@ -65,9 +69,14 @@ def maps_errors(method: Handler) -> Handler:
                 log.exception("unhandled error in %s", method.__name__)
                 await context.abort(code, f"internal error: {type(exc).__name__}")
             finally:
-                fields = {"method": "POST", "path": rpc, "status": code.name,
-                          "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                          "protocol": PROTOCOL, **scope.fields}
+                fields = {
+                    "method": "POST",
+                    "path": rpc,
+                    "status": code.name,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "protocol": PROTOCOL,
+                    **scope.fields,
+                }
                 level = logging.ERROR if code is grpc.StatusCode.INTERNAL else logging.INFO
                 access_log.log(level, "request", extra={"json_fields": fields})
 
@@ -84,8 +93,11 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         if not self.keys.enabled or not details.method.startswith(SERVICE_PATH + "/"):
             return await continuation(details)
-        metadata = {key.lower(): value for key, value in (details.invocation_metadata or ())
-                    if isinstance(value, str)}
+        metadata = {
+            key.lower(): value
+            for key, value in (details.invocation_metadata or ())
+            if isinstance(value, str)
+        }
         try:
             self.keys.check(metadata.get("authorization"))
         except ServingError as refusal:

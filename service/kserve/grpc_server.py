@@ -49,14 +49,23 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 # InferTensorContents field holding each datatype's typed elements.
 _CONTENTS_FIELD = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
-    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
-    "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
-    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 
 
 # --- protobuf <-> neutral types ---------------------------------------------------------------
+
 
 def parameters_from_pb(parameters: Any) -> dict[str, Any]:
     values = {}
@@ -81,27 +90,30 @@ def set_parameter(target: pb.InferParameter, value: Any) -> None:
 def request_from_pb(request: pb.ModelInferRequest) -> InferenceRequest:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
-        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for "
-                           f"{len(request.inputs)} inputs")
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
+        )
     inputs: list[Tensor] = []
     for i, tensor in enumerate(request.inputs):
         params = parameters_from_pb(tensor.parameters)
         if raw:
-            inputs.append(tensor_from_raw(tensor.name, tensor.datatype, tensor.shape, raw[i],
-                                          params))
+            inputs.append(
+                tensor_from_raw(tensor.name, tensor.datatype, tensor.shape, raw[i], params)
+            )
             continue
         field_name = _CONTENTS_FIELD.get(tensor.datatype)
         values = getattr(tensor.contents, field_name) if field_name else []
-        inputs.append(tensor_from_values(tensor.name, tensor.datatype, tensor.shape, values,
-                                         params))
-    outputs = [RequestedOutput(o.name, parameters_from_pb(o.parameters))
-               for o in request.outputs]
+        inputs.append(
+            tensor_from_values(tensor.name, tensor.datatype, tensor.shape, values, params)
+        )
+    outputs = [RequestedOutput(o.name, parameters_from_pb(o.parameters)) for o in request.outputs]
     return InferenceRequest(inputs, parameters_from_pb(request.parameters), outputs, request.id)
 
 
 def response_to_pb(response: InferenceResponse) -> pb.ModelInferResponse:
-    message = pb.ModelInferResponse(model_name=response.model_name,
-                                    model_version=response.model_version, id=response.id)
+    message = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
     for tensor in response.outputs:
         message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         message.raw_output_contents.append(tensor_raw_bytes(tensor))
@@ -109,12 +121,14 @@ def response_to_pb(response: InferenceResponse) -> pb.ModelInferResponse:
 
 
 def metadata_to_pb(metadata: dict[str, Any]) -> pb.ModelMetadataResponse:
-    message = pb.ModelMetadataResponse(name=metadata["name"], versions=metadata["versions"],
-                                       platform=metadata["platform"])
+    message = pb.ModelMetadataResponse(
+        name=metadata["name"], versions=metadata["versions"], platform=metadata["platform"]
+    )
     for key in ("inputs", "outputs"):
         for tensor in metadata[key]:
-            getattr(message, key).add(name=tensor["name"], datatype=tensor["datatype"],
-                                      shape=tensor["shape"])
+            getattr(message, key).add(
+                name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"]
+            )
     for key, value in metadata.get("parameters", {}).items():
         set_parameter(message.parameters[key], value)
     return message
@@ -129,71 +143,85 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.control = control or ModelControl(v2.plane)
 
     @maps_errors
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any
-                         ) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Any
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.v2.live())
 
     @maps_errors
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any
-                          ) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: Any
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.v2.ready())
 
     @maps_errors
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any
-                         ) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Any
+    ) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self.v2.model_ready(request.name, request.version))
 
     @maps_errors
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any
-                             ) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Any
+    ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(**self.v2.server_metadata())
 
     @maps_errors
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any
-                            ) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Any
+    ) -> pb.ModelMetadataResponse:
         return metadata_to_pb(self.v2.model_metadata(request.name, request.version))
 
     @maps_errors
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any
-                          ) -> pb.ModelConfigResponse:
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Any
+    ) -> pb.ModelConfigResponse:
         config = self.v2.model_config(request.name, request.version)
         return pb.ModelConfigResponse(config=pb.ModelConfig(**config))
 
     @maps_errors
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any
-                              ) -> pb.ModelStatisticsResponse:
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
         stats = self.v2.model_statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[pb.ModelStatistics(**s) for s in stats])
 
     @maps_errors
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any
-                         ) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Any
+    ) -> pb.ModelInferResponse:
         infer_request = request_from_pb(request)
-        response = await self.v2.infer(request.model_name, request.model_version, infer_request,
-                                       PROTOCOL)
+        response = await self.v2.infer(
+            request.model_name, request.model_version, infer_request, PROTOCOL
+        )
         return response_to_pb(response)
 
     @maps_errors
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any
-                              ) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Any
+    ) -> pb.RepositoryIndexResponse:
         entries = await asyncio.to_thread(self.control.index, request.ready)
         return pb.RepositoryIndexResponse(
-            models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries])
+            models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries]
+        )
 
     @maps_errors
-    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any
-                                  ) -> pb.RepositoryModelLoadResponse:
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
         await self.control.load(request.model_name, parameters_from_pb(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @maps_errors
-    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
-                                    context: Any) -> pb.RepositoryModelUnloadResponse:
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
         await self.control.unload(request.model_name, parameters_from_pb(request.parameters))
         return pb.RepositoryModelUnloadResponse()
 
 
 # --- lifecycle --------------------------------------------------------------------------------
+
 
 @dataclass
 class GrpcServer:
@@ -209,8 +237,9 @@ def bind_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def start_grpc_server(plane: DataPlane, settings: Settings,
-                            control: ModelControl | None = None) -> GrpcServer:
+async def start_grpc_server(
+    plane: DataPlane, settings: Settings, control: ModelControl | None = None
+) -> GrpcServer:
     """Serve v2 gRPC, health and reflection on `settings.server.grpc_port` in this event loop.
 
     Raises when the port cannot be bound: the contract promises gRPC, so start-up fails loudly.
@@ -223,13 +252,16 @@ async def start_grpc_server(plane: DataPlane, settings: Settings,
         ("grpc.so_reuseport", 1 if server_settings.workers > 1 else 0),
     ]
     server = grpc.aio.server(
-        options=options, interceptors=[ApiKeyInterceptor(ApiKeys.from_settings(server_settings))])
+        options=options, interceptors=[ApiKeyInterceptor(ApiKeys.from_settings(server_settings))]
+    )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(V2DataPlane(plane), control), server)
+        InferenceServicer(V2DataPlane(plane), control), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     address = bind_address(server_settings.host, server_settings.grpc_port)
     try:
         port = server.add_insecure_port(address)
@@ -238,8 +270,11 @@ async def start_grpc_server(plane: DataPlane, settings: Settings,
     if not port:
         raise RuntimeError(f"gRPC: cannot bind {address}")
     await server.start()
-    status = (health_pb2.HealthCheckResponse.SERVING if plane.ready
-              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if plane.ready
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, status)
     log.info("KServe v2 gRPC on %s (%s, health, reflection)", address, SERVICE_NAME)

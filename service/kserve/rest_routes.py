@@ -71,26 +71,54 @@ class RestInferenceRequest(BaseModel):
 
 _INFER_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": {
-        "type": "object", "required": ["inputs"],
-        "properties": {
-            "id": {"type": "string"},
-            "parameters": {"type": "object", "description": "task parameters, e.g. top_k"},
-            "inputs": {"type": "array", "items": {
-                "type": "object", "required": ["name", "shape", "datatype"],
-                "properties": {"name": {"type": "string"},
-                               "shape": {"type": "array", "items": {"type": "integer"}},
-                               "datatype": {"type": "string", "example": "BYTES"},
-                               "parameters": {"type": "object"},
-                               "data": {"type": "array", "items": {}}}}},
-            "outputs": {"type": "array", "items": {
-                "type": "object", "required": ["name"],
-                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}}},
-        },
-        "example": {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
-                                "data": ["I loved this film."]}],
-                    "parameters": {"top_k": 2}},
-    }}},
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "parameters": {"type": "object", "description": "task parameters, e.g. top_k"},
+                    "inputs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "shape", "datatype"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "shape": {"type": "array", "items": {"type": "integer"}},
+                                "datatype": {"type": "string", "example": "BYTES"},
+                                "parameters": {"type": "object"},
+                                "data": {"type": "array", "items": {}},
+                            },
+                        },
+                    },
+                    "outputs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "parameters": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+                "example": {
+                    "inputs": [
+                        {
+                            "name": "text",
+                            "shape": [1],
+                            "datatype": "BYTES",
+                            "data": ["I loved this film."],
+                        }
+                    ],
+                    "parameters": {"top_k": 2},
+                },
+            }
+        }
+    },
 }
 
 
@@ -104,14 +132,17 @@ def v2_plane(request: Request) -> V2DataPlane:
 
 # --- health and metadata ----------------------------------------------------------------------
 
+
 @router.get("/health/live")
 async def server_live(request: Request) -> Any:
     """200 while the server answers."""
     return {"live": v2_plane(request).live()}
 
 
-@router.get("/health/ready", responses={503: {"model": ServerReadiness,
-                                               "description": "models still loading"}})
+@router.get(
+    "/health/ready",
+    responses={503: {"model": ServerReadiness, "description": "models still loading"}},
+)
 async def server_ready(request: Request) -> Any:
     """200 once every served model is loaded, 503 before."""
     ready = v2_plane(request).ready()
@@ -164,6 +195,7 @@ async def model_statistics(name: str, request: Request, version: str = "") -> An
 
 # --- inference --------------------------------------------------------------------------------
 
+
 def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     """The body inflated, but never past `limit` bytes: a small gzip body can expand a
     thousandfold (a "zip bomb"), so the decompressed size obeys `server.max_body_bytes` too."""
@@ -177,8 +209,11 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     except zlib.error as err:
         raise InvalidInput(f"body is not valid {encoding}: {err}", field="body") from None
     if len(inflated) > limit > 0:
-        raise HTTPException(413, f"decompressed request body is larger than the limit of {limit} "
-                                 "bytes (server.max_body_bytes)")
+        raise HTTPException(
+            413,
+            f"decompressed request body is larger than the limit of {limit} "
+            "bytes (server.max_body_bytes)",
+        )
     if not inflater.eof:
         raise InvalidInput(f"body is not valid {encoding}: truncated", field="body")
     return inflated
@@ -192,8 +227,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferenceRequ
         except ValueError:
             raise InvalidInput(f"{HEADER_LENGTH} is not an integer", field="body") from None
         if not 0 <= length <= len(body):
-            raise InvalidInput(f"{HEADER_LENGTH} {length} exceeds the body ({len(body)} bytes)",
-                               field="body")
+            raise InvalidInput(
+                f"{HEADER_LENGTH} {length} exceeds the body ({len(body)} bytes)", field="body"
+            )
         header, binary = body[:length], body[length:]
     else:
         header, binary = body, b""
@@ -210,20 +246,28 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferenceRequ
         size = params.pop("binary_data_size", None)
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise InvalidInput(f"input {item.name!r}: binary_data_size {size!r} does not fit "
-                                   f"the {len(binary) - offset} binary bytes left", field=item.name)
-            inputs.append(tensor_from_raw(item.name, item.datatype, item.shape,
-                                          binary[offset:offset + size], params))
+                raise InvalidInput(
+                    f"input {item.name!r}: binary_data_size {size!r} does not fit "
+                    f"the {len(binary) - offset} binary bytes left",
+                    field=item.name,
+                )
+            inputs.append(
+                tensor_from_raw(
+                    item.name, item.datatype, item.shape, binary[offset : offset + size], params
+                )
+            )
             offset += size
         elif item.data is None:
-            raise InvalidInput(f"input {item.name!r} has neither data nor binary_data_size",
-                               field=item.name)
+            raise InvalidInput(
+                f"input {item.name!r} has neither data nor binary_data_size", field=item.name
+            )
         else:
             data = item.data if isinstance(item.data, list) else [item.data]
             inputs.append(tensor_from_values(item.name, item.datatype, item.shape, data, params))
     if offset != len(binary):
-        raise InvalidInput(f"{len(binary) - offset} bytes of binary data belong to no input",
-                           field="body")
+        raise InvalidInput(
+            f"{len(binary) - offset} bytes of binary data belong to no input", field="body"
+        )
     outputs = [RequestedOutput(o.name, dict(o.parameters or {})) for o in payload.outputs or []]
     return InferenceRequest(inputs, dict(payload.parameters or {}), outputs, payload.id or "")
 
@@ -235,8 +279,11 @@ def infer_response(response: InferenceResponse, request: InferenceRequest) -> Re
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for tensor in response.outputs:
-        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype,
-                                 "shape": list(tensor.shape)}
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.shape),
+        }
         if bool(wanted.get(tensor.name, {}).get("binary_data", binary_default)):
             raw = tensor_raw_bytes(tensor)
             entry["parameters"] = {"binary_data_size": len(raw)}
@@ -244,15 +291,21 @@ def infer_response(response: InferenceResponse, request: InferenceRequest) -> Re
         else:
             entry["data"] = tensor_json_data(tensor)
         outputs.append(entry)
-    body: dict[str, Any] = {"model_name": response.model_name,
-                            "model_version": response.model_version, "outputs": outputs}
+    body: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": outputs,
+    }
     if response.id:
         body["id"] = response.id
     header = json.dumps(body, ensure_ascii=False).encode("utf-8")
     if not blobs:
         return Response(header, media_type="application/json")
-    return Response(header + b"".join(blobs), media_type="application/octet-stream",
-                    headers={HEADER_LENGTH: str(len(header))})
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
 
 
 # `{name:path}`: a name holding a `/` (`..%2Fetc`) still reaches the served-model lookup and gets
@@ -261,8 +314,11 @@ def infer_response(response: InferenceResponse, request: InferenceRequest) -> Re
 @router.post("/models/{name}/versions/{version}/infer", openapi_extra={"requestBody": _INFER_BODY})
 async def infer(name: str, request: Request, version: str = "") -> Any:
     """Inference on BYTES tensors; a [N] input is N requests, batched with concurrent ones."""
-    body = _decompress(await request.body(), request.headers.get("content-encoding"),
-                       request.app.state.settings.server.max_body_bytes)
+    body = _decompress(
+        await request.body(),
+        request.headers.get("content-encoding"),
+        request.app.state.settings.server.max_body_bytes,
+    )
     infer_request = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
     response = await v2_plane(request).infer(name, version, infer_request, PROTOCOL)
     return infer_response(response, infer_request)

@@ -30,21 +30,35 @@ from service.runtime.tasks.translation import TranslationParameters
 # v2 datatype -> numpy dtype (little-endian, as the wire is).
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
     "BYTES": np.dtype(object),
 }
 # BF16 has no numpy type: accepted on the wire (raw only) and refused by every model here.
 DATATYPES = (*NUMPY_DTYPES, "BF16")
 
 # Request parameters that belong to the protocol (Triton clients set them), not to a task.
-PROTOCOL_PARAMETERS = frozenset({
-    "binary_data_output", "priority", "timeout", "headers", "sequence_id", "sequence_start",
-    "sequence_end", "content_type",
-})
+PROTOCOL_PARAMETERS = frozenset(
+    {
+        "binary_data_output",
+        "priority",
+        "timeout",
+        "headers",
+        "sequence_id",
+        "sequence_start",
+        "sequence_end",
+        "content_type",
+    }
+)
 
 
 @dataclass
@@ -84,14 +98,18 @@ class InferenceResponse:
 
 # --- wire encodings ---------------------------------------------------------------------------
 
+
 def _check_shape(name: str, datatype: str, shape: Sequence[int]) -> tuple[int, ...]:
     if datatype not in DATATYPES:
-        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}; one of "
-                           f"{', '.join(DATATYPES)}", field=name)
+        raise InvalidInput(
+            f"input {name!r}: unknown datatype {datatype!r}; one of {', '.join(DATATYPES)}",
+            field=name,
+        )
     shape = tuple(int(d) for d in shape)
     if any(d < 0 for d in shape):
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} has a negative dimension",
-                           field=name)
+        raise InvalidInput(
+            f"input {name!r}: shape {list(shape)} has a negative dimension", field=name
+        )
     return shape
 
 
@@ -106,14 +124,18 @@ def split_bytes_elements(raw: bytes, name: str) -> list[bytes]:
     offset = 0
     while offset < len(view):
         if offset + 4 > len(view):
-            raise InvalidInput(f"input {name!r}: raw BYTES content ends inside a length prefix",
-                               field=name)
+            raise InvalidInput(
+                f"input {name!r}: raw BYTES content ends inside a length prefix", field=name
+            )
         (length,) = struct.unpack_from("<I", view, offset)
         offset += 4
         if offset + length > len(view):
-            raise InvalidInput(f"input {name!r}: raw BYTES element {len(elements)} claims "
-                               f"{length} bytes, {len(view) - offset} remain", field=name)
-        elements.append(bytes(view[offset:offset + length]))
+            raise InvalidInput(
+                f"input {name!r}: raw BYTES element {len(elements)} claims "
+                f"{length} bytes, {len(view) - offset} remain",
+                field=name,
+            )
+        elements.append(bytes(view[offset : offset + length]))
         offset += length
     return elements
 
@@ -129,21 +151,32 @@ def _object_array(elements: Sequence[bytes], shape: tuple[int, ...]) -> np.ndarr
     return array.reshape(shape)
 
 
-def tensor_from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes,
-                    parameters: dict[str, Any] | None = None) -> Tensor:
+def tensor_from_raw(
+    name: str,
+    datatype: str,
+    shape: Sequence[int],
+    raw: bytes,
+    parameters: dict[str, Any] | None = None,
+) -> Tensor:
     """A tensor from its raw bytes (gRPC raw_input_contents, REST binary data)."""
     shape = _check_shape(name, datatype, shape)
     count = _count(shape)
     if datatype == "BYTES":
         elements = split_bytes_elements(raw, name)
         if len(elements) != count:
-            raise InvalidInput(f"input {name!r}: shape {list(shape)} needs {count} elements, "
-                               f"the raw content holds {len(elements)}", field=name)
+            raise InvalidInput(
+                f"input {name!r}: shape {list(shape)} needs {count} elements, "
+                f"the raw content holds {len(elements)}",
+                field=name,
+            )
         return Tensor(name, datatype, shape, _object_array(elements, shape), parameters or {})
     dtype = np.dtype("<u2") if datatype == "BF16" else NUMPY_DTYPES[datatype]
     if len(raw) != count * dtype.itemsize:
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} of {datatype} needs "
-                           f"{count * dtype.itemsize} bytes, got {len(raw)}", field=name)
+        raise InvalidInput(
+            f"input {name!r}: shape {list(shape)} of {datatype} needs "
+            f"{count * dtype.itemsize} bytes, got {len(raw)}",
+            field=name,
+        )
     data = np.frombuffer(raw, dtype=dtype)
     return Tensor(name, datatype, shape, data.reshape(shape), parameters or {})
 
@@ -157,15 +190,22 @@ def _flatten(values: Any) -> list[Any]:
     return [values]
 
 
-def tensor_from_values(name: str, datatype: str, shape: Sequence[int], values: Any,
-                       parameters: dict[str, Any] | None = None) -> Tensor:
+def tensor_from_values(
+    name: str,
+    datatype: str,
+    shape: Sequence[int],
+    values: Any,
+    parameters: dict[str, Any] | None = None,
+) -> Tensor:
     """A tensor from typed elements (gRPC `contents`, REST JSON `data`, flat or nested)."""
     shape = _check_shape(name, datatype, shape)
     flat = _flatten(list(values) if not isinstance(values, list | tuple) else values)
     count = _count(shape)
     if len(flat) != count:
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} needs {count} elements, "
-                           f"got {len(flat)}", field=name)
+        raise InvalidInput(
+            f"input {name!r}: shape {list(shape)} needs {count} elements, got {len(flat)}",
+            field=name,
+        )
     if datatype == "BF16":
         raise InvalidInput(f"input {name!r}: BF16 travels only as raw content", field=name)
     if datatype == "BYTES":
@@ -175,19 +215,24 @@ def tensor_from_values(name: str, datatype: str, shape: Sequence[int], values: A
                 try:
                     elements.append(value.encode("utf-8"))
                 except UnicodeEncodeError:
-                    raise InvalidInput(f"input {name!r}: element is not valid Unicode (a lone "
-                                       f"surrogate)", field=name) from None
+                    raise InvalidInput(
+                        f"input {name!r}: element is not valid Unicode (a lone surrogate)",
+                        field=name,
+                    ) from None
             elif isinstance(value, bytes | bytearray):
                 elements.append(bytes(value))
             else:
-                raise InvalidInput(f"input {name!r}: BYTES elements must be strings, got "
-                                   f"{type(value).__name__}", field=name)
+                raise InvalidInput(
+                    f"input {name!r}: BYTES elements must be strings, got {type(value).__name__}",
+                    field=name,
+                )
         return Tensor(name, datatype, shape, _object_array(elements, shape), parameters or {})
     try:
         data = np.asarray(flat, dtype=NUMPY_DTYPES[datatype])
     except (TypeError, ValueError, OverflowError) as err:
-        raise InvalidInput(f"input {name!r}: elements are not {datatype}: {err}",
-                           field=name) from None
+        raise InvalidInput(
+            f"input {name!r}: elements are not {datatype}: {err}", field=name
+        ) from None
     return Tensor(name, datatype, shape, data.reshape(shape), parameters or {})
 
 
@@ -207,6 +252,7 @@ def tensor_json_data(tensor: Tensor) -> list[Any]:
 
 
 # --- per-task tensors -------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -239,12 +285,17 @@ class TaskTensors:
 
 
 def _texts(name: str, values: Sequence[str]) -> Tensor:
-    return Tensor(name, "BYTES", (len(values),),
-                  _object_array([v.encode("utf-8") for v in values], (len(values),)))
+    return Tensor(
+        name,
+        "BYTES",
+        (len(values),),
+        _object_array([v.encode("utf-8") for v in values], (len(values),)),
+    )
 
 
-def _ranked(results: list[list[dict[str, Any]]], fields: Sequence[tuple[str, str, Any]]
-            ) -> list[Tensor]:
+def _ranked(
+    results: list[list[dict[str, Any]]], fields: Sequence[tuple[str, str, Any]]
+) -> list[Tensor]:
     """[N, k] tensors from N best-first lists; shorter lists are padded (BYTES "", numbers
     the given pad value) so that every row has the longest list's k entries."""
     k = max((len(r) for r in results), default=0)
@@ -265,8 +316,15 @@ def _classification_outputs(results: list[list[dict[str, Any]]]) -> list[Tensor]
 
 
 def _answer_outputs(results: list[list[dict[str, Any]]]) -> list[Tensor]:
-    return _ranked(results, [("answer", "BYTES", ""), ("score", "FP32", 0.0),
-                             ("start", "INT64", -1), ("end", "INT64", -1)])
+    return _ranked(
+        results,
+        [
+            ("answer", "BYTES", ""),
+            ("score", "FP32", 0.0),
+            ("start", "INT64", -1),
+            ("end", "INT64", -1),
+        ],
+    )
 
 
 def _embedding_outputs(results: list[list[float]]) -> list[Tensor]:
@@ -279,22 +337,29 @@ TEXT = TensorSpec("text", "BYTES", (-1,), "UTF-8 text, one request per element")
 TASK_TENSORS: dict[str, TaskTensors] = {
     "text-classification": TaskTensors(
         inputs=(TEXT,),
-        outputs=(TensorSpec("label", "BYTES", (-1, -1), "labels, best first (top_k per row)"),
-                 TensorSpec("score", "FP32", (-1, -1), "their scores")),
+        outputs=(
+            TensorSpec("label", "BYTES", (-1, -1), "labels, best first (top_k per row)"),
+            TensorSpec("score", "FP32", (-1, -1), "their scores"),
+        ),
         parameters=ClassificationParameters,
         items=lambda texts, params: [(t, params) for t in texts["text"]],
         encode=_classification_outputs,
     ),
     "question-answering": TaskTensors(
-        inputs=(TensorSpec("question", "BYTES", (-1,), "one question per request"),
-                TensorSpec("context", "BYTES", (-1,), "its context, same N as question")),
-        outputs=(TensorSpec("answer", "BYTES", (-1, -1), "answers, best first (top_k per row)"),
-                 TensorSpec("score", "FP32", (-1, -1), "their scores"),
-                 TensorSpec("start", "INT64", (-1, -1), "character offset in the context"),
-                 TensorSpec("end", "INT64", (-1, -1), "character offset past the answer")),
+        inputs=(
+            TensorSpec("question", "BYTES", (-1,), "one question per request"),
+            TensorSpec("context", "BYTES", (-1,), "its context, same N as question"),
+        ),
+        outputs=(
+            TensorSpec("answer", "BYTES", (-1, -1), "answers, best first (top_k per row)"),
+            TensorSpec("score", "FP32", (-1, -1), "their scores"),
+            TensorSpec("start", "INT64", (-1, -1), "character offset in the context"),
+            TensorSpec("end", "INT64", (-1, -1), "character offset past the answer"),
+        ),
         parameters=QuestionAnsweringParameters,
         items=lambda texts, params: [
-            (q, c, params) for q, c in zip(texts["question"], texts["context"], strict=True)],
+            (q, c, params) for q, c in zip(texts["question"], texts["context"], strict=True)
+        ],
         encode=_answer_outputs,
     ),
     "feature-extraction": TaskTensors(
@@ -313,8 +378,14 @@ TASK_TENSORS: dict[str, TaskTensors] = {
     ),
     "text-generation": TaskTensors(
         inputs=(TensorSpec("text", "BYTES", (-1,), "one prompt per element"),),
-        outputs=(TensorSpec("generated_text", "BYTES", (-1,),
-                            "the new text (prompt + new text with return_full_text)"),),
+        outputs=(
+            TensorSpec(
+                "generated_text",
+                "BYTES",
+                (-1,),
+                "the new text (prompt + new text with return_full_text)",
+            ),
+        ),
         parameters=GenerationParameters,
         items=lambda texts, params: list(texts["text"]),
         encode=lambda results: [_texts("generated_text", results)],
@@ -323,6 +394,7 @@ TASK_TENSORS: dict[str, TaskTensors] = {
 
 
 # --- validation -------------------------------------------------------------------------------
+
 
 def input_texts(table: TaskTensors, inputs: Sequence[Tensor]) -> dict[str, list[str]]:
     """The texts of every input the task takes, checked against its table: names, BYTES,
@@ -335,36 +407,49 @@ def input_texts(table: TaskTensors, inputs: Sequence[Tensor]) -> dict[str, list[
     expected = [spec.name for spec in table.inputs]
     unknown = sorted(set(by_name) - set(expected))
     if unknown:
-        raise InvalidInput(f"unknown input {unknown[0]!r}; this model takes "
-                           f"{', '.join(expected)}", field=unknown[0])
+        raise InvalidInput(
+            f"unknown input {unknown[0]!r}; this model takes {', '.join(expected)}",
+            field=unknown[0],
+        )
     texts: dict[str, list[str]] = {}
     count: int | None = None
     for spec in table.inputs:
         tensor = by_name.get(spec.name)
         if tensor is None:
-            raise InvalidInput(f"missing input {spec.name!r} ({spec.datatype} {list(spec.shape)})",
-                               field=spec.name)
+            raise InvalidInput(
+                f"missing input {spec.name!r} ({spec.datatype} {list(spec.shape)})", field=spec.name
+            )
         if tensor.datatype != spec.datatype:
-            raise InvalidInput(f"input {spec.name!r} must be {spec.datatype}, got "
-                               f"{tensor.datatype}", field=spec.name)
+            raise InvalidInput(
+                f"input {spec.name!r} must be {spec.datatype}, got {tensor.datatype}",
+                field=spec.name,
+            )
         shape = tensor.shape
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
-            raise InvalidInput(f"input {spec.name!r} must have shape [N] or [N, 1] with N >= 1, "
-                               f"got {list(shape)}", field=spec.name)
+            raise InvalidInput(
+                f"input {spec.name!r} must have shape [N] or [N, 1] with N >= 1, got {list(shape)}",
+                field=spec.name,
+            )
         if count is not None and shape[0] != count:
-            raise InvalidInput(f"input {spec.name!r} has {shape[0]} elements, "
-                               f"{table.inputs[0].name!r} has {count}", field=spec.name)
+            raise InvalidInput(
+                f"input {spec.name!r} has {shape[0]} elements, "
+                f"{table.inputs[0].name!r} has {count}",
+                field=spec.name,
+            )
         count = shape[0]
         values = []
         for i, element in enumerate(tensor.data.reshape(-1)):
             try:
                 text = bytes(element).decode("utf-8")
             except UnicodeDecodeError:
-                raise InvalidInput(f"input {spec.name!r}[{i}] is not valid UTF-8",
-                                   field=spec.name) from None
+                raise InvalidInput(
+                    f"input {spec.name!r}[{i}] is not valid UTF-8", field=spec.name
+                ) from None
             if not text.strip():
-                raise InvalidInput(f"input {spec.name!r}[{i}]: text must not be empty or only "
-                                   f"whitespace", field=spec.name)
+                raise InvalidInput(
+                    f"input {spec.name!r}[{i}]: text must not be empty or only whitespace",
+                    field=spec.name,
+                )
             values.append(text)
         texts[spec.name] = values
     return texts
@@ -372,19 +457,25 @@ def input_texts(table: TaskTensors, inputs: Sequence[Tensor]) -> dict[str, list[
 
 def task_parameters(table: TaskTensors, parameters: dict[str, Any]) -> BaseModel:
     """The task's parameter object from the request's `parameters` (protocol keys dropped)."""
-    values = {k: v for k, v in parameters.items()
-              if k not in PROTOCOL_PARAMETERS and not k.startswith("triton_")}
+    values = {
+        k: v
+        for k, v in parameters.items()
+        if k not in PROTOCOL_PARAMETERS and not k.startswith("triton_")
+    }
     try:
         return table.parameters.model_validate(values)
     except ValidationError as err:
         allowed = ", ".join(sorted(table.parameters.model_fields))
         raise InvalidInput.from_validation(
-            err.errors(), prefix="parameters",
-            unknown_key_hint=f"unknown parameter; this task takes {allowed}") from None
+            err.errors(),
+            prefix="parameters",
+            unknown_key_hint=f"unknown parameter; this task takes {allowed}",
+        ) from None
 
 
-def select_outputs(table: TaskTensors, outputs: list[Tensor],
-                   requested: Sequence[RequestedOutput]) -> list[Tensor]:
+def select_outputs(
+    table: TaskTensors, outputs: list[Tensor], requested: Sequence[RequestedOutput]
+) -> list[Tensor]:
     """The requested outputs in the requested order, or all of them when none is named."""
     if not requested:
         return outputs
@@ -393,7 +484,8 @@ def select_outputs(table: TaskTensors, outputs: list[Tensor],
     for output in requested:
         if output.name not in by_name:
             names = ", ".join(spec.name for spec in table.outputs)
-            raise InvalidInput(f"unknown output {output.name!r}; this model returns {names}",
-                               field=output.name)
+            raise InvalidInput(
+                f"unknown output {output.name!r}; this model returns {names}", field=output.name
+            )
         selected.append(by_name[output.name])
     return selected

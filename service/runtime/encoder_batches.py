@@ -77,8 +77,12 @@ def length_sorted_groups(
     return groups
 
 
-def split_for_runners(groups: list[list[int]], lengths: Sequence[int], runners: int,
-                      call_overhead_tokens: int = CALL_OVERHEAD_TOKENS) -> list[list[list[int]]]:
+def split_for_runners(
+    groups: list[list[int]],
+    lengths: Sequence[int],
+    runners: int,
+    call_overhead_tokens: int = CALL_OVERHEAD_TOKENS,
+) -> list[list[list[int]]]:
     """The groups dealt to `runners` single-threaded runners so that they finish together.
 
     A group costs `call_overhead_tokens + size * longest` padded tokens (its members are sorted
@@ -86,6 +90,7 @@ def split_for_runners(groups: list[list[int]], lengths: Sequence[int], runners: 
     fewer groups than runners or the busiest runner has over 1.25x its fair share; groups are
     then dealt costliest first to the least loaded runner. Returns one list of groups per runner
     (some may be empty)."""
+
     def cost(group: list[int]) -> int:
         return call_overhead_tokens + len(group) * lengths[group[0]]
 
@@ -197,7 +202,10 @@ class EncoderModel:
         return [o.name for o in self.session.get_outputs()]
 
     def truncating_tokenizer(
-        self, max_length: int, stride: int = 0, strategy: str = "longest_first",
+        self,
+        max_length: int,
+        stride: int = 0,
+        strategy: str = "longest_first",
         direction: str | None = None,
     ) -> Tokenizer:
         """A copy of the tokenizer that truncates like `transformers` does with these settings
@@ -220,8 +228,11 @@ class EncoderModel:
         return copy
 
     def encode(
-        self, texts: Sequence[str | tuple[str, str]], truncate: Sequence[bool],
-        field_name: str = "inputs", directions: Sequence[str | None] | None = None,
+        self,
+        texts: Sequence[str | tuple[str, str]],
+        truncate: Sequence[bool],
+        field_name: str = "inputs",
+        directions: Sequence[str | None] | None = None,
     ) -> list[Encoding]:
         """Tokenize with special tokens; inputs over the limit are cut if asked (from the side
         `directions` names per input, default the tokenizer's; a (text, text_pair) pair loses
@@ -241,7 +252,8 @@ class EncoderModel:
                 direction = directions[i] if directions is not None else None
                 text = texts[i]
                 encodings[i] = self.truncating_tokenizer(limit, direction=direction).encode(
-                    *(text if isinstance(text, tuple) else (text,)))
+                    *(text if isinstance(text, tuple) else (text,))
+                )
             count_tokens(sum(len(e) for e in encodings))
         return encodings
 
@@ -255,8 +267,9 @@ class EncoderModel:
         """
         results: list[tuple[np.ndarray, ...]] = [()] * len(encodings)
         lengths = [len(e) for e in encodings]
-        groups = length_sorted_groups(lengths, self.max_batch, self.max_batch_tokens,
-                                      self.call_overhead_tokens)
+        groups = length_sorted_groups(
+            lengths, self.max_batch, self.max_batch_tokens, self.call_overhead_tokens
+        )
 
         def run_groups(session: ort.InferenceSession, groups: list[list[int]]) -> None:
             for group in groups:
@@ -270,8 +283,7 @@ class EncoderModel:
         if self._pool is None or self.narrow is None or len(encodings) < 2:
             run_groups(self.session, groups)
             return results
-        mine, *theirs = split_for_runners(groups, lengths, self.runners,
-                                          self.call_overhead_tokens)
+        mine, *theirs = split_for_runners(groups, lengths, self.runners, self.call_overhead_tokens)
         others = [self._pool.submit(run_groups, self.narrow, dealt) for dealt in theirs if dealt]
         try:
             run_groups(self.narrow, mine)

@@ -49,13 +49,15 @@ class InvalidInput(ServingError):
         self.field = field
 
     @classmethod
-    def from_validation(cls, errors: Sequence[dict[str, Any]], prefix: str = "",
-                        unknown_key_hint: str | None = None) -> InvalidInput:
+    def from_validation(
+        cls, errors: Sequence[dict[str, Any]], prefix: str = "", unknown_key_hint: str | None = None
+    ) -> InvalidInput:
         """One InvalidInput from pydantic's `errors()`: the error that explains most (in a union,
         the branch that got furthest, not a type mismatch), its field as a dotted path under
         `prefix`, the message without pydantic's "Value error, " prefix."""
-        ranked = sorted(errors, key=lambda e: (str(e.get("type", "")).endswith("_type"),
-                                               -len(e.get("loc", ()))))
+        ranked = sorted(
+            errors, key=lambda e: (str(e.get("type", "")).endswith("_type"), -len(e.get("loc", ())))
+        )
         first = ranked[0] if ranked else {"loc": (), "msg": "invalid value"}
         field = field_path(tuple(first.get("loc", ())), prefix)
         message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")

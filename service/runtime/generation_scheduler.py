@@ -97,8 +97,15 @@ def _put_all(queue: asyncio.Queue[Any], items: list[Any]) -> None:
 class GenerationScheduler:
     """Owns one model's decode loop on a thread of its own; `submit` from the event loop."""
 
-    def __init__(self, generator: TextGenerator, name: str, *, max_active: int,
-                 max_waiting: int, on_step: StepObserver | None = None) -> None:
+    def __init__(
+        self,
+        generator: TextGenerator,
+        name: str,
+        *,
+        max_active: int,
+        max_waiting: int,
+        on_step: StepObserver | None = None,
+    ) -> None:
         self.generator = generator
         self.name = name
         self.max_active = max(1, max_active)
@@ -117,19 +124,22 @@ class GenerationScheduler:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def submit(self, sequence: DecodingSequence,
-               deadline: float | None = None) -> ScheduledGeneration:
+    def submit(
+        self, sequence: DecodingSequence, deadline: float | None = None
+    ) -> ScheduledGeneration:
         """Queue a prepared sequence; it joins the batch at the next step boundary. Raises
         Overloaded when `max_active` requests decode and `max_waiting` more wait already."""
-        generation = ScheduledGeneration(sequence, deadline, asyncio.get_running_loop(),
-                                         self._wake)
+        generation = ScheduledGeneration(sequence, deadline, asyncio.get_running_loop(), self._wake)
         with self._condition:
             if self._closed:
                 raise ModelLoadError(f"model {self.name!r} is shutting down")
             if self._in_flight >= self.max_active + self.max_waiting:
-                raise Overloaded(f"model {self.name!r} is generating at capacity "
-                                 f"({self.max_active} decoding together, {self.max_waiting} "
-                                 "waiting)", retry_after=1.0)
+                raise Overloaded(
+                    f"model {self.name!r} is generating at capacity "
+                    f"({self.max_active} decoding together, {self.max_waiting} "
+                    "waiting)",
+                    retry_after=1.0,
+                )
             self._waiting.append(generation)
             self._in_flight += 1
             self._condition.notify()
@@ -168,8 +178,11 @@ class GenerationScheduler:
                     self._step()
             except Exception as exc:  # a failed ORT call fails the requests it carried
                 log.exception("generation step failed on %s", self.name)
-                error = exc if isinstance(exc, ServingError) else ServingError(
-                    f"generation failed: {type(exc).__name__}")
+                error = (
+                    exc
+                    if isinstance(exc, ServingError)
+                    else ServingError(f"generation failed: {type(exc).__name__}")
+                )
                 self._retire(len(self._members))
                 for member in self._members:
                     member._fail(error)
@@ -195,13 +208,13 @@ class GenerationScheduler:
         if generation.cancelled:
             generation.closed = True
         else:
-            generation._fail(DeadlineExceeded(
-                "the request's deadline passed before generation finished"))
+            generation._fail(
+                DeadlineExceeded("the request's deadline passed before generation finished")
+            )
 
     def _leave(self, now: float) -> None:
         """Cancelled and expired members leave the batch before the next step."""
-        keep = [row for row, g in enumerate(self._members)
-                if not (g.cancelled or g.expired(now))]
+        keep = [row for row, g in enumerate(self._members) if not (g.cancelled or g.expired(now))]
         if len(keep) == len(self._members):
             return
         self._retire(len(self._members) - len(keep))
@@ -222,8 +235,11 @@ class GenerationScheduler:
         try:
             batch, first = self.generator.prefill([g.sequence for g in joining])
         except Exception as exc:
-            error = exc if isinstance(exc, ServingError) else ServingError(
-                f"generation failed: {type(exc).__name__}")
+            error = (
+                exc
+                if isinstance(exc, ServingError)
+                else ServingError(f"generation failed: {type(exc).__name__}")
+            )
             log.exception("prefill failed on %s", self.name)
             self._retire(len(joining))
             for generation in joining:

@@ -36,8 +36,9 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def create_session(path: Path, threads: int | None = None, spinning: bool = True
-                   ) -> ort.InferenceSession:
+def create_session(
+    path: Path, threads: int | None = None, spinning: bool = True
+) -> ort.InferenceSession:
     """An ORT CPU session with sequential execution and a fixed intra-op thread pool.
 
     `spinning=False` lets idle pool threads sleep instead of spinning: encoder models run one
@@ -54,5 +55,6 @@ def create_session(path: Path, threads: int | None = None, spinning: bool = True
     options.log_severity_level = 3
     options.add_session_config_entry(
         "session.intra_op.allow_spinning",
-        "1" if (spinning if DEFAULTS.allow_spinning is None else DEFAULTS.allow_spinning) else "0")
+        "1" if (spinning if DEFAULTS.allow_spinning is None else DEFAULTS.allow_spinning) else "0",
+    )
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

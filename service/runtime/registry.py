@@ -49,8 +49,9 @@ def _encoder_loader(cls: Any) -> Loader:
         runtime.encoder.max_batch = settings.batching.max_batch_size
         runtime.encoder.max_batch_tokens = settings.batching.max_batch_tokens
         runtime.encoder.call_overhead_tokens = settings.batching.call_overhead_tokens
-        runtime.encoder.use_runners(settings.models.encoder_runners
-                                    or _threads(settings) or default_threads())
+        runtime.encoder.use_runners(
+            settings.models.encoder_runners or _threads(settings) or default_threads()
+        )
         return runtime
 
     return load
@@ -58,10 +59,13 @@ def _encoder_loader(cls: Any) -> Loader:
 
 def _load_translator(path: Path, settings: Settings) -> Translator:
     src, _, tgt = settings.models.translation_pair.partition("-")
-    return Translator.load(path, threads=_threads(settings),
-                           max_new_tokens_limit=settings.limits.max_new_tokens,
-                           max_beams=settings.limits.max_num_beams,
-                           preferred_pair=(src, tgt) if tgt else None)
+    return Translator.load(
+        path,
+        threads=_threads(settings),
+        max_new_tokens_limit=settings.limits.max_new_tokens,
+        max_beams=settings.limits.max_num_beams,
+        preferred_pair=(src, tgt) if tgt else None,
+    )
 
 
 def _translate_items(runtime: Translator, items: Sequence[tuple[str, Any]]) -> list[str]:
@@ -82,30 +86,35 @@ TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec(
-            "text-classification", "classify",
+            "text-classification",
+            "classify",
             load=_encoder_loader(TextClassifier),
             run_batch=lambda runtime, items: runtime.classify(items),
         ),
         TaskSpec(
-            "question-answering", "answer",
+            "question-answering",
+            "answer",
             load=_encoder_loader(QuestionAnswerer),
             run_batch=lambda runtime, items: runtime.answer(items),
         ),
         TaskSpec(
-            "feature-extraction", "embed",
+            "feature-extraction",
+            "embed",
             load=_encoder_loader(Embedder),
             run_batch=lambda runtime, items: runtime.embed(items),
         ),
         TaskSpec(
-            "translation", "translate",
+            "translation",
+            "translate",
             load=_load_translator,
             run_batch=_translate_items,
         ),
         TaskSpec(
-            "text-generation", "generate",
+            "text-generation",
+            "generate",
             load=lambda path, settings: TextGenerator.load(
-                path, threads=_threads(settings),
-                max_new_tokens_cap=settings.limits.max_new_tokens),
+                path, threads=_threads(settings), max_new_tokens_cap=settings.limits.max_new_tokens
+            ),
             streams=True,
         ),
     )

@@ -16,8 +16,9 @@ import numpy as np
 FILTERED = -np.inf
 
 
-def apply_repetition_penalty(scores: np.ndarray, token_ids: np.ndarray,
-                             penalty: float) -> np.ndarray:
+def apply_repetition_penalty(
+    scores: np.ndarray, token_ids: np.ndarray, penalty: float
+) -> np.ndarray:
     """`RepetitionPenaltyLogitsProcessor`: every id seen (prompt and generated) once, negative
     scores multiplied and positive ones divided. `scores` is [..., vocab], `token_ids` [..., n]."""
     if penalty == 1.0 or token_ids.shape[-1] == 0:
@@ -41,16 +42,16 @@ def apply_logit_bias(scores: np.ndarray, bias: dict[int, float]) -> np.ndarray:
     return scores
 
 
-def apply_presence_frequency(scores: np.ndarray, generated: np.ndarray, presence: float,
-                             frequency: float) -> np.ndarray:
+def apply_presence_frequency(
+    scores: np.ndarray, generated: np.ndarray, presence: float, frequency: float
+) -> np.ndarray:
     """OpenAI's penalties over the tokens generated so far (not the prompt): each one that
     appeared loses `presence`, plus `frequency` per time it appeared."""
     if (not presence and not frequency) or generated.shape[-1] == 0:
         return scores
     ids, counts = np.unique(generated.astype(np.int64), return_counts=True)
     scores = scores.copy()
-    scores[..., ids] -= (np.float32(presence) + np.float32(frequency) * counts).astype(
-        scores.dtype)
+    scores[..., ids] -= (np.float32(presence) + np.float32(frequency) * counts).astype(scores.dtype)
     return scores
 
 
@@ -130,15 +131,17 @@ class TokenChooser:
             self.seed = new_seed()
         self.rng = np.random.default_rng(self.seed)
 
-    def process(self, logits: np.ndarray, token_ids: np.ndarray,
-                generated: np.ndarray | None = None) -> np.ndarray:
+    def process(
+        self, logits: np.ndarray, token_ids: np.ndarray, generated: np.ndarray | None = None
+    ) -> np.ndarray:
         """The scores the next token is chosen from: float32 [vocab], filtered ones at -inf.
         `token_ids` are the prompt and the tokens so far, `generated` the latter alone."""
         scores = logits.astype(np.float32, copy=False)
         scores = apply_logit_bias(scores, self.logit_bias)
         if generated is not None:
-            scores = apply_presence_frequency(scores, generated, self.presence_penalty,
-                                              self.frequency_penalty)
+            scores = apply_presence_frequency(
+                scores, generated, self.presence_penalty, self.frequency_penalty
+            )
         if self.repetition_penalty is not None:
             scores = apply_repetition_penalty(scores, token_ids, self.repetition_penalty)
         if self.do_sample:
@@ -150,9 +153,9 @@ class TokenChooser:
                 scores = apply_top_p(scores, self.top_p)
         return scores
 
-    def choose(self, logits: np.ndarray, token_ids: np.ndarray,
-               generated: np.ndarray | None = None
-               ) -> tuple[int, float, tuple[tuple[int, float], ...]]:
+    def choose(
+        self, logits: np.ndarray, token_ids: np.ndarray, generated: np.ndarray | None = None
+    ) -> tuple[int, float, tuple[tuple[int, float], ...]]:
         """(token id, its log-probability under the processed distribution, the `top_n` most
         likely (id, log-probability), best first)."""
         scores = self.process(logits, token_ids, generated)
@@ -165,8 +168,9 @@ class TokenChooser:
         if self.do_sample:
             cumulative = np.cumsum(np.exp(logprobs))
             # side="right" can never land on a zero-probability (filtered) token.
-            token = int(np.searchsorted(cumulative, self.rng.random() * cumulative[-1],
-                                        side="right"))
+            token = int(
+                np.searchsorted(cumulative, self.rng.random() * cumulative[-1], side="right")
+            )
             token = min(token, len(cumulative) - 1)
         else:
             token = int(np.argmax(scores))  # first maximum, like torch.argmax

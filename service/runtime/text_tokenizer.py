@@ -55,9 +55,11 @@ def require_unicode(text: str, field: str | None = "inputs") -> str:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         where = f"{field}: " if field else ""
-        raise InvalidInput(f"{where}text is not valid Unicode: lone surrogate "
-                           f"U+{ord(text[err.start]):04X} at character {err.start}",
-                           field=field) from None
+        raise InvalidInput(
+            f"{where}text is not valid Unicode: lone surrogate "
+            f"U+{ord(text[err.start]):04X} at character {err.start}",
+            field=field,
+        ) from None
     return text
 
 
@@ -78,8 +80,15 @@ class TextTokenizer:
         config = _read_json(model_dir / "tokenizer_config.json")
         specials: dict[str, str] = {}
         for source in (_read_json(model_dir / "special_tokens_map.json"), config):
-            for key in ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
-                        "cls_token", "mask_token"):
+            for key in (
+                "bos_token",
+                "eos_token",
+                "unk_token",
+                "sep_token",
+                "pad_token",
+                "cls_token",
+                "mask_token",
+            ):
                 content = _token_content(source.get(key))
                 if content is not None:
                     specials[key] = content
@@ -89,8 +98,9 @@ class TextTokenizer:
             template = template_file.read_text(encoding="utf-8")
         if isinstance(template, list):  # named templates: use the default one
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
-        return cls(tokenizer=tokenizer, config=config, special_tokens=specials,
-                   chat_template=template)
+        return cls(
+            tokenizer=tokenizer, config=config, special_tokens=specials, chat_template=template
+        )
 
     # --- special tokens -------------------------------------------------------------------------
     def token_id(self, name: str) -> int | None:
@@ -112,33 +122,40 @@ class TextTokenizer:
         return int(value) if value is not None and value < _NO_LIMIT else _NO_LIMIT
 
     # --- encode / decode ------------------------------------------------------------------------
-    def encode(self, text: str, pair: str | None = None,
-               add_special_tokens: bool = True) -> Encoding:
+    def encode(
+        self, text: str, pair: str | None = None, add_special_tokens: bool = True
+    ) -> Encoding:
         require_unicode(text)
         if pair is not None:
             require_unicode(pair)
         return self.tokenizer.encode(text, pair, add_special_tokens=add_special_tokens)
 
-    def encode_batch(self, texts: list[str | tuple[str, str]],
-                     add_special_tokens: bool = True) -> list[Encoding]:
+    def encode_batch(
+        self, texts: list[str | tuple[str, str]], add_special_tokens: bool = True
+    ) -> list[Encoding]:
         """Texts, or (text, text_pair) pairs encoded as one sequence with the model's separator
         (what a cross-encoder or a pair classifier reads)."""
         for index, text in enumerate(texts):
             field = f"inputs[{index}]" if len(texts) > 1 else "inputs"
-            for part in (text if isinstance(text, tuple) else (text,)):
+            for part in text if isinstance(text, tuple) else (text,):
                 require_unicode(part, field)
         return self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
 
-    def decode(self, ids: list[int], skip_special_tokens: bool = True,
-               clean_up_tokenization_spaces: bool | None = None) -> str:
+    def decode(
+        self,
+        ids: list[int],
+        skip_special_tokens: bool = True,
+        clean_up_tokenization_spaces: bool | None = None,
+    ) -> str:
         text = self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = bool(self.config.get("clean_up_tokenization_spaces"))
         return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
     # --- chat -----------------------------------------------------------------------------------
-    def apply_chat_template(self, messages: list[dict[str, Any]],
-                            add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+    ) -> str:
         """Render messages with the model's own template, in the sandbox `transformers` uses."""
         if not self.chat_template:
             raise ValueError("this model has no chat template")
@@ -148,12 +165,15 @@ class TextTokenizer:
         def raise_exception(message: str) -> None:
             raise TemplateError(message)
 
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                            extensions=["jinja2.ext.loopcontrols"])
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
         env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(
-            x, ensure_ascii=False, indent=indent)
+            x, ensure_ascii=False, indent=indent
+        )
         env.globals["raise_exception"] = raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         template = env.from_string(self.chat_template)
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                               **self.special_tokens)
+        return template.render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens
+        )

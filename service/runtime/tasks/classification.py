@@ -113,7 +113,8 @@ class TextClassifier:
         if not items:
             return []
         encodings = self.encoder.encode(
-            [text for text, _ in items], [params.truncate for _, params in items],
+            [text for text, _ in items],
+            [params.truncate for _, params in items],
             directions=[params.truncation_direction for _, params in items],
         )
         rows = self.encoder.run(encodings, ["logits"])

@@ -172,16 +172,17 @@ class Embedder:
             return text
         if name not in self.prompts:
             known = ", ".join(sorted(self.prompts)) or "none"
-            raise InvalidInput(f"prompt_name {name!r} is not one of this model's prompts "
-                               f"({known})", field="prompt_name")
+            raise InvalidInput(
+                f"prompt_name {name!r} is not one of this model's prompts ({known})",
+                field="prompt_name",
+            )
         return self.prompts[name] + text
 
     def count_tokens(self, texts: Sequence[str], params: EmbeddingParameters) -> list[int]:
         """Tokens each input is embedded from (special tokens and prompt included, capped at
         the model's limit as truncation leaves them): OpenAI's `usage`."""
         limit = self.encoder.max_input_tokens
-        encodings = self.encoder.tokenizer.encode_batch([self.prompted(t, params)
-                                                         for t in texts])
+        encodings = self.encoder.tokenizer.encode_batch([self.prompted(t, params) for t in texts])
         return [min(len(e), limit) for e in encodings]
 
     def _vector(self, tokens: np.ndarray, params: EmbeddingParameters) -> np.ndarray:

@@ -36,8 +36,11 @@ PROMPT_CONTEXT_TOKENS = 8
 # Proper prefixes of `clean_up_tokenization`'s patterns, longest first: text ending in one of
 # these may still change when the next token arrives, so it is held back from the stream.
 _CLEAN_UP_PENDING = (" n'", " 'v", " 'r", " n", " '", " ")
-_ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-                    "tensor(double)": np.float64}
+_ORT_FLOAT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
 
 # Every generated token is checked against every stop string: bound their number so that one
 # request cannot buy unbounded CPU per token (OpenAI allows 4, TGI 4 by default).
@@ -77,7 +80,8 @@ class GenerationParameters(BaseModel):
     return_full_text: bool = False
     details: bool = False
     truncate: bool | Annotated[int, Field(ge=1)] | None = Field(
-        default=None, validation_alias=AliasChoices("truncate", "truncation"))
+        default=None, validation_alias=AliasChoices("truncate", "truncation")
+    )
     # OpenAI's processors (before transformers' ones) and TGI's `top_n_tokens`: the most likely
     # alternatives reported with each token (0: only each token's own text, for logprobs).
     logit_bias: dict[int, Annotated[float, Field(ge=-100, le=100)]] = Field(default_factory=dict)
@@ -133,8 +137,7 @@ class IncrementalText:
     pipeline's: prompt tail plus generated tokens decoded, cleaned up, then cut after the prompt.
     """
 
-    def __init__(self, tokenizer: TextTokenizer, prompt_ids: Sequence[int],
-                 clean_up: bool) -> None:
+    def __init__(self, tokenizer: TextTokenizer, prompt_ids: Sequence[int], clean_up: bool) -> None:
         self._tokenizer = tokenizer.tokenizer
         self._ids = list(prompt_ids[-PROMPT_CONTEXT_TOKENS:])
         self._prefix = 0
@@ -158,26 +161,26 @@ class IncrementalText:
 
     def add(self, token_id: int) -> None:
         self._ids.append(token_id)
-        text = self._decode(self._ids[self._prefix:])
+        text = self._decode(self._ids[self._prefix :])
         if len(text) > len(self._prefix_text) and not text.endswith("\ufffd"):
-            self._raw += text[len(self._prefix_text):]
+            self._raw += text[len(self._prefix_text) :]
             self._prefix, self._read = self._read, len(self._ids)
-            self._prefix_text = self._decode(self._ids[self._prefix:self._read])
+            self._prefix_text = self._decode(self._ids[self._prefix : self._read])
 
     def flush(self) -> None:
         """Take in bytes still waiting for the rest of a character (decoded as U+FFFD)."""
         if self._read < len(self._ids):
-            text = self._decode(self._ids[self._prefix:])
-            self._raw += text[len(self._prefix_text):]
+            text = self._decode(self._ids[self._prefix :])
+            self._raw += text[len(self._prefix_text) :]
             self._prefix, self._read = self._read, len(self._ids)
-            self._prefix_text = self._decode(self._ids[self._prefix:self._read])
+            self._prefix_text = self._decode(self._ids[self._prefix : self._read])
 
     @property
     def text(self) -> str:
         """All complete text so far, including what is still held back from the stream."""
         if not self._clean_up:
             return self._raw
-        return self._clean(self._context + self._raw)[self._context_length:]
+        return self._clean(self._context + self._raw)[self._context_length :]
 
     def release(self, final: bool = False) -> str:
         """The text that became final since the last call."""
@@ -189,7 +192,7 @@ class IncrementalText:
                     break
         if len(text) <= len(self.released) or not text.startswith(self.released):
             return ""
-        piece = text[len(self.released):]
+        piece = text[len(self.released) :]
         self.released = text
         return piece
 
@@ -218,7 +221,8 @@ class DecodingSequence:
 
     def advance(self, logits: np.ndarray) -> GeneratedToken:
         token_id, logprob, top = self.chooser.choose(
-            logits, self.history[: self.length], self.history[len(self.prompt_ids): self.length])
+            logits, self.history[: self.length], self.history[len(self.prompt_ids) : self.length]
+        )
         self.history[self.length] = token_id
         self.length += 1
         text = self.detokenizer
@@ -233,9 +237,14 @@ class DecodingSequence:
             text.flush()
         alternatives = tuple((i, text.token_text(i), lp) for i, lp in top)
         piece = text.token_text(token_id) if self.params.top_n_tokens is not None else ""
-        token = GeneratedToken(id=token_id, text=text.release(final=self.finish_reason is not None),
-                               logprob=logprob, special=token_id in self.special_ids,
-                               top=alternatives, piece=piece)
+        token = GeneratedToken(
+            id=token_id,
+            text=text.release(final=self.finish_reason is not None),
+            logprob=logprob,
+            special=token_id in self.special_ids,
+            top=alternatives,
+            piece=piece,
+        )
         self.tokens.append(token)
         return token
 
@@ -245,7 +254,7 @@ class DecodingSequence:
         text, released = self.detokenizer.text, len(self.detokenizer.released)
         for stop in self.params.stop:
             # Text already released was searched before; a match may straddle its end.
-            if stop in text[max(0, released - len(stop) + 1):]:
+            if stop in text[max(0, released - len(stop) + 1) :]:
                 return stop
         return None
 
@@ -281,16 +290,23 @@ class _CacheLayout:
         inputs = [i for i in session.get_inputs() if i.name.startswith("past_key_values.")]
         outputs = {o.name for o in session.get_outputs()}
         if not inputs:
-            raise ModelLoadError("the generation graph has no past_key_values inputs; export it "
-                                 "with the text-generation-with-past task")
+            raise ModelLoadError(
+                "the generation graph has no past_key_values inputs; export it "
+                "with the text-generation-with-past task"
+            )
         past = tuple(i.name for i in inputs)
         present = tuple(name.replace("past_key_values.", "present.", 1) for name in past)
         missing = [name for name in present if name not in outputs]
         if missing:
             raise ModelLoadError(f"the generation graph lacks outputs {missing}")
         shape = inputs[0].shape
-        heads = shape[1] if isinstance(shape[1], int) else config.get(
-            "num_key_value_heads", config.get("num_attention_heads", config.get("n_head")))
+        heads = (
+            shape[1]
+            if isinstance(shape[1], int)
+            else config.get(
+                "num_key_value_heads", config.get("num_attention_heads", config.get("n_head"))
+            )
+        )
         if isinstance(shape[3], int):
             head_dim = shape[3]
         else:
@@ -349,12 +365,18 @@ class TextGenerator:
         self._input_names = frozenset(i.name for i in self.session.get_inputs())
         self._outputs = ["logits", *self.cache.present_names]
         self.special_ids = frozenset(
-            token_id for token_id, token in self.tokenizer.tokenizer.get_added_tokens_decoder()
-            .items() if token.special)
+            token_id
+            for token_id, token in self.tokenizer.tokenizer.get_added_tokens_decoder().items()
+            if token.special
+        )
 
     @classmethod
-    def load(cls, model_dir: Path, threads: int | None = None,
-             max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP) -> TextGenerator:
+    def load(
+        cls,
+        model_dir: Path,
+        threads: int | None = None,
+        max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP,
+    ) -> TextGenerator:
         model_dir = Path(model_dir)
         if not (model_dir / "model.onnx").exists():
             raise ModelLoadError(f"{model_dir} has no model.onnx")
@@ -366,21 +388,39 @@ class TextGenerator:
             eos = [tokenizer.eos_id]
         # As generate(): the model's pad id, else the first eos id. Padding is masked, so the
         # choice never shows in the output.
-        pad = next((v for v in (generation.get("pad_token_id"), config.get("pad_token_id"),
-                                tokenizer.pad_id, *eos) if v is not None), 0)
+        pad = next(
+            (
+                v
+                for v in (
+                    generation.get("pad_token_id"),
+                    config.get("pad_token_id"),
+                    tokenizer.pad_id,
+                    *eos,
+                )
+                if v is not None
+            ),
+            0,
+        )
         session = create_session(model_dir / "model.onnx", threads)
-        return cls(session=session, tokenizer=tokenizer, eos_token_ids=frozenset(eos),
-                   pad_token_id=int(pad), max_positions=_position_limit(config, tokenizer),
-                   cache=_CacheLayout.read(session, config), max_new_tokens_cap=max_new_tokens_cap,
-                   right_padded=(model_dir / "genai_config.json").exists())
+        return cls(
+            session=session,
+            tokenizer=tokenizer,
+            eos_token_ids=frozenset(eos),
+            pad_token_id=int(pad),
+            max_positions=_position_limit(config, tokenizer),
+            cache=_CacheLayout.read(session, config),
+            max_new_tokens_cap=max_new_tokens_cap,
+            right_padded=(model_dir / "genai_config.json").exists(),
+        )
 
     # --- chat and counting ----------------------------------------------------------------------
     @property
     def chat_template(self) -> str | None:
         return self.tokenizer.chat_template
 
-    def apply_chat_template(self, messages: list[dict[str, Any]],
-                            add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+    ) -> str:
         """The prompt text for a conversation; tokenize it with `add_special_tokens=False` (the
         template already holds the special tokens, as in transformers' chat pipeline)."""
         if not self.chat_template:
@@ -390,20 +430,27 @@ class TextGenerator:
         try:
             return self.tokenizer.apply_chat_template(messages, add_generation_prompt)
         except TemplateError as exc:
-            raise InvalidInput(f"chat template refused the messages: {exc}",
-                               field="messages") from exc
+            raise InvalidInput(
+                f"chat template refused the messages: {exc}", field="messages"
+            ) from exc
 
     def count_tokens(self, text: str, add_special_tokens: bool = True) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
 
     def warmup(self) -> None:
         """One short generation, so the first request does not pay ORT's first-run costs."""
-        self.generate(["Hello"], GenerationParameters(max_new_tokens=min(2,
-                                                                        self.max_new_tokens_cap)))
+        self.generate(
+            ["Hello"], GenerationParameters(max_new_tokens=min(2, self.max_new_tokens_cap))
+        )
 
     # --- generation -----------------------------------------------------------------------------
-    def stream(self, prompt: str, params: GenerationParameters | None = None, *,
-               add_special_tokens: bool = True) -> Iterator[GeneratedToken | GenerationResult]:
+    def stream(
+        self,
+        prompt: str,
+        params: GenerationParameters | None = None,
+        *,
+        add_special_tokens: bool = True,
+    ) -> Iterator[GeneratedToken | GenerationResult]:
         """Tokens as they are generated, then the `GenerationResult`.
 
         The prompt is validated now (InvalidInput is raised by this call, not by iteration);
@@ -419,17 +466,23 @@ class TextGenerator:
             yield from self.step(batch)
         yield sequence.result()
 
-    def generate(self, prompts: Sequence[str],
-                 params: GenerationParameters | Sequence[GenerationParameters] | None = None, *,
-                 add_special_tokens: bool = True) -> list[GenerationResult]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: GenerationParameters | Sequence[GenerationParameters] | None = None,
+        *,
+        add_special_tokens: bool = True,
+    ) -> list[GenerationResult]:
         """Several prompts decoded together (left-padded, one KV cache); each stops on its own
         and leaves the batch. `params` is one set for all prompts or one per prompt."""
         if params is None or isinstance(params, GenerationParameters):
             params = [params or GenerationParameters()] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError("give one GenerationParameters per prompt")
-        sequences = [self.prepare(prompt, p, add_special_tokens)
-                     for prompt, p in zip(prompts, params, strict=True)]
+        sequences = [
+            self.prepare(prompt, p, add_special_tokens)
+            for prompt, p in zip(prompts, params, strict=True)
+        ]
         if sequences:
             batch, _ = self.prefill(sequences)
             batch.drop_finished()
@@ -445,15 +498,22 @@ class TextGenerator:
         if params.max_new_tokens > self.max_new_tokens_cap:
             raise InvalidInput(
                 f"max_new_tokens must be at most {self.max_new_tokens_cap} for this model, "
-                f"got {params.max_new_tokens}", field="parameters.max_new_tokens")
+                f"got {params.max_new_tokens}",
+                field="parameters.max_new_tokens",
+            )
         if params.max_new_tokens >= self.max_positions:
             raise InvalidInput(
                 f"max_new_tokens must be less than this model's limit of {self.max_positions} "
                 f"tokens (prompt included), got {params.max_new_tokens}",
-                field="parameters.max_new_tokens")
+                field="parameters.max_new_tokens",
+            )
 
-    def prepare(self, prompt: str | Sequence[int], params: GenerationParameters,
-                add_special_tokens: bool = True) -> DecodingSequence:
+    def prepare(
+        self,
+        prompt: str | Sequence[int],
+        params: GenerationParameters,
+        add_special_tokens: bool = True,
+    ) -> DecodingSequence:
         """Tokenize and validate a prompt (text, or token ids as OpenAI's completions take them)
         into a sequence ready to join a batch (InvalidInput is raised here, before any
         decoding)."""
@@ -466,8 +526,10 @@ class TextGenerator:
                 ids = [int(i) for i in prompt]
                 bad = [i for i in ids if not 0 <= i < vocabulary]
                 if bad:
-                    raise InvalidInput(f"prompt: {bad[0]} is not a token id of this model "
-                                       f"(0..{vocabulary - 1})", field="prompt")
+                    raise InvalidInput(
+                        f"prompt: {bad[0]} is not a token id of this model (0..{vocabulary - 1})",
+                        field="prompt",
+                    )
             room = self.max_positions - (params.max_new_tokens or 1)
             truncate = params.truncate
             if truncate is True:
@@ -480,7 +542,8 @@ class TextGenerator:
                 f"input is {len(ids)} tokens long; with max_new_tokens={params.max_new_tokens} "
                 f"it exceeds this model's limit of {self.max_positions} tokens (at most {room} "
                 f"prompt tokens); send a shorter prompt, fewer max_new_tokens or truncate=true",
-                field="inputs")
+                field="inputs",
+            )
         if not ids:
             raise InvalidInput("inputs must not be empty", field="inputs")
         if params.max_new_tokens is None:
@@ -488,23 +551,35 @@ class TextGenerator:
             params = params.model_copy(update={"max_new_tokens": fill})
         bad = [i for i in params.logit_bias if not 0 <= i < vocabulary]
         if bad:
-            raise InvalidInput(f"logit_bias: {bad[0]} is not a token id of this model "
-                               f"(0..{vocabulary - 1})", field="logit_bias")
-        chooser = TokenChooser(do_sample=params.do_sample, temperature=params.temperature,
-                               top_k=params.top_k, top_p=params.top_p,
-                               repetition_penalty=params.repetition_penalty, seed=params.seed,
-                               logit_bias=dict(params.logit_bias),
-                               presence_penalty=params.presence_penalty or 0.0,
-                               frequency_penalty=params.frequency_penalty or 0.0,
-                               top_n=params.top_n_tokens or 0)
-        return DecodingSequence(prompt_ids=ids, params=params, chooser=chooser,
-                         detokenizer=IncrementalText(self.tokenizer, ids,
-                                                     self.clean_up_tokenization_spaces),
-                         eos_ids=self.eos_token_ids, special_ids=self.special_ids)
+            raise InvalidInput(
+                f"logit_bias: {bad[0]} is not a token id of this model (0..{vocabulary - 1})",
+                field="logit_bias",
+            )
+        chooser = TokenChooser(
+            do_sample=params.do_sample,
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            repetition_penalty=params.repetition_penalty,
+            seed=params.seed,
+            logit_bias=dict(params.logit_bias),
+            presence_penalty=params.presence_penalty or 0.0,
+            frequency_penalty=params.frequency_penalty or 0.0,
+            top_n=params.top_n_tokens or 0,
+        )
+        return DecodingSequence(
+            prompt_ids=ids,
+            params=params,
+            chooser=chooser,
+            detokenizer=IncrementalText(self.tokenizer, ids, self.clean_up_tokenization_spaces),
+            eos_ids=self.eos_token_ids,
+            special_ids=self.special_ids,
+        )
 
     # --- batched decoding: the primitives the scheduler and generate() share -------------------
-    def prefill(self, sequences: list[DecodingSequence]
-                ) -> tuple[DecodeBatch, list[GeneratedToken]]:
+    def prefill(
+        self, sequences: list[DecodingSequence]
+    ) -> tuple[DecodeBatch, list[GeneratedToken]]:
         """Run the left-padded prompts once and choose each one's first token.
 
         Only the last position's logits are read; rows that finished on their first token stay
@@ -522,8 +597,9 @@ class TextGenerator:
         # As transformers' prepare_inputs_for_generation: padding positions are set to 1.
         positions = np.where(mask == 1, np.cumsum(mask, axis=-1) - 1, 1)
         last = lengths - 1 if self.right_padded else None
-        logits, past = self._run_graph(input_ids, mask, positions, self.cache.empty(batch),
-                                       first=True, last=last)
+        logits, past = self._run_graph(
+            input_ids, mask, positions, self.cache.empty(batch), first=True, last=last
+        )
         state = DecodeBatch(list(sequences), mask, past, right_padded=self.right_padded)
         return state, state.advance(logits)
 
@@ -537,19 +613,28 @@ class TextGenerator:
         else:
             mask = np.concatenate([batch.mask, np.ones((rows, 1), np.int64)], axis=1)
         positions = mask.sum(axis=-1, keepdims=True) - 1
-        logits, batch.past = self._run_graph(batch.next_ids, mask, positions, batch.past,
-                                             first=False)
+        logits, batch.past = self._run_graph(
+            batch.next_ids, mask, positions, batch.past, first=False
+        )
         batch.mask = mask
         return batch.advance(logits)
 
-    def _run_graph(self, input_ids: np.ndarray, mask: np.ndarray, positions: np.ndarray,
-                   past: dict[str, Any], first: bool, last: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, dict[str, Any]]:
+    def _run_graph(
+        self,
+        input_ids: np.ndarray,
+        mask: np.ndarray,
+        positions: np.ndarray,
+        past: dict[str, Any],
+        first: bool,
+        last: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """One ORT call. The cache stays in ORT's own buffers (OrtValues) from one step to the
         next: `run` would copy every present key/value into numpy and back each step. `last`:
         each row's last real input position (right-padded prompts), else the final one."""
-        feed: dict[str, Any] = {"input_ids": _ortvalue(input_ids),
-                                "attention_mask": _ortvalue(mask)}
+        feed: dict[str, Any] = {
+            "input_ids": _ortvalue(input_ids),
+            "attention_mask": _ortvalue(mask),
+        }
         for name, value in past.items():
             feed[name] = value if isinstance(value, ort.OrtValue) else _ortvalue(value)
         if "position_ids" in self._input_names:
@@ -615,8 +700,9 @@ class DecodeBatch:
         else:
             start, end = (int(np.argmax(used)) if len(rows) else 0), mask.shape[1]
         self.mask = mask[:, start:end]
-        self.past = {name: _as_array(value)[index, :, start:end]
-                     for name, value in self.past.items()}
+        self.past = {
+            name: _as_array(value)[index, :, start:end] for name, value in self.past.items()
+        }
 
     def merge(self, other: DecodeBatch) -> None:
         """Append `other`'s rows; the shorter cache is padded (masked) to the longer."""
@@ -633,6 +719,7 @@ class DecodeBatch:
         self.sequences = self.sequences + other.sequences
         self.next_ids = np.concatenate([self.next_ids, other.next_ids])
         self.mask = np.concatenate([pad(self.mask, 1), pad(other.mask, 1)])
-        self.past = {name: np.concatenate([pad(_as_array(value), 2),
-                                           pad(_as_array(other.past[name]), 2)])
-                     for name, value in self.past.items()}
+        self.past = {
+            name: np.concatenate([pad(_as_array(value), 2), pad(_as_array(other.past[name]), 2)])
+            for name, value in self.past.items()
+        }

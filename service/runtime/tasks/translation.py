@@ -46,22 +46,41 @@ TARGET_TOKENIZER_FILE = "target_tokenizer.json"  # written for Marian by models/
 
 # transformers' GenerationConfig() values for the keys this module reads.
 _LIBRARY_DEFAULTS: dict[str, Any] = {
-    "max_length": 20, "max_new_tokens": None, "min_length": 0, "min_new_tokens": None,
-    "num_beams": 1, "length_penalty": 1.0, "early_stopping": False, "no_repeat_ngram_size": 0,
-    "bad_words_ids": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
-    "eos_token_id": None, "pad_token_id": None, "bos_token_id": None,
+    "max_length": 20,
+    "max_new_tokens": None,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "num_beams": 1,
+    "length_penalty": 1.0,
+    "early_stopping": False,
+    "no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "eos_token_id": None,
+    "pad_token_id": None,
+    "bos_token_id": None,
     "decoder_start_token_id": None,
 }
 # Text2TextGenerationPipeline._default_generation_config.
 _PIPELINE_DEFAULTS: dict[str, Any] = {"max_new_tokens": 256, "num_beams": 4}
 # Generation options whose non-default values would change the tokens and that we do not run.
 _UNSUPPORTED: dict[str, Any] = {
-    "do_sample": False, "num_beam_groups": 1, "diversity_penalty": 0.0,
-    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0,
-    "encoder_no_repeat_ngram_size": 0, "suppress_tokens": None, "begin_suppress_tokens": None,
-    "sequence_bias": None, "force_words_ids": None, "constraints": None,
-    "exponential_decay_length_penalty": None, "num_return_sequences": 1,
-    "renormalize_logits": False, "remove_invalid_values": False,
+    "do_sample": False,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "sequence_bias": None,
+    "force_words_ids": None,
+    "constraints": None,
+    "exponential_decay_length_penalty": None,
+    "num_return_sequences": 1,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
 }
 _NEG = np.float32(-1.0e9)  # transformers' "never choose this" score in beam search
 
@@ -80,8 +99,9 @@ class TranslationGenerateParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_new_tokens: int | None = Field(default=None, ge=1)
-    max_length: int | None = Field(default=None, ge=1,
-                                   description="tokens of the output, decoder start included")
+    max_length: int | None = Field(
+        default=None, ge=1, description="tokens of the output, decoder start included"
+    )
     min_new_tokens: int | None = Field(default=None, ge=0)
     min_length: int | None = Field(default=None, ge=0)
     num_beams: int | None = Field(default=None, ge=1)
@@ -120,12 +140,17 @@ class TranslationGenerateParameters(BaseModel):
 
     def search_options(self) -> dict[str, Any]:
         """The options that decide the tokens, as `generate` keyword arguments."""
-        return {key: getattr(self, key) for key in SEARCH_OPTIONS
-                if getattr(self, key) is not None}
+        return {key: getattr(self, key) for key in SEARCH_OPTIONS if getattr(self, key) is not None}
 
 
-SEARCH_OPTIONS = ("max_new_tokens", "max_length", "min_new_tokens", "min_length", "num_beams",
-                  "early_stopping")
+SEARCH_OPTIONS = (
+    "max_new_tokens",
+    "max_length",
+    "min_new_tokens",
+    "min_length",
+    "num_beams",
+    "early_stopping",
+)
 
 
 class TranslationParameters(BaseModel):
@@ -141,8 +166,9 @@ class TranslationParameters(BaseModel):
     max_new_tokens: int | None = Field(default=None, ge=1)
     num_beams: int | None = Field(default=None, ge=1)
     truncate: bool = False
-    truncation: bool | Literal["do_not_truncate", "longest_first", "only_first",
-                               "only_second"] | None = None
+    truncation: (
+        bool | Literal["do_not_truncate", "longest_first", "only_first", "only_second"] | None
+    ) = None
     clean_up_tokenization_spaces: bool = False  # the pipeline's default for translation
     generate_parameters: TranslationGenerateParameters | None = None
 
@@ -209,6 +235,7 @@ class LanguagePair:
 
 # ---- generation config resolution ---------------------------------------------------------------
 
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
@@ -219,12 +246,17 @@ def _as_ids(value: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, list | tuple) else (int(value),)
 
 
-def pipeline_generation_config(model_config: Mapping[str, Any],
-                               generation_config: Mapping[str, Any],
-                               task_params: Mapping[str, Any]) -> dict[str, Any]:
+def pipeline_generation_config(
+    model_config: Mapping[str, Any],
+    generation_config: Mapping[str, Any],
+    task_params: Mapping[str, Any],
+) -> dict[str, Any]:
     """The generation config a transformers translation pipeline would hand to `generate`."""
-    model_values = dict(generation_config) if generation_config else {
-        k: v for k, v in model_config.items() if k in _LIBRARY_DEFAULTS or k in _UNSUPPORTED}
+    model_values = (
+        dict(generation_config)
+        if generation_config
+        else {k: v for k, v in model_config.items() if k in _LIBRARY_DEFAULTS or k in _UNSUPPORTED}
+    )
     resolved = {**_LIBRARY_DEFAULTS, **_PIPELINE_DEFAULTS}
     for key, value in model_values.items():
         if key.startswith("_") or key == "transformers_version":
@@ -232,18 +264,23 @@ def pipeline_generation_config(model_config: Mapping[str, Any],
         default = _LIBRARY_DEFAULTS.get(key, _UNSUPPORTED.get(key))
         if resolved.get(key, default) == default and value != default:
             resolved[key] = value
-    if (resolved["max_new_tokens"] == _PIPELINE_DEFAULTS["max_new_tokens"]
-            and resolved["max_length"] is not None and resolved["max_length"] != 20):
+    if (
+        resolved["max_new_tokens"] == _PIPELINE_DEFAULTS["max_new_tokens"]
+        and resolved["max_length"] is not None
+        and resolved["max_length"] != 20
+    ):
         resolved["max_new_tokens"] = None
     resolved.update({k: v for k, v in task_params.items() if k != "prefix"})
     return resolved
 
 
-def settings_from_config(config: Mapping[str, Any],
-                         max_position_embeddings: int | None = None) -> GenerationSettings:
+def settings_from_config(
+    config: Mapping[str, Any], max_position_embeddings: int | None = None
+) -> GenerationSettings:
     """`generate`'s own length rules applied to a resolved generation config."""
-    unsupported = sorted(k for k, default in _UNSUPPORTED.items()
-                         if config.get(k, default) not in (default, None))
+    unsupported = sorted(
+        k for k, default in _UNSUPPORTED.items() if config.get(k, default) not in (default, None)
+    )
     if unsupported:
         raise ModelLoadError(f"generation options not supported by the ONNX runtime: {unsupported}")
     eos = _as_ids(config.get("eos_token_id"))
@@ -262,13 +299,20 @@ def settings_from_config(config: Mapping[str, Any],
     min_length = int(config.get("min_length") or 0)
     if config.get("min_new_tokens") is not None:
         min_length = int(config["min_new_tokens"]) + 1
-    bad_words = tuple(tuple(int(t) for t in seq) for seq in config.get("bad_words_ids") or ()
-                      if not (len(seq) == 1 and int(seq[0]) in eos))
+    bad_words = tuple(
+        tuple(int(t) for t in seq)
+        for seq in config.get("bad_words_ids") or ()
+        if not (len(seq) == 1 and int(seq[0]) in eos)
+    )
     early = config.get("early_stopping", False)
     forced_bos = config.get("forced_bos_token_id")
     return GenerationSettings(
-        decoder_start_token_id=int(start), eos_token_ids=eos, pad_token_id=pad,
-        max_length=max_length, min_length=min_length, num_beams=int(config.get("num_beams") or 1),
+        decoder_start_token_id=int(start),
+        eos_token_ids=eos,
+        pad_token_id=pad,
+        max_length=max_length,
+        min_length=min_length,
+        num_beams=int(config.get("num_beams") or 1),
         length_penalty=float(config.get("length_penalty", 1.0)),
         early_stopping=early if early == "never" else bool(early),
         no_repeat_ngram_size=int(config.get("no_repeat_ngram_size") or 0),
@@ -279,6 +323,7 @@ def settings_from_config(config: Mapping[str, Any],
 
 
 # ---- the ONNX graphs ----------------------------------------------------------------------------
+
 
 class Seq2SeqGraphs:
     """Encoder plus decoder with KV cache; hides whether the folder has split or merged decoders."""
@@ -299,52 +344,64 @@ class Seq2SeqGraphs:
             raise ModelLoadError(f"{model_dir} has no decoder ONNX graph")
         self._first_outputs = [o.name for o in self.first.get_outputs()]
         self._past_outputs = [o.name for o in self.with_past.get_outputs()]
-        self._past_inputs = [i for i in self.with_past.get_inputs()
-                             if i.name.startswith("past_key_values.")]
+        self._past_inputs = [
+            i for i in self.with_past.get_inputs() if i.name.startswith("past_key_values.")
+        ]
         hidden = [i.shape[2] for i in self.first.get_inputs() if i.name == "encoder_hidden_states"]
         self._hidden_size = hidden[0] if hidden and isinstance(hidden[0], int) else 1
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.encoder.run(None, {"input_ids": input_ids,
-                                       "attention_mask": attention_mask})[0]
+        return self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
-    def first_step(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray
-                   ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def first_step(
+        self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Logits of the last position, the decoder's self-attention cache, the cross cache."""
-        feed = {"input_ids": input_ids, "encoder_hidden_states": hidden,
-                "encoder_attention_mask": mask}
+        feed = {
+            "input_ids": input_ids,
+            "encoder_hidden_states": hidden,
+            "encoder_attention_mask": mask,
+        }
         if self.merged:
             feed["use_cache_branch"] = np.zeros(1, dtype=bool)
             for spec in self._past_inputs:  # ignored by the no-cache branch; any shape fits
-                feed[spec.name] = np.zeros((input_ids.shape[0], spec.shape[1], 0, spec.shape[3]),
-                                           dtype=np.float32)
+                feed[spec.name] = np.zeros(
+                    (input_ids.shape[0], spec.shape[1], 0, spec.shape[3]), dtype=np.float32
+                )
         outputs = dict(zip(self._first_outputs, self.first.run(None, feed), strict=True))
         self_kv, cross_kv = {}, {}
         for name, value in outputs.items():
             if name.startswith("present."):
-                past = "past_key_values." + name[len("present."):]
+                past = "past_key_values." + name[len("present.") :]
                 (cross_kv if ".encoder." in name else self_kv)[past] = value
         return outputs["logits"][:, -1, :], self_kv, cross_kv
 
-    def next_step(self, input_ids: np.ndarray, mask: np.ndarray, self_kv: dict[str, np.ndarray],
-                  cross_kv: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def next_step(
+        self,
+        input_ids: np.ndarray,
+        mask: np.ndarray,
+        self_kv: dict[str, np.ndarray],
+        cross_kv: dict[str, np.ndarray],
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         feed = {"input_ids": input_ids, "encoder_attention_mask": mask, **self_kv, **cross_kv}
         if self.merged:
             feed["use_cache_branch"] = np.ones(1, dtype=bool)
             # Unused by the cache branch (cross keys/values are cached), but its shape is checked.
-            feed["encoder_hidden_states"] = np.zeros((input_ids.shape[0], 1, self._hidden_size),
-                                                     dtype=np.float32)
+            feed["encoder_hidden_states"] = np.zeros(
+                (input_ids.shape[0], 1, self._hidden_size), dtype=np.float32
+            )
         new_kv = {}
         logits = None
         for name, value in zip(self._past_outputs, self.with_past.run(None, feed), strict=True):
             if name == "logits":
                 logits = value[:, -1, :]
             elif ".decoder." in name:
-                new_kv["past_key_values." + name[len("present."):]] = value
+                new_kv["past_key_values." + name[len("present.") :]] = value
         return logits, new_kv
 
 
 # ---- logits processors (transformers' order) ----------------------------------------------------
+
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     shifted = x - x.max(axis=-1, keepdims=True)
@@ -359,15 +416,15 @@ def process_scores(scores: np.ndarray, sequences: np.ndarray, s: GenerationSetti
         for row, tokens in enumerate(sequences.tolist()):
             seen: dict[tuple[int, ...], list[int]] = {}
             for i in range(len(tokens) - n + 1):
-                seen.setdefault(tuple(tokens[i:i + n - 1]), []).append(tokens[i + n - 1])
-            banned = seen.get(tuple(tokens[cur_len + 1 - n:cur_len]), [])
+                seen.setdefault(tuple(tokens[i : i + n - 1]), []).append(tokens[i + n - 1])
+            banned = seen.get(tuple(tokens[cur_len + 1 - n : cur_len]), [])
             scores[row, banned] = -np.inf
     for bad in s.bad_words_ids:
         if len(bad) == 1:
             scores[:, bad[0]] = -np.inf
         elif len(bad) <= cur_len:
             prefix = np.asarray(bad[:-1], dtype=sequences.dtype)
-            rows = np.all(sequences[:, cur_len - len(prefix):] == prefix, axis=1)
+            rows = np.all(sequences[:, cur_len - len(prefix) :] == prefix, axis=1)
             scores[rows, bad[-1]] = -np.inf
     if s.eos_token_ids and cur_len < s.min_length:
         scores[:, list(s.eos_token_ids)] = -np.inf
@@ -381,6 +438,7 @@ def process_scores(scores: np.ndarray, sequences: np.ndarray, s: GenerationSetti
 
 
 # ---- search -------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Batch:
@@ -418,8 +476,9 @@ def _top_k(values: np.ndarray, k: int) -> np.ndarray:
     return _gather(part, order)
 
 
-def greedy_search(graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray,
-                  s: GenerationSettings) -> list[list[int]]:
+def greedy_search(
+    graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray, s: GenerationSettings
+) -> list[list[int]]:
     """transformers' `_sample` with do_sample=False; each sentence's ids up to its eos."""
     n = hidden.shape[0]
     sequences = np.full((n, 1), s.decoder_start_token_id, dtype=np.int64)
@@ -443,12 +502,14 @@ def greedy_search(graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray,
             keep = np.flatnonzero(~done)
             active, sequences = active[keep], sequences[keep]
             state.take(keep, keep)
-        logits, state.self_kv = graphs.next_step(sequences[:, -1:], state.mask, state.self_kv,
-                                                 state.cross_kv)
+        logits, state.self_kv = graphs.next_step(
+            sequences[:, -1:], state.mask, state.self_kv, state.cross_kv
+        )
 
 
-def beam_search(graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray,
-                s: GenerationSettings) -> list[list[int]]:
+def beam_search(
+    graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray, s: GenerationSettings
+) -> list[list[int]]:
     """transformers 4.57 `_beam_search` (vectorised version), one best hypothesis per sentence."""
     batch, beams, max_length = hidden.shape[0], s.num_beams, s.max_length
     keep_k = max(2, 1 + len(s.eos_token_ids)) * beams
@@ -472,9 +533,11 @@ def beam_search(graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray,
     # Every beam of a sentence starts from the same token: compute once, then repeat per beam.
     logits = np.repeat(logits, beams, axis=0)
     is_eos = _eos_table(s, logits.shape[-1])
-    state = _Batch(np.repeat(mask, beams, axis=0),
-                   {k: np.repeat(v, beams, axis=0) for k, v in self_kv.items()},
-                   {k: np.repeat(v, beams, axis=0) for k, v in cross_kv.items()})
+    state = _Batch(
+        np.repeat(mask, beams, axis=0),
+        {k: np.repeat(v, beams, axis=0) for k, v in self_kv.items()},
+        {k: np.repeat(v, beams, axis=0) for k, v in cross_kv.items()},
+    )
     cur_len = 1
     while True:
         n = len(active)
@@ -482,7 +545,7 @@ def beam_search(graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray,
         history = running[:, :, :cur_len].reshape(n * beams, cur_len)
         log_probs = process_scores(log_probs, history, s)
         vocab = log_probs.shape[-1]
-        log_probs = (log_probs.reshape(n, beams, vocab) + running_scores[:, :, None])
+        log_probs = log_probs.reshape(n, beams, vocab) + running_scores[:, :, None]
         log_probs = log_probs.reshape(n, beams * vocab)
 
         # c. the best keep_k continuations over all beams of each sentence
@@ -507,7 +570,7 @@ def beam_search(graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray,
 
         # f. finished continuations enter the bank if they beat what it holds
         just_finished = hits & top_beams[None, :]
-        bank = top_scores / np.float32(cur_len ** lp)  # cur_len + 1 tokens, less the start
+        bank = top_scores / np.float32(cur_len**lp)  # cur_len + 1 tokens, less the start
         full = is_finished.all(axis=-1, keepdims=True) & (s.early_stopping is True)
         bank = bank + full.astype(np.float32) * _NEG
         bank = bank + (~unsatisfied).astype(np.float32) * _NEG
@@ -517,7 +580,8 @@ def beam_search(graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray,
         finished = _gather(np.concatenate([finished, top_sequences], axis=1), best)
         finished_scores = _gather(merged_scores, best)
         lengths = np.concatenate(
-            [finished_lengths, np.full((n, keep_k), cur_len + 1, dtype=np.int64)], axis=1)
+            [finished_lengths, np.full((n, keep_k), cur_len + 1, dtype=np.int64)], axis=1
+        )
         finished_lengths = _gather(lengths, best)
         is_finished = _gather(np.concatenate([is_finished, just_finished], axis=1), best)
 
@@ -525,7 +589,7 @@ def beam_search(graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray,
         cur_len += 1
         never = s.early_stopping == "never" and lp > 0.0
         best_length = max_length - 1 if never else cur_len - 1
-        best_running = running_scores[:, :1] / np.float32(best_length ** lp)
+        best_running = running_scores[:, :1] / np.float32(best_length**lp)
         worst_finished = np.where(is_finished, finished_scores.min(axis=1, keepdims=True), _NEG)
         unsatisfied = unsatisfied & np.any(best_running > worst_finished, axis=-1, keepdims=True)
         done = ~unsatisfied[:, 0]
@@ -553,10 +617,12 @@ def beam_search(graphs: Seq2SeqGraphs, hidden: np.ndarray, mask: np.ndarray,
         else:
             state.take(rows)
         logits, state.self_kv = graphs.next_step(
-            running[:, :, cur_len - 1].reshape(-1, 1), state.mask, state.self_kv, state.cross_kv)
+            running[:, :, cur_len - 1].reshape(-1, 1), state.mask, state.self_kv, state.cross_kv
+        )
 
 
 # ---- the task -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Translator:
@@ -574,9 +640,16 @@ class Translator:
     max_beams: int
 
     @classmethod
-    def load(cls, model_dir: Path, threads: int | None = None, *, max_new_tokens_limit: int = 512,
-             max_beams: int = 8, default_pair: tuple[str, str] | None = None,
-             preferred_pair: tuple[str, str] | None = None) -> Translator:
+    def load(
+        cls,
+        model_dir: Path,
+        threads: int | None = None,
+        *,
+        max_new_tokens_limit: int = 512,
+        max_beams: int = 8,
+        default_pair: tuple[str, str] | None = None,
+        preferred_pair: tuple[str, str] | None = None,
+    ) -> Translator:
         """Load an exported folder. `max_new_tokens_limit` and `max_beams` bound what a request
         may ask for (and clamp the model's own defaults); `default_pair` names the
         `translation_{src}_to_{tgt}` entry used when a request names no languages (else the
@@ -589,10 +662,13 @@ class Translator:
             from tokenizers import Tokenizer
 
             target_tokenizer = replace(
-                tokenizer, tokenizer=Tokenizer.from_file(str(model_dir / TARGET_TOKENIZER_FILE)))
-        pairs = [LanguagePair(*key.split("_")[1::2], task_params=value)
-                 for key, value in (model_config.get("task_specific_params") or {}).items()
-                 if key.startswith("translation_") and len(key.split("_")) == 4]
+                tokenizer, tokenizer=Tokenizer.from_file(str(model_dir / TARGET_TOKENIZER_FILE))
+            )
+        pairs = [
+            LanguagePair(*key.split("_")[1::2], task_params=value)
+            for key, value in (model_config.get("task_specific_params") or {}).items()
+            if key.startswith("translation_") and len(key.split("_")) == 4
+        ]
         src, tgt = tokenizer.config.get("source_lang"), tokenizer.config.get("target_lang")
         if not pairs and src and tgt:  # a single-pair model (Marian) that names its languages
             pairs = [LanguagePair(src, tgt)]
@@ -602,19 +678,27 @@ class Translator:
         if default_pair is not None:
             chosen = next((p for p in pairs if (p.src, p.tgt) == tuple(default_pair)), None)
             if chosen is None:
-                raise ModelLoadError(f"default pair {default_pair} is not one of the model's "
-                                     f"pairs: {', '.join(map(str, pairs)) or 'none'}")
+                raise ModelLoadError(
+                    f"default pair {default_pair} is not one of the model's "
+                    f"pairs: {', '.join(map(str, pairs)) or 'none'}"
+                )
         positions = model_config.get("max_position_embeddings")
         max_input = tokenizer.model_max_length
         if positions:  # absolute position embeddings bound both sides
             max_input = min(max_input, int(positions))
             max_new_tokens_limit = min(max_new_tokens_limit, int(positions) - 1)
         translator = cls(
-            graphs=Seq2SeqGraphs(model_dir, threads), tokenizer=tokenizer,
-            target_tokenizer=target_tokenizer, model_config=model_config,
-            generation_config=_read_json(model_dir / "generation_config.json"), pairs=pairs,
-            default_pair=chosen, max_input_tokens=max_input,
-            max_new_tokens_limit=max_new_tokens_limit, max_beams=max_beams)
+            graphs=Seq2SeqGraphs(model_dir, threads),
+            tokenizer=tokenizer,
+            target_tokenizer=target_tokenizer,
+            model_config=model_config,
+            generation_config=_read_json(model_dir / "generation_config.json"),
+            pairs=pairs,
+            default_pair=chosen,
+            max_input_tokens=max_input,
+            max_new_tokens_limit=max_new_tokens_limit,
+            max_beams=max_beams,
+        )
         for pair in pairs or [None]:  # refuse unsupported generation options now, not per request
             translator._base_settings(pair)
         return translator
@@ -630,25 +714,31 @@ class Translator:
             return self.default_pair
         if not self.pairs:  # a model that names no languages: the caller's choice is moot
             return None
-        matches = [p for p in self.pairs if (src is None or p.src == src)
-                   and (tgt is None or p.tgt == tgt)]
+        matches = [
+            p for p in self.pairs if (src is None or p.src == src) and (tgt is None or p.tgt == tgt)
+        ]
         if matches:
             return self.default_pair if self.default_pair in matches else matches[0]
         supported = ", ".join(map(str, self.pairs))
         field_name = "parameters.src_lang" if tgt is None else "parameters.tgt_lang"
-        raise InvalidInput(f"unsupported language pair {src or '*'}->{tgt or '*'}; "
-                           f"this model translates {supported}", field_name)
+        raise InvalidInput(
+            f"unsupported language pair {src or '*'}->{tgt or '*'}; "
+            f"this model translates {supported}",
+            field_name,
+        )
 
     def _base_settings(self, pair: LanguagePair | None) -> GenerationSettings:
-        config = pipeline_generation_config(self.model_config, self.generation_config,
-                                            pair.task_params if pair else {})
+        config = pipeline_generation_config(
+            self.model_config, self.generation_config, pair.task_params if pair else {}
+        )
         settings = settings_from_config(config, self.model_config.get("max_position_embeddings"))
         if settings.max_length - 1 > self.max_new_tokens_limit:
             settings = settings.with_overrides(max_length=self.max_new_tokens_limit + 1)
         return settings.with_overrides(num_beams=min(settings.num_beams, self.max_beams))
 
-    def generation_settings(self, params: TranslationParameters | None = None
-                            ) -> GenerationSettings:
+    def generation_settings(
+        self, params: TranslationParameters | None = None
+    ) -> GenerationSettings:
         """The settings a request runs with: the pipeline's resolved generation config, updated
         by the request's `generate` options as `generate(**kwargs)` updates it."""
         params = params or TranslationParameters()
@@ -656,8 +746,9 @@ class Translator:
         if not options:
             return self._base_settings(self._pair(params))
         pair = self._pair(params)
-        config = pipeline_generation_config(self.model_config, self.generation_config,
-                                            pair.task_params if pair else {})
+        config = pipeline_generation_config(
+            self.model_config, self.generation_config, pair.task_params if pair else {}
+        )
         config.update(options)
         settings = settings_from_config(config, self.model_config.get("max_position_embeddings"))
         where = "parameters.generate_parameters." if params.generate_parameters else "parameters."
@@ -667,14 +758,16 @@ class Translator:
             else:
                 key = "max_new_tokens" if "max_new_tokens" in options else "max_length"
                 field = ("parameters." if getattr(params, key, None) is not None else where) + key
-                raise InvalidInput(f"{key} must be at most {self.max_new_tokens_limit} new tokens",
-                                   field)
+                raise InvalidInput(
+                    f"{key} must be at most {self.max_new_tokens_limit} new tokens", field
+                )
         if settings.num_beams > self.max_beams:
             if "num_beams" not in options:
                 settings = settings.with_overrides(num_beams=self.max_beams)
             else:
-                field = "parameters.num_beams" if params.num_beams is not None \
-                    else where + "num_beams"
+                field = (
+                    "parameters.num_beams" if params.num_beams is not None else where + "num_beams"
+                )
                 raise InvalidInput(f"num_beams must be between 1 and {self.max_beams}", field)
         return settings
 
@@ -689,15 +782,22 @@ class Translator:
             if not truncate:
                 raise InvalidInput(
                     f"input {i} has {len(ids)} tokens; this model takes at most {limit} "
-                    "(set parameters.truncate to cut it)", "inputs")
+                    "(set parameters.truncate to cut it)",
+                    "inputs",
+                )
             # What a fast tokenizer does with truncation=True: cut the text, keep the specials.
             encoding = tokenizer.encode(prefix + texts[i], add_special_tokens=False)
             encoding.truncate(limit - tokenizer.num_special_tokens_to_add(False))
             encoded[i] = tokenizer.post_process(encoding).ids
         return encoded
 
-    def translate_ids(self, texts: list[str], params: TranslationParameters | None = None, *,
-                      settings: GenerationSettings | None = None) -> list[list[int]]:
+    def translate_ids(
+        self,
+        texts: list[str],
+        params: TranslationParameters | None = None,
+        *,
+        settings: GenerationSettings | None = None,
+    ) -> list[list[int]]:
         """Generated ids per text, as `generate` returns them for that text alone.
 
         Each list starts with the decoder start token and ends with eos unless the length limit
@@ -717,8 +817,8 @@ class Translator:
         input_ids = np.full((len(texts), width), pad, dtype=np.int64)
         attention_mask = np.zeros((len(texts), width), dtype=np.int64)
         for row, ids in enumerate(encoded):
-            input_ids[row, :len(ids)] = ids
-            attention_mask[row, :len(ids)] = 1
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
         hidden = self.graphs.encode(input_ids, attention_mask)
         search = beam_search if settings.num_beams > 1 else greedy_search
         return search(self.graphs, hidden, attention_mask, settings)
@@ -728,6 +828,9 @@ class Translator:
         cleaned up only when asked, the pipeline's default)."""
         params = params or TranslationParameters()
         clean = params.clean_up_tokenization_spaces
-        return [self.target_tokenizer.decode(ids, skip_special_tokens=True,
-                                             clean_up_tokenization_spaces=clean)
-                for ids in self.translate_ids(texts, params)]
+        return [
+            self.target_tokenizer.decode(
+                ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean
+            )
+            for ids in self.translate_ids(texts, params)
+        ]
