@@ -15,6 +15,7 @@ server stops its workers and exits with EXIT_CODE.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -90,8 +91,40 @@ def _watch(state: Path, max_failures: int, poll_s: float) -> None:
             return
 
 
-def _stop_with(code: int) -> None:
-    # SIGTERM runs the supervisor's graceful stop (the other workers drain and exit); once
-    # `bentoml serve` returns, the exit status becomes `code` instead of 0.
+def _stop_with(code: int, retry_s: float = 2.0, give_up_s: float = 60.0) -> None:
+    """SIGTERM ourselves until the supervisor stops, then, as a last resort, exit hard.
+
+    SIGTERM runs the supervisor's graceful stop (the other workers drain and exit); once
+    `bentoml serve` returns, the exit status becomes `code` instead of 0. Circus drops a stop
+    that arrives while it is respawning workers (its commands are exclusive: the "quit" fails
+    with a ConflictError and nothing else happens), which with two failing workers is most of
+    the time. A supervisor that took the stop spawns nothing more, so the signal is sent again
+    only while new workers keep appearing (a second one during a stop already under way would
+    be harmless, but one after circus restored the default handler would end the process with
+    the signal instead of `code`); one that has still not stopped after `give_up_s` has its
+    children killed and the process exits with `code`.
+    """
     atexit.register(os._exit, code)
+    me = psutil.Process()
+    deadline = time.monotonic() + give_up_s
     os.kill(os.getpid(), signal.SIGTERM)
+    seen = _children(me)
+    while time.monotonic() < deadline:
+        time.sleep(retry_s)
+        now = _children(me)
+        if now - seen:
+            log.warning("the supervisor is still starting workers; asking it to stop again")
+            os.kill(os.getpid(), signal.SIGTERM)
+        seen |= now
+    log.critical("the supervisor did not stop within %.0f s; killing its workers", give_up_s)
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    os._exit(code)
+
+
+def _children(me: psutil.Process) -> set[int]:
+    try:
+        return {child.pid for child in me.children(recursive=False)}
+    except psutil.Error:
+        return set()
