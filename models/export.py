@@ -10,14 +10,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-# Our task names -> Optimum exporter tasks (KV cache for every generative model).
-OPTIMUM_TASKS = {
-    "text-classification": "text-classification",
-    "question-answering": "question-answering",
-    "text-generation": "text-generation-with-past",
-    "translation": "text2text-generation-with-past",
-    "feature-extraction": "feature-extraction",
-}
+from service.runtime.registry import TASKS
+
+# Our task names -> Optimum exporter tasks (KV cache for every generative model), as each task
+# declares them (`ExportFacts` in its module).
+OPTIMUM_TASKS = {name: spec.export.optimum_task for name, spec in TASKS.items()}
 
 # Files a sentence-transformers checkpoint keeps beside the weights; the runtime reads pooling
 # and normalisation from them.

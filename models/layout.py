@@ -1,5 +1,5 @@
-"""The serving folder's ONNX layout per task: the one table export, optimization, parity and the
-store agree on.
+"""The serving folder's ONNX layout per task (from the task registry): what export,
+optimization, parity and the store agree on.
 
 The torch-free runtime loads exactly these graphs: `model.onnx` for single-graph tasks, and for
 seq2seq the encoder plus Optimum's two unmerged decoders (first step; steps with KV cache). The
@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from service.runtime.registry import TASKS as _REGISTERED
+
+# Each task declares its graphs where it is implemented (`ExportFacts` in its module).
 GRAPHS: dict[str, tuple[str, ...]] = {
-    "text-classification": ("model.onnx",),
-    "question-answering": ("model.onnx",),
-    "text-generation": ("model.onnx",),
-    "translation": ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"),
-    "feature-extraction": ("model.onnx",),
+    name: spec.export.graphs for name, spec in _REGISTERED.items()
 }
 TASKS = tuple(GRAPHS)
 

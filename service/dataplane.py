@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 from service import deadlines, metrics, request_logging, tracing
 from service.batching import AdaptiveBatcher
 from service.config import Settings
+from service.generation_scheduler import GenerationScheduler
 from service.model_repository import ModelRecord, load_records, portability_warnings
 from service.runtime import stages
-from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -30,7 +30,6 @@ from service.runtime.errors import (
     Overloaded,
     ServingError,
 )
-from service.runtime.generation_scheduler import GenerationScheduler
 from service.runtime.onnx_session import configure_sessions
 from service.runtime.registry import TASKS, TaskSpec
 
@@ -217,9 +216,7 @@ class DataPlane:
             served.batcher.close()
         if served.scheduler:
             served.scheduler.close()
-        encoder = getattr(served.runtime, "encoder", None)
-        if isinstance(encoder, EncoderModel):  # classification, QA, embeddings: runners
-            encoder.close()
+        served.runtime.close()
 
     def _make_batcher(self, served: ServedModel) -> AdaptiveBatcher[Any, Any]:
         b = self.settings.batching
@@ -443,6 +440,22 @@ class DataPlane:
             return results
 
     # --- generation -----------------------------------------------------------------------------
+    async def generate(
+        self,
+        prompt: str | Sequence[int],
+        params: Any,
+        model: str | None,
+        protocol: str,
+        task: str = "text-generation",
+    ) -> Any:
+        """The final result of a generation (`generate_stream` drained: the same scheduling,
+        deadlines and metrics), for adapters that answer once."""
+        final = None
+        async for event in self.generate_stream(prompt, params, model, protocol, task):
+            if not getattr(event, "is_token", False):
+                final = event
+        return final
+
     async def generate_stream(
         self,
         prompt: str | Sequence[int],

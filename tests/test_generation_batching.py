@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from service.generation_scheduler import GenerationScheduler
 from service.runtime.errors import DeadlineExceeded, Overloaded
-from service.runtime.generation_scheduler import GenerationScheduler
 from service.runtime.tasks.generation import GenerationParameters, TextGenerator
 
 PROMPTS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 
 def _not_blank(value: str) -> str:
@@ -25,3 +25,18 @@ Text = Annotated[str, AfterValidator(_not_blank)]
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ]
+
+
+class TaskRequest(BaseModel):
+    """The envelope of every Hugging Face task payload: the task's `inputs` and `parameters`
+    (declared by each task's request model) and which served model answers."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: ModelName | None = Field(
+        None, description="A served model name (GET /models); default: the task's default model"
+    )
+
+
+def as_list(inputs: str | list[str]) -> list[str]:
+    """`inputs` as a list: one string is a batch of one."""
+    return [inputs] if isinstance(inputs, str) else inputs

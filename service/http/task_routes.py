@@ -1,12 +1,15 @@
-"""Hugging Face task payloads over HTTP: /classify, /answer, /generate, /translate, /embed.
+"""Hugging Face task payloads over HTTP: one `POST /{endpoint}` per registered task, plus TGI's
+and TEI's routes (/generate, /generate_stream, `POST /`, /predict) and /health, /models.
 
-Thin adapters: validate the envelope (`inputs`, `parameters`, optional `model`), hand the data
-plane independent items, shape the answer the way `huggingface_hub.InferenceClient` and the
-`transformers` pipelines return it.
+Thin adapters: each task declares its payload route (`HttpRoute`: request model, items, answer
+shape, the way `huggingface_hub.InferenceClient` and the `transformers` pipelines return it) in
+its module; the routes here are generated from the registry and hand the data plane independent
+items.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -23,29 +26,10 @@ from service.http.generation_schema import (
 )
 from service.http.streaming import EventStreamResponse
 from service.runtime.errors import InvalidInput
-from service.runtime.tasks.classification import ClassificationParameters
-from service.runtime.tasks.embeddings import EmbeddingParameters
-from service.runtime.tasks.question_answering import QuestionAnsweringParameters
-from service.runtime.tasks.translation import TranslationParameters
+from service.runtime.registry import TASKS, TaskSpec
+from service.runtime.tasks.classification import ClassificationParameters, Label
 
 router = APIRouter(responses=TASK_ERRORS)
-
-
-class Envelope(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: ModelName | None = Field(
-        None, description="A served model name (GET /models); default: the task's default model"
-    )
-
-
-class ClassifyRequest(Envelope):
-    inputs: Text | list[Text] = Field(..., examples=["I loved this film."])
-    parameters: ClassificationParameters = Field(default_factory=ClassificationParameters)
-
-
-class Label(BaseModel):
-    label: str
-    score: float
 
 
 class PredictRequest(BaseModel):
@@ -102,58 +86,6 @@ class PredictRequest(BaseModel):
 MAX_LABELS = 1 << 20  # "all of them": a classifier's labels are returned sliced to this
 
 
-class QuestionContext(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    question: Text
-    context: Text
-
-
-class AnswerRequest(Envelope):
-    inputs: QuestionContext = Field(
-        ..., examples=[{"question": "Where is the cat?", "context": "The cat sleeps on the mat."}]
-    )
-    parameters: QuestionAnsweringParameters = Field(default_factory=QuestionAnsweringParameters)
-
-
-class Answer(BaseModel):
-    answer: str
-    score: float
-    start: int
-    end: int
-
-
-class TranslateRequest(Envelope):
-    inputs: Text | list[Text] = Field(..., examples=["The house is wonderful."])
-    parameters: TranslationParameters = Field(default_factory=TranslationParameters)
-
-
-class Translation(BaseModel):
-    translation_text: str
-
-
-class EmbedRequest(Envelope):
-    """TEI's `/embed` and the HF feature-extraction spec put the options at the top level
-    (`InferenceClient.feature_extraction` sends them there); the older `parameters` object keeps
-    working, and a top-level value wins over it."""
-
-    inputs: Text | list[Text] = Field(..., examples=["A sentence to embed."])
-    normalize: bool | None = None
-    truncate: bool | None = None
-    truncation_direction: Literal["left", "right", "Left", "Right"] | None = None
-    prompt_name: str | None = None
-    parameters: EmbeddingParameters = Field(default_factory=EmbeddingParameters)
-
-    def options(self) -> EmbeddingParameters:
-        top = {
-            k: v
-            for k in ("normalize", "truncate", "truncation_direction", "prompt_name")
-            if (v := getattr(self, k)) is not None
-        }
-        if not top:
-            return self.parameters
-        return EmbeddingParameters.model_validate({**self.parameters.model_dump(), **top})
-
-
 class ServedModelInfo(BaseModel):
     task: str
     name: str
@@ -176,22 +108,45 @@ def plane(request: Request) -> DataPlane:
     return request.app.state.plane
 
 
-def _as_list(inputs: str | list[str]) -> list[str]:
-    return [inputs] if isinstance(inputs, str) else inputs
+def _add_task_route(spec: TaskSpec) -> None:
+    """`POST /{endpoint}` for a task that declares a Hugging Face payload route: the body
+    becomes independent items for the data plane, their results the task's answer."""
+    http = spec.http
+    assert http is not None
 
+    async def route(body: Any, request: Request, response: Response) -> Any:
+        results = await plane(request).run_batched(spec.name, http.items(body), body.model, "http")
+        untrained.flag(response, request, spec.name, body.model)
+        return http.respond(results, body)
 
-@router.post("/classify", response_model=list[list[Label]], tags=["tasks"])
-async def classify(body: ClassifyRequest, request: Request, response: Response) -> Any:
-    """Text classification (`text-classification` pipeline payload).
-
-    One list of labels per input, a single string included (`[[...]]`), as the Hugging Face
-    Inference API answers: `InferenceClient.text_classification` takes the first list."""
-    texts = _as_list(body.inputs)
-    labels = await plane(request).run_batched(
-        "text-classification", [(t, body.parameters) for t in texts], body.model, "http"
+    # FastAPI reads the body model from the signature: give it the task's request type.
+    route.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                "body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=http.request
+            ),
+            inspect.Parameter(
+                "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
+            ),
+            inspect.Parameter(
+                "response", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Response
+            ),
+        ]
     )
-    untrained.flag(response, request, "text-classification", body.model)
-    return labels
+    router.add_api_route(
+        f"/{spec.endpoint}",
+        route,
+        methods=["POST"],
+        response_model=http.response,
+        tags=["tasks"],
+        name=spec.endpoint,
+        description=inspect.cleandoc(http.summary),
+    )
+
+
+for _spec in TASKS.values():
+    if _spec.http is not None:
+        _add_task_route(_spec)
 
 
 @router.post("/predict", response_model=list[Label] | list[list[Label]], tags=["tasks"])
@@ -205,38 +160,6 @@ async def predict(body: PredictRequest, request: Request, response: Response) ->
     )
     untrained.flag(response, request, "text-classification", body.model)
     return labels if batch else labels[0]
-
-
-@router.post("/answer", response_model=Answer | list[Answer], tags=["tasks"])
-async def answer(body: AnswerRequest, request: Request, response: Response) -> Any:
-    """Extractive question answering (`question-answering` pipeline payload)."""
-    item = (body.inputs.question, body.inputs.context, body.parameters)
-    (answers,) = await plane(request).run_batched("question-answering", [item], body.model, "http")
-    untrained.flag(response, request, "question-answering", body.model)
-    return answers[0] if body.parameters.top_k == 1 and answers else answers
-
-
-@router.post("/translate", response_model=list[Translation], tags=["tasks"])
-async def translate(body: TranslateRequest, request: Request, response: Response) -> Any:
-    """Translation (`translation` pipeline payload)."""
-    texts = _as_list(body.inputs)
-    outputs = await plane(request).run_batched(
-        "translation", [(t, body.parameters) for t in texts], body.model, "http"
-    )
-    untrained.flag(response, request, "translation", body.model)
-    return [{"translation_text": text} for text in outputs]
-
-
-@router.post("/embed", response_model=list[list[float]], tags=["tasks"])
-async def embed(body: EmbedRequest, request: Request, response: Response) -> Any:
-    """Sentence embeddings (`feature-extraction` payload, TEI `/embed` semantics)."""
-    texts = _as_list(body.inputs)
-    options = body.options()
-    vectors = await plane(request).run_batched(
-        "feature-extraction", [(t, options) for t in texts], body.model, "http"
-    )
-    untrained.flag(response, request, "feature-extraction", body.model)
-    return vectors
 
 
 _TGI_STREAMS = {
@@ -253,17 +176,14 @@ async def _generate(
     """The final TGI answer object, or TGI's Server-Sent Events when `stream`."""
     dp = plane(request)
     params = body.to_runtime_parameters()
-    events = dp.generate_stream(body.inputs, params, body.model, "http")
     if stream:
+        events = dp.generate_stream(body.inputs, params, body.model, "http")
         first = await anext(events)  # errors before the first token still get a 4xx status
         return EventStreamResponse(
             generation_events_as_tgi_sse(first, events, body),
             headers=untrained.headers_for(dp, "text-generation", body.model),
         )
-    final = None
-    async for event in events:
-        if not getattr(event, "is_token", False):
-            final = event
+    final = await dp.generate(body.inputs, params, body.model, "http")
     untrained.flag(response, request, "text-generation", body.model)
     return tgi_response(final, body)
 

@@ -15,7 +15,6 @@ from typing import Any
 from service import deadlines, metrics
 from service.dataplane import DataPlane, ServedModel
 from service.kserve.tensors import (
-    TASK_TENSORS,
     InferenceRequest,
     InferenceResponse,
     TaskTensors,
@@ -126,7 +125,7 @@ class V2DataPlane:
         return served
 
     def tensors(self, served: ServedModel) -> TaskTensors:
-        return TASK_TENSORS[served.task]
+        return served.spec.tensors
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
@@ -287,11 +286,6 @@ class V2DataPlane:
             raise
 
     async def _generate(self, served: ServedModel, prompt: str, params: Any, protocol: str) -> str:
-        final = None
-        async for event in self.plane.generate_stream(
-            prompt, params, served.name, protocol, task=served.task
-        ):
-            if not getattr(event, "is_token", False):
-                final = event
+        final = await self.plane.generate(prompt, params, served.name, protocol, served.task)
         text = final.generated_text if final is not None else ""
         return prompt + text if params.return_full_text else text

@@ -1,8 +1,9 @@
 """Tensors of the Open Inference Protocol (v2): wire encodings and one table of tensors per task.
 
 Both adapters (gRPC and REST) decode their wire format into `Tensor`s with the helpers here and
-encode `Tensor`s back; `TASK_TENSORS` says, per task, which tensors a model takes and returns
-and how they become data-plane items and come back from results. Adding a task is adding a row.
+encode `Tensor`s back. Each task declares its own `TaskTensors` (which tensors a model takes and
+returns, how they become data-plane items and come back from results) in its module, with the
+helpers here (`ranked_tensors`, `text_tensor`).
 
 Text travels as BYTES: a [N] (or [N, 1]) tensor of UTF-8 strings is N independent requests,
 submitted together so that they batch. Raw BYTES contents (gRPC `raw_input_contents`, the REST
@@ -21,11 +22,6 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from service.runtime.errors import InvalidInput
-from service.runtime.tasks.classification import ClassificationParameters
-from service.runtime.tasks.embeddings import EmbeddingParameters
-from service.runtime.tasks.generation import GenerationParameters
-from service.runtime.tasks.question_answering import QuestionAnsweringParameters
-from service.runtime.tasks.translation import TranslationParameters
 
 # v2 datatype -> numpy dtype (little-endian, as the wire is).
 NUMPY_DTYPES: dict[str, np.dtype] = {
@@ -284,7 +280,8 @@ class TaskTensors:
     encode: Encoder
 
 
-def _texts(name: str, values: Sequence[str]) -> Tensor:
+def text_tensor(name: str, values: Sequence[str]) -> Tensor:
+    """A [N] BYTES tensor of UTF-8 texts."""
     return Tensor(
         name,
         "BYTES",
@@ -293,11 +290,12 @@ def _texts(name: str, values: Sequence[str]) -> Tensor:
     )
 
 
-def _ranked(
+def ranked_tensors(
     results: list[list[dict[str, Any]]], fields: Sequence[tuple[str, str, Any]]
 ) -> list[Tensor]:
-    """[N, k] tensors from N best-first lists; shorter lists are padded (BYTES "", numbers
-    the given pad value) so that every row has the longest list's k entries."""
+    """[N, k] tensors from N best-first lists of dicts, one tensor per (key, datatype, pad);
+    shorter lists are padded (BYTES "", numbers the given pad value) so that every row has the
+    longest list's k entries."""
     k = max((len(r) for r in results), default=0)
     tensors = []
     for key, datatype, pad in fields:
@@ -311,86 +309,12 @@ def _ranked(
     return tensors
 
 
-def _classification_outputs(results: list[list[dict[str, Any]]]) -> list[Tensor]:
-    return _ranked(results, [("label", "BYTES", ""), ("score", "FP32", 0.0)])
-
-
-def _answer_outputs(results: list[list[dict[str, Any]]]) -> list[Tensor]:
-    return _ranked(
-        results,
-        [
-            ("answer", "BYTES", ""),
-            ("score", "FP32", 0.0),
-            ("start", "INT64", -1),
-            ("end", "INT64", -1),
-        ],
-    )
-
-
-def _embedding_outputs(results: list[list[float]]) -> list[Tensor]:
-    data = np.asarray(results, dtype=np.float32)
-    return [Tensor("embedding", "FP32", tuple(data.shape), data)]
-
-
 TEXT = TensorSpec("text", "BYTES", (-1,), "UTF-8 text, one request per element")
 
-TASK_TENSORS: dict[str, TaskTensors] = {
-    "text-classification": TaskTensors(
-        inputs=(TEXT,),
-        outputs=(
-            TensorSpec("label", "BYTES", (-1, -1), "labels, best first (top_k per row)"),
-            TensorSpec("score", "FP32", (-1, -1), "their scores"),
-        ),
-        parameters=ClassificationParameters,
-        items=lambda texts, params: [(t, params) for t in texts["text"]],
-        encode=_classification_outputs,
-    ),
-    "question-answering": TaskTensors(
-        inputs=(
-            TensorSpec("question", "BYTES", (-1,), "one question per request"),
-            TensorSpec("context", "BYTES", (-1,), "its context, same N as question"),
-        ),
-        outputs=(
-            TensorSpec("answer", "BYTES", (-1, -1), "answers, best first (top_k per row)"),
-            TensorSpec("score", "FP32", (-1, -1), "their scores"),
-            TensorSpec("start", "INT64", (-1, -1), "character offset in the context"),
-            TensorSpec("end", "INT64", (-1, -1), "character offset past the answer"),
-        ),
-        parameters=QuestionAnsweringParameters,
-        items=lambda texts, params: [
-            (q, c, params) for q, c in zip(texts["question"], texts["context"], strict=True)
-        ],
-        encode=_answer_outputs,
-    ),
-    "feature-extraction": TaskTensors(
-        inputs=(TEXT,),
-        outputs=(TensorSpec("embedding", "FP32", (-1, -1), "one vector per text"),),
-        parameters=EmbeddingParameters,
-        items=lambda texts, params: [(t, params) for t in texts["text"]],
-        encode=_embedding_outputs,
-    ),
-    "translation": TaskTensors(
-        inputs=(TEXT,),
-        outputs=(TensorSpec("translation_text", "BYTES", (-1,), "one translation per text"),),
-        parameters=TranslationParameters,
-        items=lambda texts, params: [(t, params) for t in texts["text"]],
-        encode=lambda results: [_texts("translation_text", results)],
-    ),
-    "text-generation": TaskTensors(
-        inputs=(TensorSpec("text", "BYTES", (-1,), "one prompt per element"),),
-        outputs=(
-            TensorSpec(
-                "generated_text",
-                "BYTES",
-                (-1,),
-                "the new text (prompt + new text with return_full_text)",
-            ),
-        ),
-        parameters=GenerationParameters,
-        items=lambda texts, params: list(texts["text"]),
-        encode=lambda results: [_texts("generated_text", results)],
-    ),
-}
+
+def one_text_per_item(texts: dict[str, list[str]], params: Any) -> list[Any]:
+    """Items of a task whose only input is `text`: (text, parameters) per element."""
+    return [(t, params) for t in texts["text"]]
 
 
 # --- validation -------------------------------------------------------------------------------

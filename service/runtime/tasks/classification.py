@@ -14,8 +14,18 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from service.http.fields import TaskRequest, Text, as_list
+from service.kserve.tensors import (
+    TEXT,
+    TaskTensors,
+    Tensor,
+    TensorSpec,
+    one_text_per_item,
+    ranked_tensors,
+)
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import ModelLoadError
+from service.runtime.task import ExportFacts, HttpRoute, task
 from service.runtime.text_tokenizer import TextTokenizer
 
 ScoreFunction = Literal["softmax", "sigmoid", "none"]
@@ -39,6 +49,43 @@ class ClassificationParameters(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+
+class ClassifyRequest(TaskRequest):
+    inputs: Text | list[Text] = Field(..., examples=["I loved this film."])
+    parameters: ClassificationParameters = Field(default_factory=ClassificationParameters)
+
+
+class Label(BaseModel):
+    label: str
+    score: float
+
+
+def _outputs(results: list[list[dict[str, Any]]]) -> list[Tensor]:
+    return ranked_tensors(results, [("label", "BYTES", ""), ("score", "FP32", 0.0)])
+
+
+HTTP = HttpRoute(
+    request=ClassifyRequest,
+    response=list[list[Label]],
+    items=lambda body: [(t, body.parameters) for t in as_list(body.inputs)],
+    respond=lambda results, body: results,
+    summary="""Text classification (`text-classification` pipeline payload).
+
+    One list of labels per input, a single string included (`[[...]]`), as the Hugging Face
+    Inference API answers: `InferenceClient.text_classification` takes the first list.""",
+)
+
+TENSORS = TaskTensors(
+    inputs=(TEXT,),
+    outputs=(
+        TensorSpec("label", "BYTES", (-1, -1), "labels, best first (top_k per row)"),
+        TensorSpec("score", "FP32", (-1, -1), "their scores"),
+    ),
+    parameters=ClassificationParameters,
+    items=one_text_per_item,
+    encode=_outputs,
+)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -75,6 +122,14 @@ def _labels(config: dict[str, Any], width: Any) -> list[str]:
     return [id2label[i] for i in range(len(id2label))]
 
 
+@task(
+    "text-classification",
+    endpoint="classify",
+    parameters=ClassificationParameters,
+    http=HTTP,
+    tensors=TENSORS,
+    export=ExportFacts("text-classification"),
+)
 @dataclass
 class TextClassifier:
     encoder: EncoderModel
@@ -104,6 +159,12 @@ class TextClassifier:
 
     def warmup(self) -> None:
         self.classify([("warm up", ClassificationParameters())])
+
+    def run(self, items: Sequence[tuple[str | tuple[str, str], ClassificationParameters]]) -> Any:
+        return self.classify(items)
+
+    def close(self) -> None:
+        self.encoder.close()
 
     def classify(
         self, items: Sequence[tuple[str | tuple[str, str], ClassificationParameters]]

@@ -17,8 +17,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from service.http.fields import TaskRequest, Text, as_list
+from service.kserve.tensors import TEXT, TaskTensors, Tensor, TensorSpec, one_text_per_item
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.task import ExportFacts, HttpRoute, task
 from service.runtime.text_tokenizer import TextTokenizer
 
 TOKEN_OUTPUTS = ("token_embeddings", "last_hidden_state")
@@ -51,6 +54,56 @@ class EmbeddingParameters(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+
+class EmbedRequest(TaskRequest):
+    """TEI's `/embed` and the HF feature-extraction spec put the options at the top level
+    (`InferenceClient.feature_extraction` sends them there); the older `parameters` object keeps
+    working, and a top-level value wins over it."""
+
+    inputs: Text | list[Text] = Field(..., examples=["A sentence to embed."])
+    normalize: bool | None = None
+    truncate: bool | None = None
+    truncation_direction: Literal["left", "right", "Left", "Right"] | None = None
+    prompt_name: str | None = None
+    parameters: EmbeddingParameters = Field(default_factory=EmbeddingParameters)
+
+    def options(self) -> EmbeddingParameters:
+        top = {
+            k: v
+            for k in ("normalize", "truncate", "truncation_direction", "prompt_name")
+            if (v := getattr(self, k)) is not None
+        }
+        if not top:
+            return self.parameters
+        return EmbeddingParameters.model_validate({**self.parameters.model_dump(), **top})
+
+
+def _embed_items(body: EmbedRequest) -> list[tuple[str, EmbeddingParameters]]:
+    options = body.options()
+    return [(t, options) for t in as_list(body.inputs)]
+
+
+def _outputs(results: list[list[float]]) -> list[Tensor]:
+    data = np.asarray(results, dtype=np.float32)
+    return [Tensor("embedding", "FP32", tuple(data.shape), data)]
+
+
+HTTP = HttpRoute(
+    request=EmbedRequest,
+    response=list[list[float]],
+    items=_embed_items,
+    respond=lambda results, body: results,
+    summary="Sentence embeddings (`feature-extraction` payload, TEI `/embed` semantics).",
+)
+
+TENSORS = TaskTensors(
+    inputs=(TEXT,),
+    outputs=(TensorSpec("embedding", "FP32", (-1, -1), "one vector per text"),),
+    parameters=EmbeddingParameters,
+    items=one_text_per_item,
+    encode=_outputs,
+)
 
 
 def _weighted_mean(tokens: np.ndarray) -> np.ndarray:
@@ -105,6 +158,14 @@ def prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
     return named, (default if default in named else None)
 
 
+@task(
+    "feature-extraction",
+    endpoint="embed",
+    parameters=EmbeddingParameters,
+    http=HTTP,
+    tensors=TENSORS,
+    export=ExportFacts("feature-extraction"),
+)
 @dataclass
 class Embedder:
     encoder: EncoderModel
@@ -149,6 +210,12 @@ class Embedder:
 
     def warmup(self) -> None:
         self.embed([("warm up", EmbeddingParameters())])
+
+    def run(self, items: Sequence[tuple[str, EmbeddingParameters]]) -> list[list[float]]:
+        return self.embed(items)
+
+    def close(self) -> None:
+        self.encoder.close()
 
     def embed(self, items: Sequence[tuple[str, EmbeddingParameters]]) -> list[list[float]]:
         """One vector per input, for independent requests batched together."""

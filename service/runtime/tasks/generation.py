@@ -21,10 +21,13 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from service.config import Settings
+from service.kserve.tensors import TaskTensors, TensorSpec, text_tensor
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.onnx_session import create_session
 from service.runtime.sampling import TokenChooser
 from service.runtime.stages import tokenizing
+from service.runtime.task import ExportFacts, task, threads
 from service.runtime.text_tokenizer import TextTokenizer, clean_up_tokenization
 
 # TGI's historical default (and the pipeline's max_length=20 budget for short prompts).
@@ -339,6 +342,39 @@ def _position_limit(config: dict[str, Any], tokenizer: TextTokenizer) -> int:
     return tokenizer.model_max_length
 
 
+# Generation's HTTP routes are TGI's (`/generate`, `/generate_stream`, `POST /`) and OpenAI's,
+# protocol adapters of their own (http/task_routes.py, http/openai_routes.py).
+TENSORS = TaskTensors(
+    inputs=(TensorSpec("text", "BYTES", (-1,), "one prompt per element"),),
+    outputs=(
+        TensorSpec(
+            "generated_text",
+            "BYTES",
+            (-1,),
+            "the new text (prompt + new text with return_full_text)",
+        ),
+    ),
+    parameters=GenerationParameters,
+    items=lambda texts, params: list(texts["text"]),
+    encode=lambda results: [text_tensor("generated_text", results)],
+)
+
+
+def _load(path: Path, settings: Settings) -> TextGenerator:
+    return TextGenerator.load(
+        path, threads=threads(settings), max_new_tokens_cap=settings.limits.max_new_tokens
+    )
+
+
+@task(
+    "text-generation",
+    endpoint="generate",
+    parameters=GenerationParameters,
+    tensors=TENSORS,
+    export=ExportFacts("text-generation-with-past"),
+    load=_load,
+    streams=True,
+)
 @dataclass
 class TextGenerator:
     """A causal LM served from an Optimum `text-generation-with-past` export, or from the graph
@@ -442,6 +478,9 @@ class TextGenerator:
         self.generate(
             ["Hello"], GenerationParameters(max_new_tokens=min(2, self.max_new_tokens_cap))
         )
+
+    def close(self) -> None:
+        """Nothing to release: the session goes with the object."""
 
     # --- generation -----------------------------------------------------------------------------
     def stream(

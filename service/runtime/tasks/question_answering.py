@@ -22,9 +22,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Encoding
 
+from service.http.fields import TaskRequest, Text
+from service.kserve.tensors import TaskTensors, Tensor, TensorSpec, ranked_tensors
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.stages import tokenizing
+from service.runtime.task import ExportFacts, HttpRoute, task
 from service.runtime.text_tokenizer import TextTokenizer, require_unicode
 
 LOGITS = ("start_logits", "end_logits")
@@ -45,6 +48,71 @@ class QuestionAnsweringParameters(BaseModel):
     max_question_len: int = Field(default=64, ge=1)
     handle_impossible_answer: bool = False
     align_to_words: bool = True
+
+
+class QuestionContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: Text
+    context: Text
+
+
+class AnswerRequest(TaskRequest):
+    inputs: QuestionContext = Field(
+        ..., examples=[{"question": "Where is the cat?", "context": "The cat sleeps on the mat."}]
+    )
+    parameters: QuestionAnsweringParameters = Field(default_factory=QuestionAnsweringParameters)
+
+
+class Answer(BaseModel):
+    answer: str
+    score: float
+    start: int
+    end: int
+
+
+def _respond(results: list[list[dict[str, Any]]], body: AnswerRequest) -> Any:
+    """The best answer as an object when `top_k` is 1, as the pipeline returns it."""
+    (answers,) = results
+    return answers[0] if body.parameters.top_k == 1 and answers else answers
+
+
+def _outputs(results: list[list[dict[str, Any]]]) -> list[Tensor]:
+    return ranked_tensors(
+        results,
+        [
+            ("answer", "BYTES", ""),
+            ("score", "FP32", 0.0),
+            ("start", "INT64", -1),
+            ("end", "INT64", -1),
+        ],
+    )
+
+
+HTTP = HttpRoute(
+    request=AnswerRequest,
+    response=Answer | list[Answer],
+    items=lambda body: [(body.inputs.question, body.inputs.context, body.parameters)],
+    respond=_respond,
+    summary="Extractive question answering (`question-answering` pipeline payload).",
+)
+
+TENSORS = TaskTensors(
+    inputs=(
+        TensorSpec("question", "BYTES", (-1,), "one question per request"),
+        TensorSpec("context", "BYTES", (-1,), "its context, same N as question"),
+    ),
+    outputs=(
+        TensorSpec("answer", "BYTES", (-1, -1), "answers, best first (top_k per row)"),
+        TensorSpec("score", "FP32", (-1, -1), "their scores"),
+        TensorSpec("start", "INT64", (-1, -1), "character offset in the context"),
+        TensorSpec("end", "INT64", (-1, -1), "character offset past the answer"),
+    ),
+    parameters=QuestionAnsweringParameters,
+    items=lambda texts, params: [
+        (q, c, params) for q, c in zip(texts["question"], texts["context"], strict=True)
+    ],
+    encode=_outputs,
+)
 
 
 def decode_spans(
@@ -132,6 +200,14 @@ class Window:
     p_mask: np.ndarray
 
 
+@task(
+    "question-answering",
+    endpoint="answer",
+    parameters=QuestionAnsweringParameters,
+    http=HTTP,
+    tensors=TENSORS,
+    export=ExportFacts("question-answering"),
+)
 @dataclass
 class QuestionAnswerer:
     encoder: EncoderModel
@@ -157,6 +233,14 @@ class QuestionAnswerer:
 
     def warmup(self) -> None:
         self.answer([("What is this?", "A warm-up call.", QuestionAnsweringParameters())])
+
+    def run(
+        self, items: Sequence[tuple[str, str, QuestionAnsweringParameters]]
+    ) -> list[list[dict[str, Any]]]:
+        return self.answer(items)
+
+    def close(self) -> None:
+        self.encoder.close()
 
     def answer(
         self, items: Sequence[tuple[str, str, QuestionAnsweringParameters]]

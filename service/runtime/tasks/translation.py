@@ -29,7 +29,7 @@ language pair is the pipeline built for the task `translation_{src}_to_{tgt}`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -37,9 +37,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.config import Settings
+from service.http.fields import TaskRequest, Text, as_list
+from service.kserve.tensors import TEXT, TaskTensors, TensorSpec, one_text_per_item, text_tensor
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.onnx_session import create_session
 from service.runtime.stages import tokenizing
+from service.runtime.task import ExportFacts, HttpRoute, task, threads
 from service.runtime.text_tokenizer import TextTokenizer
 
 TARGET_TOKENIZER_FILE = "target_tokenizer.json"  # written for Marian by models/marian_tokenizer.py
@@ -624,6 +628,55 @@ def beam_search(
 # ---- the task -----------------------------------------------------------------------------------
 
 
+class TranslateRequest(TaskRequest):
+    inputs: Text | list[Text] = Field(..., examples=["The house is wonderful."])
+    parameters: TranslationParameters = Field(default_factory=TranslationParameters)
+
+
+class Translation(BaseModel):
+    translation_text: str
+
+
+HTTP = HttpRoute(
+    request=TranslateRequest,
+    response=list[Translation],
+    items=lambda body: [(t, body.parameters) for t in as_list(body.inputs)],
+    respond=lambda results, body: [{"translation_text": text} for text in results],
+    summary="Translation (`translation` pipeline payload).",
+)
+
+TENSORS = TaskTensors(
+    inputs=(TEXT,),
+    outputs=(TensorSpec("translation_text", "BYTES", (-1,), "one translation per text"),),
+    parameters=TranslationParameters,
+    items=one_text_per_item,
+    encode=lambda results: [text_tensor("translation_text", results)],
+)
+
+
+def _load(path: Path, settings: Settings) -> Translator:
+    src, _, tgt = settings.models.translation_pair.partition("-")
+    return Translator.load(
+        path,
+        threads=threads(settings),
+        max_new_tokens_limit=settings.limits.max_new_tokens,
+        max_beams=settings.limits.max_num_beams,
+        preferred_pair=(src, tgt) if tgt else None,
+    )
+
+
+@task(
+    "translation",
+    endpoint="translate",
+    parameters=TranslationParameters,
+    http=HTTP,
+    tensors=TENSORS,
+    export=ExportFacts(
+        "text2text-generation-with-past",
+        graphs=("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"),
+    ),
+    load=_load,
+)
 @dataclass
 class Translator:
     """A loaded translation model: tokenizers, ONNX graphs, the defaults requests start from."""
@@ -834,3 +887,19 @@ class Translator:
             )
             for ids in self.translate_ids(texts, params)
         ]
+
+    def run(self, items: Sequence[tuple[str, TranslationParameters]]) -> list[str]:
+        """Independent requests batched together; items with equal parameters share one
+        `translate` call (beams need one setting)."""
+        results: list[str | None] = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, (_, params) in enumerate(items):
+            groups.setdefault(params.model_dump_json(), []).append(i)
+        for indices in groups.values():
+            outputs = self.translate([items[i][0] for i in indices], items[indices[0]][1])
+            for i, text in zip(indices, outputs, strict=True):
+                results[i] = text
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Nothing to release: the sessions go with the object."""

@@ -1,0 +1,97 @@
+"""The task registry is the one list of tasks: every door of the service and the export side
+read it, and nothing else lists tasks by hand."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.routing import APIRoute
+
+from service.config import load_settings
+from service.http.app import create_app
+from service.http.early_shedding import TASK_ROUTES
+from service.runtime.registry import TASKS
+from service.runtime.task import ExportFacts, TaskSpec, register
+
+ALL = sorted(TASKS)
+
+
+def test_the_registry_holds_every_task_module():
+    assert set(TASKS) == {
+        "text-classification",
+        "question-answering",
+        "feature-extraction",
+        "translation",
+        "text-generation",
+    }
+    for spec in TASKS.values():
+        assert spec.runtime is not None and spec.runtime.__module__.startswith(
+            "service.runtime.tasks."
+        )
+        # The runtime protocol: a batched task runs items, a decoder streams; all warm and close.
+        assert callable(spec.runtime.warmup) and callable(spec.runtime.close)
+        assert callable(spec.runtime.stream if spec.streams else spec.runtime.run)
+        assert (spec.run_batch is None) == spec.streams
+
+
+def test_http_task_routes_are_generated_from_the_registry():
+    from service.http.task_routes import router
+
+    posts = {
+        route.path: route
+        for route in router.routes
+        if isinstance(route, APIRoute) and "POST" in route.methods
+    }
+    for spec in TASKS.values():
+        if spec.http is None:
+            continue
+        route = posts[f"/{spec.endpoint}"]
+        assert route.body_field is not None and route.body_field.field_info.annotation is spec.http.request
+        assert route.response_model == spec.http.response
+    schema = create_app(load_settings()).openapi()
+    assert schema["paths"]["/classify"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ] == {"$ref": "#/components/schemas/ClassifyRequest"}
+
+
+def test_v2_tensors_shedding_and_export_are_keyed_by_the_registry():
+    from models.export import OPTIMUM_TASKS
+    from models.layout import GRAPHS
+    from models.parity import COMPARISONS
+
+    batched = {f"/{s.endpoint}": s.name for s in TASKS.values() if s.run_batch is not None}
+    assert batched.items() <= TASK_ROUTES.items()
+    assert set(GRAPHS) == set(OPTIMUM_TASKS) == set(TASKS)
+    # Every task can be validated against PyTorch when exported.
+    assert set(COMPARISONS) == set(TASKS)
+    for name, spec in TASKS.items():
+        assert GRAPHS[name] == spec.export.graphs
+        assert OPTIMUM_TASKS[name] == spec.export.optimum_task
+        assert spec.tensors.parameters is spec.parameters
+        assert spec.tensors.inputs and spec.tensors.outputs
+
+
+def test_a_task_name_or_endpoint_is_registered_once():
+    existing = TASKS["text-classification"]
+
+    clash = TaskSpec(
+        name="text-classification",
+        endpoint="classify-again",
+        parameters=existing.parameters,
+        load=existing.load,
+        tensors=existing.tensors,
+        export=ExportFacts("text-classification"),
+    )
+    with pytest.raises(ValueError, match="registered twice"):
+        register(clash)
+    with pytest.raises(ValueError, match="/classify"):
+        register(
+            TaskSpec(
+                name="another-task",
+                endpoint="classify",
+                parameters=existing.parameters,
+                load=existing.load,
+                tensors=existing.tensors,
+                export=ExportFacts("text-classification"),
+            )
+        )
+    assert "another-task" not in TASKS and TASKS["text-classification"] is existing
