@@ -128,6 +128,14 @@ class AdaptiveBatcher(Generic[T, R]):
             for job in jobs:
                 job.future.cancel()
             raise
+        except Exception as exc:
+            # Say which of the caller's items failed (each was run alone when one was refused).
+            for index, job in enumerate(jobs):
+                done = job.future.done() and not job.future.cancelled()
+                if done and job.future.exception() is exc:
+                    exc.item_index = index  # type: ignore[attr-defined]
+                    break
+            raise
 
     async def submit(self, item: T) -> R:
         return (await self.submit_many([item]))[0]

@@ -415,26 +415,36 @@ class DataPlane:
             if span is not None:
                 tracing.end_request(span, outcome, error)
 
-    def _check_inputs(self, count: int) -> None:
+    def _check_inputs(self, count: int, field: str = "inputs") -> None:
         if count == 0:
-            raise InvalidInput("at least one input is required", field="inputs")
+            raise InvalidInput("at least one input is required", field=field)
         if count > self.settings.limits.max_inputs:
             raise InvalidInput(
                 f"{count} inputs; at most {self.settings.limits.max_inputs} per request",
-                field="inputs",
+                field=field,
             )
 
     async def run_batched(
-        self, task: str, items: Sequence[Any], model: str | None, protocol: str
+        self,
+        task: str,
+        items: Sequence[Any],
+        model: str | None,
+        protocol: str,
+        *,
+        inputs_field: str = "inputs",
     ) -> list[Any]:
-        """Submit independent items of one request to the model's batcher."""
+        """Submit independent items of one request to the model's batcher (at most
+        `limits.max_inputs`; a refusal names `inputs_field`)."""
         served = self._lookup(task, model, protocol)
         with self.observe(served, protocol) as request:
-            self._check_inputs(len(items))
+            self._check_inputs(len(items), inputs_field)
             assert served.batcher is not None
             queued = [_Queued(item) for item in items]
             enqueued = time.perf_counter()
-            results = await _within_deadline(served.batcher.submit_many(queued))
+            try:
+                results = await _within_deadline(served.batcher.submit_many(queued))
+            except InvalidInput as err:
+                raise _naming_the_item(err, len(items), inputs_field) from err.__cause__
             if request.span is not None:
                 _trace_batches(request.span, enqueued, queued)
             return results
@@ -587,3 +597,15 @@ def _trace_generation(
 
 
 __all__ = ["DataPlane", "RequestTrace", "ServedModel", "ServingError"]
+
+
+def _naming_the_item(err: InvalidInput, count: int, field: str) -> InvalidInput:
+    """A refused item of a request of several is named by its place in it (`inputs[2]`): the
+    runtime saw it alone (the batcher reruns a refused batch item by item), so it said `inputs`."""
+    index = getattr(err, "item_index", None)
+    if index is None or count < 2 or err.field != field:
+        return err
+    named = f"{field}[{index}]"
+    message = err.message
+    message = named + message[len(field) :] if message.startswith(field) else f"{named}: {message}"
+    return InvalidInput(message, field=named)

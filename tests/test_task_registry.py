@@ -10,7 +10,7 @@ from service.config import load_settings
 from service.http.app import create_app
 from service.http.early_shedding import TASK_ROUTES
 from service.runtime.registry import TASKS
-from service.runtime.task import ExportFacts, TaskSpec, register
+from service.runtime.task import ExportFacts, TaskSpec, register, route_path
 
 ALL = sorted(TASKS)
 
@@ -42,11 +42,11 @@ def test_http_task_routes_are_generated_from_the_registry():
         if isinstance(route, APIRoute) and "POST" in route.methods
     }
     for spec in TASKS.values():
-        if spec.http is None:
-            continue
-        route = posts[f"/{spec.endpoint}"]
-        assert route.body_field is not None and route.body_field.field_info.annotation is spec.http.request
-        assert route.response_model == spec.http.response
+        for http in spec.routes:
+            route = posts[route_path(spec, http)]
+            assert route.body_field is not None
+            assert route.body_field.field_info.annotation is http.request
+            assert route.response_model == http.response
     schema = create_app(load_settings()).openapi()
     assert schema["paths"]["/classify"]["post"]["requestBody"]["content"]["application/json"][
         "schema"
@@ -58,7 +58,12 @@ def test_v2_tensors_shedding_and_export_are_keyed_by_the_registry():
     from models.layout import GRAPHS
     from models.parity import COMPARISONS
 
-    batched = {f"/{s.endpoint}": s.name for s in TASKS.values() if s.run_batch is not None}
+    batched = {
+        route_path(s, r): s.name
+        for s in TASKS.values()
+        if s.run_batch is not None
+        for r in s.routes
+    }
     assert batched.items() <= TASK_ROUTES.items()
     assert set(GRAPHS) == set(OPTIMUM_TASKS) == set(TASKS)
     # Every task can be validated against PyTorch when exported.
@@ -95,3 +100,9 @@ def test_a_task_name_or_endpoint_is_registered_once():
             )
         )
     assert "another-task" not in TASKS and TASKS["text-classification"] is existing
+
+
+def test_every_task_has_a_load_test_user():
+    from loadtests.runner.user_classes import USER_CLASSES
+
+    assert set(USER_CLASSES.values()) == set(TASKS)

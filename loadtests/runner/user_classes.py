@@ -1,5 +1,7 @@
-"""What the runner knows about each task: the Locust user classes that exercise it and how
-their request names read. Kept in one place until the task registry (issue 16) keys them."""
+"""What the runner knows about each task: the Locust user classes that exercise it (by the task
+registry's names; `tests/test_task_registry.py` checks every task has one) and how their
+request names read. The runner does not import the registry: it runs beside Locust, which must
+not share a process with the service's imports."""
 
 from __future__ import annotations
 

@@ -21,10 +21,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.http.errors import send_refusal
 from service.runtime.errors import Overloaded
 from service.runtime.registry import TASKS
+from service.runtime.task import route_path
 
-# The batched tasks' routes (the registry's endpoints): generation is admitted by its scheduler.
+# The batched tasks' payload routes (from the registry): generation is admitted by its scheduler.
 TASK_ROUTES = {
-    f"/{spec.endpoint}": spec.name for spec in TASKS.values() if spec.run_batch is not None
+    route_path(spec, route): spec.name
+    for spec in TASKS.values()
+    if spec.run_batch is not None
+    for route in spec.routes
 } | {"/predict": "text-classification"}
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 

@@ -27,7 +27,8 @@ from service.http.generation_schema import (
 from service.http.streaming import EventStreamResponse
 from service.runtime.errors import InvalidInput
 from service.runtime.registry import TASKS, TaskSpec
-from service.runtime.tasks.classification import ClassificationParameters, Label
+from service.runtime.task import HttpRoute, route_path
+from service.runtime.tasks.classification import ClassificationParameters
 
 router = APIRouter(responses=TASK_ERRORS)
 
@@ -108,58 +109,41 @@ def plane(request: Request) -> DataPlane:
     return request.app.state.plane
 
 
-def _add_task_route(spec: TaskSpec) -> None:
-    """`POST /{endpoint}` for a task that declares a Hugging Face payload route: the body
-    becomes independent items for the data plane, their results the task's answer."""
-    http = spec.http
-    assert http is not None
+def _add_task_route(spec: TaskSpec, http: HttpRoute) -> None:
+    """`POST /{path}` for a payload route a task declares: the body becomes independent items
+    for the data plane, their results the route's answer."""
 
     async def route(body: Any, request: Request, response: Response) -> Any:
-        results = await plane(request).run_batched(spec.name, http.items(body), body.model, "http")
+        results = await plane(request).run_batched(
+            spec.name, http.items(body), body.model, "http", inputs_field=http.inputs_field
+        )
         untrained.flag(response, request, spec.name, body.model)
         return http.respond(results, body)
 
-    # FastAPI reads the body model from the signature: give it the task's request type.
+    # FastAPI reads the body model from the signature: give it the route's request type.
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
     route.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
-            inspect.Parameter(
-                "body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=http.request
-            ),
-            inspect.Parameter(
-                "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
-            ),
-            inspect.Parameter(
-                "response", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Response
-            ),
+            inspect.Parameter("body", positional, annotation=http.request),
+            inspect.Parameter("request", positional, annotation=Request),
+            inspect.Parameter("response", positional, annotation=Response),
         ]
     )
+    path = route_path(spec, http)
     router.add_api_route(
-        f"/{spec.endpoint}",
+        path,
         route,
         methods=["POST"],
         response_model=http.response,
         tags=["tasks"],
-        name=spec.endpoint,
+        name=path.strip("/").replace("/", "_"),
         description=inspect.cleandoc(http.summary),
     )
 
 
 for _spec in TASKS.values():
-    if _spec.http is not None:
-        _add_task_route(_spec)
-
-
-@router.post("/predict", response_model=list[Label] | list[list[Label]], tags=["tasks"])
-async def predict(body: PredictRequest, request: Request, response: Response) -> Any:
-    """Sequence classification as TEI's `/predict` answers it: every label with its score,
-    best first; one list for one sequence, a list of lists for a batch."""
-    sequences, batch = body.sequences()
-    params = body.parameters()
-    labels = await plane(request).run_batched(
-        "text-classification", [(s, params) for s in sequences], body.model, "http"
-    )
-    untrained.flag(response, request, "text-classification", body.model)
-    return labels if batch else labels[0]
+    for _route in _spec.routes:
+        _add_task_route(_spec, _route)
 
 
 _TGI_STREAMS = {

@@ -55,10 +55,12 @@ BatchRunner = Callable[[Any, Sequence[Any]], Sequence[Any]]
 
 @dataclass(frozen=True)
 class HttpRoute:
-    """The task's Hugging Face payload route, `POST /{endpoint}`.
+    """A payload route of the task, `POST /{path}` (default: `/{endpoint}`, the Hugging Face
+    payload; a task may add the payloads other clients speak, e.g. TEI's or Cohere's rerank).
 
-    `request` is a pydantic model with `model` (optional served name) and the task's fields;
-    `items(body)` gives the data plane's items; `respond(results, body)` shapes the answer.
+    `request` is a pydantic model with `model` (optional served name) and the route's fields;
+    `items(body)` gives the data plane's items; `respond(results, body)` shapes the answer;
+    `inputs_field` is the request field that holds the items (named by the per-request limit).
     """
 
     request: type[BaseModel]
@@ -66,6 +68,8 @@ class HttpRoute:
     items: Callable[[Any], list[Any]]
     respond: Callable[[list[Any], Any], Any]
     summary: str
+    path: str | None = None
+    inputs_field: str = "inputs"
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class TaskSpec:
     tensors: TaskTensors
     export: ExportFacts
     runtime: type | None = None
-    http: HttpRoute | None = None
+    routes: tuple[HttpRoute, ...] = ()
     # Runs a batch of independent items (each with its own parameters); None = not batched.
     run_batch: BatchRunner | None = None
     # Token-by-token generation (streamed, concurrency-limited instead of batched).
@@ -105,6 +109,10 @@ def register(spec: TaskSpec) -> TaskSpec:
     return spec
 
 
+def route_path(spec: TaskSpec, route: HttpRoute) -> str:
+    return "/" + (route.path or spec.endpoint)
+
+
 def task(
     name: str,
     *,
@@ -112,7 +120,7 @@ def task(
     parameters: type[BaseModel],
     tensors: TaskTensors,
     export: ExportFacts,
-    http: HttpRoute | None = None,
+    http: HttpRoute | tuple[HttpRoute, ...] = (),
     load: Loader | None = None,
     streams: bool = False,
 ) -> Callable[[R], R]:
@@ -129,7 +137,7 @@ def task(
                 tensors=tensors,
                 export=export,
                 runtime=cls,
-                http=http,
+                routes=http if isinstance(http, tuple) else (http,),
                 run_batch=None if streams else _run_items,
                 streams=streams,
             )
