@@ -333,6 +333,23 @@ class AnswerUser(_HttpTaskUser):
         self.post_json("/answer", body, "/answer", lambda b: isinstance(b, dict) and "answer" in b)
 
 
+class FillMaskUser(_HttpTaskUser):
+    """One sentence with one word masked (a writing assistant's suggestions)."""
+
+    weight = 5
+
+    @task
+    def fill_mask(self) -> None:
+        words = sentences(1, 1)[0].split()
+        words[random.randrange(len(words))] = "[MASK]"
+        self.post_json(
+            "/fill-mask",
+            {"inputs": " ".join(words), "parameters": {"top_k": 5}},
+            "/fill-mask",
+            lambda b: _is_list(b) and "token_str" in b[0],
+        )
+
+
 def _generation_parameters(prompt_words: int) -> dict:
     params = {"max_new_tokens": random.choice((16, 24, 32, 48)), "truncate": True}
     if random.random() < 0.5:

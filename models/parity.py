@@ -464,6 +464,21 @@ def compare_question_answering(
     return comparisons
 
 
+def compare_fill_mask(checkpoint: Path, sessions: dict, texts: list[str]) -> list[Comparison]:
+    from transformers import AutoModelForMaskedLM
+
+    session = sessions["model.onnx"]
+    tokenizer = _tokenizer(checkpoint)
+    model = AutoModelForMaskedLM.from_pretrained(checkpoint).eval()
+    comparisons = []
+    for batch in (texts[:1], texts):
+        inputs = _encode(tokenizer, session, batch)
+        expected = model(**_torch(inputs)).logits.numpy()
+        actual = _run(session, inputs)["logits"]
+        comparisons.append(Comparison("logits", expected, actual, "scores"))
+    return comparisons
+
+
 def compare_feature_extraction(
     checkpoint: Path, sessions: dict, texts: list[str]
 ) -> list[Comparison]:
@@ -630,6 +645,7 @@ def _summary(figures: dict, tolerance: Tolerance) -> dict:
 COMPARISONS: dict[str, Callable[[Path, dict, list[str]], list[Comparison]]] = {
     "text-classification": compare_classification,
     "question-answering": compare_question_answering,
+    "fill-mask": compare_fill_mask,
     "feature-extraction": compare_feature_extraction,
     "text-generation": compare_text_generation,
     "translation": compare_translation,

@@ -297,6 +297,40 @@ def build_distilbert_qa(out: Path) -> None:
     _save(DistilBertForQuestionAnswering(config), out)
 
 
+def build_bert_fill_mask(out: Path) -> None:
+    from transformers import BertConfig, BertForMaskedLM
+
+    tok = _wordpiece_tokenizer(out)
+    _seed()
+    config = BertConfig(
+        initializer_range=INIT_RANGE,
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=MAX_POSITIONS,
+    )
+    _save(BertForMaskedLM(config), out)
+
+
+def build_distilbert_fill_mask(out: Path) -> None:
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    tok = _wordpiece_tokenizer(out, distil=True)
+    _seed()
+    config = DistilBertConfig(
+        initializer_range=INIT_RANGE,
+        vocab_size=len(tok),
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=128,
+        max_position_embeddings=MAX_POSITIONS,
+    )
+    _save(DistilBertForMaskedLM(config), out)
+
+
 def build_bert_embedder(out: Path) -> None:
     """A BertModel laid out as a sentence-transformers folder (mean pooling, then normalize)."""
     from transformers import BertConfig, BertModel
@@ -472,6 +506,8 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "bert-classifier": build_bert_classifier,
     "distilbert-classifier": build_distilbert_classifier,
     "distilbert-qa": build_distilbert_qa,
+    "bert-fill-mask": build_bert_fill_mask,
+    "distilbert-fill-mask": build_distilbert_fill_mask,
     "bert-embedder": build_bert_embedder,
     "gpt2": build_gpt2,
     "llama-chat": build_llama_chat,

@@ -19,6 +19,8 @@ TINY_TASKS = {
     "bert-classifier": "text-classification",
     "distilbert-classifier": "text-classification",
     "distilbert-qa": "question-answering",
+    "bert-fill-mask": "fill-mask",
+    "distilbert-fill-mask": "fill-mask",
     "bert-embedder": "feature-extraction",
     "gpt2": "text-generation",
     "llama-chat": "text-generation",

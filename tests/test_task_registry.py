@@ -20,6 +20,7 @@ def test_the_registry_holds_every_task_module():
         "text-classification",
         "question-answering",
         "feature-extraction",
+        "fill-mask",
         "translation",
         "text-generation",
     }

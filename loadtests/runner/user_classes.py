@@ -10,6 +10,7 @@ USER_CLASSES = {
     "ClassifyUser": "text-classification",
     "EmbedUser": "feature-extraction",
     "AnswerUser": "question-answering",
+    "FillMaskUser": "fill-mask",
     "GenerateUser": "text-generation",
     "GenerateStreamUser": "text-generation",
     "TranslateUser": "translation",

@@ -1,0 +1,218 @@
+"""Fill-mask: the `transformers` fill-mask pipeline's predictions, without torch.
+
+The masked position's logits go through the pipeline's own steps: softmax over the vocabulary,
+then (with `targets`) the probabilities of the target ids only, the `top_k` best, each
+decoded as the token and as the whole sequence with the token in place. Targets resolve as the
+pipeline resolves them: a vocabulary entry as is, anything else as the first token of its
+tokenization (duplicates dropped).
+
+One mask per input: the pipeline's several-mask output is experimental (each mask predicted
+independently, the sequences then disagree), and the Inference API answers one list per input;
+an input with no mask token or with several is refused, naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.http.fields import TaskRequest, Text, as_list
+from service.kserve.tensors import (
+    TEXT,
+    TaskTensors,
+    Tensor,
+    TensorSpec,
+    one_text_per_item,
+    ranked_tensors,
+)
+from service.runtime.encoder_batches import EncoderModel
+from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.task import ExportFacts, HttpRoute, task
+from service.runtime.text_tokenizer import TextTokenizer
+
+MAX_TARGETS = 1024
+
+
+class FillMaskParameters(BaseModel):
+    """The `parameters` of a fill-mask request (Hugging Face fill-mask payload)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(default=5, ge=1, le=1000)
+    # Candidate words scored at the mask instead of the whole vocabulary.
+    targets: Text | list[Text] | None = Field(default=None, max_length=MAX_TARGETS)
+
+
+class FillMaskRequest(TaskRequest):
+    inputs: Text | list[Text] = Field(..., examples=["Paris is the [MASK] of France."])
+    parameters: FillMaskParameters = Field(default_factory=FillMaskParameters)
+
+
+class Prediction(BaseModel):
+    score: float
+    token: int
+    token_str: str
+    sequence: str
+
+
+def _respond(results: list[list[dict[str, Any]]], body: FillMaskRequest) -> Any:
+    """One list of predictions for one string (as the pipeline), a list per input for a list."""
+    return results[0] if isinstance(body.inputs, str) else results
+
+
+def _outputs(results: list[list[dict[str, Any]]]) -> list[Tensor]:
+    return ranked_tensors(
+        results,
+        [
+            ("token_str", "BYTES", ""),
+            ("score", "FP32", 0.0),
+            ("token", "INT64", -1),
+            ("sequence", "BYTES", ""),
+        ],
+    )
+
+
+HTTP = HttpRoute(
+    request=FillMaskRequest,
+    response=list[Prediction] | list[list[Prediction]],
+    items=lambda body: [(t, body.parameters) for t in as_list(body.inputs)],
+    respond=_respond,
+    summary="""Fill-mask (`fill-mask` pipeline payload): the `top_k` best tokens for the one mask
+    token of each input, best first.""",
+)
+
+TENSORS = TaskTensors(
+    inputs=(TEXT,),
+    outputs=(
+        TensorSpec("token_str", "BYTES", (-1, -1), "predicted tokens, best first (top_k per row)"),
+        TensorSpec("score", "FP32", (-1, -1), "their probabilities"),
+        TensorSpec("token", "INT64", (-1, -1), "their token ids"),
+        TensorSpec("sequence", "BYTES", (-1, -1), "the input with the token in place"),
+    ),
+    parameters=FillMaskParameters,
+    items=one_text_per_item,
+    encode=_outputs,
+)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+@task(
+    "fill-mask",
+    endpoint="fill-mask",
+    parameters=FillMaskParameters,
+    http=HTTP,
+    tensors=TENSORS,
+    export=ExportFacts("fill-mask"),
+)
+@dataclass
+class MaskFiller:
+    encoder: EncoderModel
+    mask_id: int
+    mask_token: str
+
+    @classmethod
+    def load(cls, model_dir: Path, threads: int | None = None) -> MaskFiller:
+        encoder = EncoderModel.load(model_dir, threads)
+        if "logits" not in encoder.output_names:
+            raise ModelLoadError(f"{model_dir}/model.onnx has no 'logits' output")
+        mask_token = encoder.tokenizer.special_tokens.get("mask_token")
+        mask_id = encoder.tokenizer.token_id("mask_token")
+        if mask_token is None or mask_id is None:
+            raise ModelLoadError(f"{model_dir}: the tokenizer has no mask token")
+        return cls(encoder=encoder, mask_id=mask_id, mask_token=mask_token)
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.encoder.max_input_tokens
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        return self.encoder.tokenizer
+
+    def warmup(self) -> None:
+        self.run([(f"A {self.mask_token} warm-up call.", FillMaskParameters())])
+
+    def close(self) -> None:
+        self.encoder.close()
+
+    def run(self, items: Sequence[tuple[str, FillMaskParameters]]) -> list[list[dict[str, Any]]]:
+        """Predictions, best first, for independent requests batched together."""
+        if not items:
+            return []
+        targets = [self.target_ids(params.targets) for _, params in items]
+        encodings = self.encoder.encode([text for text, _ in items], [False] * len(items))
+        positions = []
+        for index, encoding in enumerate(encodings):
+            masks = [i for i, token in enumerate(encoding.ids) if token == self.mask_id]
+            if len(masks) != 1:
+                field = f"inputs[{index}]" if len(items) > 1 else "inputs"
+                found = "no" if not masks else str(len(masks))
+                raise InvalidInput(
+                    f"{field} must hold exactly one mask token {self.mask_token!r}; it has {found}",
+                    field=field,
+                )
+            positions.append(masks[0])
+        rows = self.encoder.run(encodings, ["logits"], per_token=True)
+        return [
+            self._predictions(list(encoding.ids), logits[position], target_ids, params.top_k)
+            for encoding, (logits,), position, target_ids, (_, params) in zip(
+                encodings, rows, positions, targets, items, strict=True
+            )
+        ]
+
+    def target_ids(self, targets: str | list[str] | None) -> np.ndarray | None:
+        """The pipeline's `get_target_ids`: vocabulary entries as they are, other words by the
+        first token of their tokenization; words with no token are dropped."""
+        if targets is None:
+            return None
+        words = [targets] if isinstance(targets, str) else targets
+        ids: set[int] = set()
+        for word in words:
+            token_id = self.tokenizer.tokenizer.token_to_id(word)
+            if token_id is None:
+                pieces = self.tokenizer.encode(word, add_special_tokens=False).ids
+                if not pieces:
+                    continue
+                token_id = pieces[0]
+            ids.add(token_id)
+        if not ids:
+            raise InvalidInput(
+                "parameters.targets: no target maps to a token of this model",
+                field="parameters.targets",
+            )
+        return np.array(sorted(ids))
+
+    def _predictions(
+        self, ids: list[int], logits: np.ndarray, target_ids: np.ndarray | None, top_k: int
+    ) -> list[dict[str, Any]]:
+        probs = _softmax(logits.astype(np.float32, copy=False))
+        if target_ids is not None:
+            probs = probs[target_ids]
+            top_k = min(top_k, len(target_ids))
+        # Best first; equal probabilities keep index order, as torch.topk does on CPU.
+        best = np.argsort(-probs, kind="stable")[:top_k]
+        mask_at = ids.index(self.mask_id)
+        pad_id = self.tokenizer.pad_id
+        predictions = []
+        for index in best:
+            token = int(target_ids[index]) if target_ids is not None else int(index)
+            filled = [*ids[:mask_at], token, *ids[mask_at + 1 :]]
+            filled = [t for t in filled if t != pad_id]
+            predictions.append(
+                {
+                    "score": float(probs[index]),
+                    "token": token,
+                    "token_str": self.tokenizer.decode([token], skip_special_tokens=False),
+                    "sequence": self.tokenizer.decode(filled, skip_special_tokens=True),
+                }
+            )
+        return predictions
