@@ -350,6 +350,18 @@ class FillMaskUser(_HttpTaskUser):
         )
 
 
+class RerankUser(_HttpTaskUser):
+    """A search query against 4-16 retrieved passages (TEI's `/rerank`)."""
+
+    weight = 5
+
+    @task
+    def rerank(self) -> None:
+        query, *texts = sentences(5, 17)
+        body = {"query": query, "texts": texts, "truncate": True}
+        self.post_json("/rerank", body, "/rerank", lambda b: _is_list(b) and len(b) == len(texts))
+
+
 def _generation_parameters(prompt_words: int) -> dict:
     params = {"max_new_tokens": random.choice((16, 24, 32, 48)), "truncate": True}
     if random.random() < 0.5:

@@ -646,6 +646,8 @@ COMPARISONS: dict[str, Callable[[Path, dict, list[str]], list[Comparison]]] = {
     "text-classification": compare_classification,
     "question-answering": compare_question_answering,
     "fill-mask": compare_fill_mask,
+    # A cross-encoder is a sequence classifier with one logit.
+    "text-ranking": compare_classification,
     "feature-extraction": compare_feature_extraction,
     "text-generation": compare_text_generation,
     "translation": compare_translation,

@@ -259,6 +259,25 @@ def build_bert_classifier(out: Path) -> None:
     _save(BertForSequenceClassification(config), out)
 
 
+def build_bert_cross_encoder(out: Path) -> None:
+    """A reranker's shape: one relevance logit over a (query, text) pair."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tok = _wordpiece_tokenizer(out)
+    _seed()
+    config = BertConfig(
+        initializer_range=INIT_RANGE,
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=MAX_POSITIONS,
+        num_labels=1,
+    )
+    _save(BertForSequenceClassification(config), out)
+
+
 def build_distilbert_classifier(out: Path) -> None:
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
@@ -507,6 +526,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "distilbert-classifier": build_distilbert_classifier,
     "distilbert-qa": build_distilbert_qa,
     "bert-fill-mask": build_bert_fill_mask,
+    "bert-cross-encoder": build_bert_cross_encoder,
     "distilbert-fill-mask": build_distilbert_fill_mask,
     "bert-embedder": build_bert_embedder,
     "gpt2": build_gpt2,

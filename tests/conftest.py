@@ -21,6 +21,7 @@ TINY_TASKS = {
     "distilbert-qa": "question-answering",
     "bert-fill-mask": "fill-mask",
     "distilbert-fill-mask": "fill-mask",
+    "bert-cross-encoder": "text-ranking",
     "bert-embedder": "feature-extraction",
     "gpt2": "text-generation",
     "llama-chat": "text-generation",

@@ -17,6 +17,8 @@ HTTP_NAMES = {
     "/classify",
     "/embed",
     "/answer",
+    "/fill-mask",
+    "/rerank",
     "/generate",
     "/generate stream",
     "/generate stream TTFT",
@@ -59,7 +61,8 @@ def grpc_address(live_server) -> str | None:
 
 def test_smoke_load_meets_the_slo_gates(live_server, grpc_address, tmp_path):
     out = tmp_path / "smoke"
-    # 16 users at 0.5 req/s each: every user class gets at least one user; ~8 req/s offered.
+    # 20 users at 0.5 req/s each: every user class (10) gets one user and the rest go by
+    # weight, as 16 users did for the 8 classes before fill-mask and rerank; ~10 req/s offered.
     args = [
         "--host",
         live_server.url,
@@ -68,7 +71,7 @@ def test_smoke_load_meets_the_slo_gates(live_server, grpc_address, tmp_path):
         "--duration",
         "15",
         "--users",
-        "16",
+        "20",
         "--rps-per-user",
         "0.5",
         "--out",

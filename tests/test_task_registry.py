@@ -21,6 +21,7 @@ def test_the_registry_holds_every_task_module():
         "question-answering",
         "feature-extraction",
         "fill-mask",
+        "text-ranking",
         "translation",
         "text-generation",
     }
@@ -48,6 +49,7 @@ def test_http_task_routes_are_generated_from_the_registry():
             assert route.body_field is not None
             assert route.body_field.field_info.annotation is http.request
             assert route.response_model == http.response
+    assert {"/fill-mask", "/rerank", "/v1/rerank"} <= set(posts)
     schema = create_app(load_settings()).openapi()
     assert schema["paths"]["/classify"]["post"]["requestBody"]["content"]["application/json"][
         "schema"

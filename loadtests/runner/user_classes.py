@@ -11,6 +11,7 @@ USER_CLASSES = {
     "EmbedUser": "feature-extraction",
     "AnswerUser": "question-answering",
     "FillMaskUser": "fill-mask",
+    "RerankUser": "text-ranking",
     "GenerateUser": "text-generation",
     "GenerateStreamUser": "text-generation",
     "TranslateUser": "translation",
