@@ -362,6 +362,29 @@ class RerankUser(_HttpTaskUser):
         self.post_json("/rerank", body, "/rerank", lambda b: _is_list(b) and len(b) == len(texts))
 
 
+ZERO_SHOT_LABELS = ["sports", "politics", "technology", "food", "travel", "music", "health"]
+
+
+class ZeroShotUser(_HttpTaskUser):
+    """One sentence against 2-7 candidate topics (one NLI pair per topic)."""
+
+    weight = 5
+
+    @task
+    def zero_shot(self) -> None:
+        labels = random.sample(ZERO_SHOT_LABELS, random.randint(2, len(ZERO_SHOT_LABELS)))
+        body = {
+            "inputs": sentences(1, 1)[0],
+            "parameters": {"candidate_labels": labels, "multi_label": random.random() < 0.3},
+        }
+        self.post_json(
+            "/zero-shot",
+            body,
+            "/zero-shot",
+            lambda b: isinstance(b, dict) and sorted(b.get("labels", [])) == sorted(labels),
+        )
+
+
 def _generation_parameters(prompt_words: int) -> dict:
     params = {"max_new_tokens": random.choice((16, 24, 32, 48)), "truncate": True}
     if random.random() < 0.5:

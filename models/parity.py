@@ -648,6 +648,8 @@ COMPARISONS: dict[str, Callable[[Path, dict, list[str]], list[Comparison]]] = {
     "fill-mask": compare_fill_mask,
     # A cross-encoder is a sequence classifier with one logit.
     "text-ranking": compare_classification,
+    # Zero-shot runs an NLI sequence classifier.
+    "zero-shot-classification": compare_classification,
     "feature-extraction": compare_feature_extraction,
     "text-generation": compare_text_generation,
     "translation": compare_translation,

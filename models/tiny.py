@@ -278,6 +278,28 @@ def build_bert_cross_encoder(out: Path) -> None:
     _save(BertForSequenceClassification(config), out)
 
 
+def build_bert_nli(out: Path) -> None:
+    """A natural-language-inference head (MNLI's labels and order), for zero-shot."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tok = _wordpiece_tokenizer(out)
+    _seed()
+    labels = ["contradiction", "neutral", "entailment"]
+    config = BertConfig(
+        initializer_range=INIT_RANGE,
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=MAX_POSITIONS,
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    _save(BertForSequenceClassification(config), out)
+
+
 def build_distilbert_classifier(out: Path) -> None:
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
@@ -527,6 +549,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "distilbert-qa": build_distilbert_qa,
     "bert-fill-mask": build_bert_fill_mask,
     "bert-cross-encoder": build_bert_cross_encoder,
+    "bert-nli": build_bert_nli,
     "distilbert-fill-mask": build_distilbert_fill_mask,
     "bert-embedder": build_bert_embedder,
     "gpt2": build_gpt2,

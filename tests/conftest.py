@@ -22,6 +22,7 @@ TINY_TASKS = {
     "bert-fill-mask": "fill-mask",
     "distilbert-fill-mask": "fill-mask",
     "bert-cross-encoder": "text-ranking",
+    "bert-nli": "zero-shot-classification",
     "bert-embedder": "feature-extraction",
     "gpt2": "text-generation",
     "llama-chat": "text-generation",

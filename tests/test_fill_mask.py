@@ -129,24 +129,39 @@ def test_http_route_answers_the_pipeline_payload(live_server, tiny_checkpoint):
 
 
 def test_inference_client_fill_mask_works_unchanged(live_server):
+    """`InferenceClient.fill_mask` and its async twin, with the spec's parameters."""
     from tests.test_client_compat import run_client_script
 
+    url = live_server.url + "/fill-mask"
     script = textwrap.dedent(f"""
-        import json
-        from huggingface_hub import InferenceClient
-        client = InferenceClient(model={live_server.url + "/fill-mask"!r})
-        predictions = client.fill_mask("Paris is the [MASK] of France.", top_k=3)
-        print(json.dumps([[p.score, p.token, p.token_str, p.sequence] for p in predictions]))
+        import asyncio, json
+        from huggingface_hub import AsyncInferenceClient, InferenceClient
+
+        def rows(predictions):
+            return [[p.score, p.token, p.token_str, p.sequence] for p in predictions]
+
+        text = "Paris is the [MASK] of France."
+        client = InferenceClient(model={url!r})
+        out = {{
+            "top_k": rows(client.fill_mask(text, top_k=3)),
+            "targets": rows(client.fill_mask(text, targets=["film", "good", "zzzunknown"])),
+            "async": rows(asyncio.run(AsyncInferenceClient(model={url!r}).fill_mask(text))),
+        }}
+        print(json.dumps(out))
     """)
-    predictions = run_client_script(script)
-    expected = _post(
-        live_server.url,
-        "/fill-mask",
-        {"inputs": "Paris is the [MASK] of France.", "parameters": {"top_k": 3}},
-    ).json()
-    assert predictions == [
-        [p["score"], p["token"], p["token_str"], p["sequence"]] for p in expected
-    ]
+    got = run_client_script(script)
+    text = "Paris is the [MASK] of France."
+    for key, parameters in (
+        ("top_k", {"top_k": 3}),
+        ("targets", {"targets": ["film", "good", "zzzunknown"]}),
+        ("async", {}),
+    ):
+        expected = _post(
+            live_server.url, "/fill-mask", {"inputs": text, "parameters": parameters}
+        ).json()
+        rows = [[p["score"], p["token"], p["token_str"], p["sequence"]] for p in expected]
+        assert got[key] == rows, key
+    assert len(got["top_k"]) == 3 and len(got["async"]) == 5
 
 
 @pytest.mark.parametrize(

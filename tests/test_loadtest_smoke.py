@@ -19,6 +19,7 @@ HTTP_NAMES = {
     "/answer",
     "/fill-mask",
     "/rerank",
+    "/zero-shot",
     "/generate",
     "/generate stream",
     "/generate stream TTFT",
@@ -61,8 +62,8 @@ def grpc_address(live_server) -> str | None:
 
 def test_smoke_load_meets_the_slo_gates(live_server, grpc_address, tmp_path):
     out = tmp_path / "smoke"
-    # 20 users at 0.5 req/s each: every user class (10) gets one user and the rest go by
-    # weight, as 16 users did for the 8 classes before fill-mask and rerank; ~10 req/s offered.
+    # 20 users at 0.5 req/s each: every user class (11) gets one user and the rest go by
+    # weight; ~10 req/s offered.
     args = [
         "--host",
         live_server.url,

@@ -22,6 +22,7 @@ def test_the_registry_holds_every_task_module():
         "feature-extraction",
         "fill-mask",
         "text-ranking",
+        "zero-shot-classification",
         "translation",
         "text-generation",
     }
@@ -36,11 +37,11 @@ def test_the_registry_holds_every_task_module():
 
 
 def test_http_task_routes_are_generated_from_the_registry():
-    from service.http.task_routes import router
+    from service.http.task_routes import router, v1_router
 
     posts = {
         route.path: route
-        for route in router.routes
+        for route in [*router.routes, *v1_router.routes]
         if isinstance(route, APIRoute) and "POST" in route.methods
     }
     for spec in TASKS.values():

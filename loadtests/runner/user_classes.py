@@ -12,6 +12,7 @@ USER_CLASSES = {
     "AnswerUser": "question-answering",
     "FillMaskUser": "fill-mask",
     "RerankUser": "text-ranking",
+    "ZeroShotUser": "zero-shot-classification",
     "GenerateUser": "text-generation",
     "GenerateStreamUser": "text-generation",
     "TranslateUser": "translation",

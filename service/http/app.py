@@ -17,6 +17,7 @@ from service.http.openai_embeddings import router as openai_embeddings_router
 from service.http.openai_routes import router as openai_router
 from service.http.request_deadline import RequestDeadlineMiddleware
 from service.http.task_routes import router as task_router
+from service.http.task_routes import v1_router as task_v1_router
 from service.http.tokenizer_routes import router as tokenizer_router
 from service.kserve.generate_routes import router as kserve_generate_router
 from service.kserve.repository_routes import router as kserve_repository_router
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
     install_request_logging(app, settings.server.log_level)
     app.include_router(task_router)
+    app.include_router(task_v1_router)
     app.include_router(tokenizer_router)
     app.include_router(openai_router)
     app.include_router(openai_embeddings_router)

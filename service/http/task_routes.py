@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.dataplane import DataPlane
 from service.http import untrained
-from service.http.errors import SSE_EVENT, TASK_ERRORS
+from service.http.errors import OPENAI_ERRORS, SSE_EVENT, TASK_ERRORS
 from service.http.fields import ModelName, Text
 from service.http.generation_schema import (
     GenerateRequest,
@@ -28,9 +28,11 @@ from service.http.streaming import EventStreamResponse
 from service.runtime.errors import InvalidInput
 from service.runtime.registry import TASKS, TaskSpec
 from service.runtime.task import HttpRoute, route_path
-from service.runtime.tasks.classification import ClassificationParameters
+from service.runtime.tasks.classification import ClassificationParameters, Label
 
 router = APIRouter(responses=TASK_ERRORS)
+# Task routes under /v1 (e.g. Cohere's /v1/rerank) answer errors as the /v1 routes do: OpenAI's.
+v1_router = APIRouter(responses=OPENAI_ERRORS)
 
 
 class PredictRequest(BaseModel):
@@ -130,11 +132,12 @@ def _add_task_route(spec: TaskSpec, http: HttpRoute) -> None:
         ]
     )
     path = route_path(spec, http)
-    router.add_api_route(
+    (v1_router if path.startswith("/v1/") else router).add_api_route(
         path,
         route,
         methods=["POST"],
         response_model=http.response,
+        response_model_exclude_none=http.exclude_none,
         tags=["tasks"],
         name=path.strip("/").replace("/", "_"),
         description=inspect.cleandoc(http.summary),
@@ -144,6 +147,19 @@ def _add_task_route(spec: TaskSpec, http: HttpRoute) -> None:
 for _spec in TASKS.values():
     for _route in _spec.routes:
         _add_task_route(_spec, _route)
+
+
+@router.post("/predict", response_model=list[Label] | list[list[Label]], tags=["tasks"])
+async def predict(body: PredictRequest, request: Request, response: Response) -> Any:
+    """Sequence classification as TEI's `/predict` answers it: every label with its score,
+    best first; one list for one sequence, a list of lists for a batch."""
+    sequences, batch = body.sequences()
+    params = body.parameters()
+    labels = await plane(request).run_batched(
+        "text-classification", [(s, params) for s in sequences], body.model, "http"
+    )
+    untrained.flag(response, request, "text-classification", body.model)
+    return labels if batch else labels[0]
 
 
 _TGI_STREAMS = {

@@ -70,6 +70,9 @@ class HttpRoute:
     summary: str
     path: str | None = None
     inputs_field: str = "inputs"
+    # Leave unset optional fields out of the answer (TEI's and Cohere's optional keys are absent,
+    # not null).
+    exclude_none: bool = False
 
 
 @dataclass(frozen=True)

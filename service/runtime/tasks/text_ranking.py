@@ -143,6 +143,7 @@ RERANK = HttpRoute(
     summary="""Rerank (TEI's `/rerank`): each text scored against the query by a cross-encoder,
     best first, as `CrossEncoder.predict` scores the pairs.""",
     inputs_field="texts",
+    exclude_none=True,
 )
 
 COHERE_RERANK = HttpRoute(
@@ -154,6 +155,7 @@ COHERE_RERANK = HttpRoute(
     best first, the `top_n` best.""",
     path="v1/rerank",
     inputs_field="documents",
+    exclude_none=True,
 )
 
 
