@@ -427,12 +427,15 @@ def _cache_from(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # --- one comparison per task ---------------------------------------------------------------
 
 
-def compare_classification(checkpoint: Path, sessions: dict, texts: list[str]) -> list[Comparison]:
-    from transformers import AutoModelForSequenceClassification
+def _compare_logits(
+    auto_class: str, checkpoint: Path, sessions: dict, texts: list[str]
+) -> list[Comparison]:
+    """`logits` of one text and of the whole padded batch, through transformers' `auto_class`."""
+    import transformers
 
     session = sessions["model.onnx"]
     tokenizer = _tokenizer(checkpoint)
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    model = getattr(transformers, auto_class).from_pretrained(checkpoint).eval()
     comparisons = []
     for batch in (texts[:1], texts):
         inputs = _encode(tokenizer, session, batch)
@@ -440,6 +443,10 @@ def compare_classification(checkpoint: Path, sessions: dict, texts: list[str]) -
         actual = _run(session, inputs)["logits"]
         comparisons.append(Comparison("logits", expected, actual, "scores"))
     return comparisons
+
+
+def compare_classification(checkpoint: Path, sessions: dict, texts: list[str]) -> list[Comparison]:
+    return _compare_logits("AutoModelForSequenceClassification", checkpoint, sessions, texts)
 
 
 def compare_question_answering(
@@ -465,18 +472,7 @@ def compare_question_answering(
 
 
 def compare_fill_mask(checkpoint: Path, sessions: dict, texts: list[str]) -> list[Comparison]:
-    from transformers import AutoModelForMaskedLM
-
-    session = sessions["model.onnx"]
-    tokenizer = _tokenizer(checkpoint)
-    model = AutoModelForMaskedLM.from_pretrained(checkpoint).eval()
-    comparisons = []
-    for batch in (texts[:1], texts):
-        inputs = _encode(tokenizer, session, batch)
-        expected = model(**_torch(inputs)).logits.numpy()
-        actual = _run(session, inputs)["logits"]
-        comparisons.append(Comparison("logits", expected, actual, "scores"))
-    return comparisons
+    return _compare_logits("AutoModelForMaskedLM", checkpoint, sessions, texts)
 
 
 def compare_feature_extraction(

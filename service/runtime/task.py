@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from service.config import Settings
+from service.runtime.encoder_batches import EncoderModel
 from service.runtime.onnx_session import default_threads
+from service.runtime.text_tokenizer import TextTokenizer
 
 if TYPE_CHECKING:
     from service.kserve.tensors import TaskTensors
@@ -47,6 +49,25 @@ class BatchedRuntime(Runtime, Protocol):
         """One result per item, in order; items are independent requests batched together,
         each carrying its own parameters."""
         ...
+
+
+class EncoderRuntime:
+    """What every runtime over one encoder graph shares: its input limit, its tokenizer, and
+    releasing its runners. A subclass has an `encoder` (a field, or a property of a wrapped
+    runtime's)."""
+
+    encoder: EncoderModel
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.encoder.max_input_tokens
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        return self.encoder.tokenizer
+
+    def close(self) -> None:
+        self.encoder.close()
 
 
 Loader = Callable[[Path, Settings], Any]

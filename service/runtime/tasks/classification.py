@@ -25,8 +25,7 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import ModelLoadError
-from service.runtime.task import ExportFacts, HttpRoute, task
-from service.runtime.text_tokenizer import TextTokenizer
+from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 
 ScoreFunction = Literal["softmax", "sigmoid", "none"]
 
@@ -131,7 +130,7 @@ def _labels(config: dict[str, Any], width: Any) -> list[str]:
     export=ExportFacts("text-classification"),
 )
 @dataclass
-class TextClassifier:
+class TextClassifier(EncoderRuntime):
     encoder: EncoderModel
     labels: list[str]
     default_function: ScoreFunction
@@ -149,22 +148,11 @@ class TextClassifier:
             default_function=default_function(encoder.config, len(labels)),
         )
 
-    @property
-    def max_input_tokens(self) -> int:
-        return self.encoder.max_input_tokens
-
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        return self.encoder.tokenizer
-
     def warmup(self) -> None:
         self.classify([("warm up", ClassificationParameters())])
 
     def run(self, items: Sequence[tuple[str | tuple[str, str], ClassificationParameters]]) -> Any:
         return self.classify(items)
-
-    def close(self) -> None:
-        self.encoder.close()
 
     def classify(
         self, items: Sequence[tuple[str | tuple[str, str], ClassificationParameters]]

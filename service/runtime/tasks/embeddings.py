@@ -21,8 +21,7 @@ from service.http.fields import TaskRequest, Text, as_list
 from service.kserve.tensors import TEXT, TaskTensors, Tensor, TensorSpec, one_text_per_item
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
-from service.runtime.task import ExportFacts, HttpRoute, task
-from service.runtime.text_tokenizer import TextTokenizer
+from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 
 TOKEN_OUTPUTS = ("token_embeddings", "last_hidden_state")
 # Legacy `pooling_mode_*` flags, in the order sentence-transformers concatenates them.
@@ -167,7 +166,7 @@ def prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
     export=ExportFacts("feature-extraction"),
 )
 @dataclass
-class Embedder:
+class Embedder(EncoderRuntime):
     encoder: EncoderModel
     token_output: str
     modes: list[str]
@@ -200,22 +199,11 @@ class Embedder:
             default_prompt=default,
         )
 
-    @property
-    def max_input_tokens(self) -> int:
-        return self.encoder.max_input_tokens
-
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        return self.encoder.tokenizer
-
     def warmup(self) -> None:
         self.embed([("warm up", EmbeddingParameters())])
 
     def run(self, items: Sequence[tuple[str, EmbeddingParameters]]) -> list[list[float]]:
         return self.embed(items)
-
-    def close(self) -> None:
-        self.encoder.close()
 
     def embed(self, items: Sequence[tuple[str, EmbeddingParameters]]) -> list[list[float]]:
         """One vector per input, for independent requests batched together."""

@@ -32,8 +32,7 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
-from service.runtime.task import ExportFacts, HttpRoute, task
-from service.runtime.text_tokenizer import TextTokenizer
+from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 
 MAX_TARGETS = 1024
 
@@ -114,7 +113,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     export=ExportFacts("fill-mask"),
 )
 @dataclass
-class MaskFiller:
+class MaskFiller(EncoderRuntime):
     encoder: EncoderModel
     mask_id: int
     mask_token: str
@@ -130,19 +129,8 @@ class MaskFiller:
             raise ModelLoadError(f"{model_dir}: the tokenizer has no mask token")
         return cls(encoder=encoder, mask_id=mask_id, mask_token=mask_token)
 
-    @property
-    def max_input_tokens(self) -> int:
-        return self.encoder.max_input_tokens
-
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        return self.encoder.tokenizer
-
     def warmup(self) -> None:
         self.run([(f"A {self.mask_token} warm-up call.", FillMaskParameters())])
-
-    def close(self) -> None:
-        self.encoder.close()
 
     def run(self, items: Sequence[tuple[str, FillMaskParameters]]) -> list[list[dict[str, Any]]]:
         """Predictions, best first, for independent requests batched together."""

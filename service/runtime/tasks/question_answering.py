@@ -27,8 +27,8 @@ from service.kserve.tensors import TaskTensors, Tensor, TensorSpec, ranked_tenso
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.stages import tokenizing
-from service.runtime.task import ExportFacts, HttpRoute, task
-from service.runtime.text_tokenizer import TextTokenizer, require_unicode
+from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
+from service.runtime.text_tokenizer import require_unicode
 
 LOGITS = ("start_logits", "end_logits")
 
@@ -209,7 +209,7 @@ class Window:
     export=ExportFacts("question-answering"),
 )
 @dataclass
-class QuestionAnswerer:
+class QuestionAnswerer(EncoderRuntime):
     encoder: EncoderModel
     # `transformers` puts the question first unless the tokenizer pads on the left.
     question_first: bool
@@ -223,14 +223,6 @@ class QuestionAnswerer:
         padding_side = encoder.tokenizer.config.get("padding_side", "right")
         return cls(encoder=encoder, question_first=padding_side == "right")
 
-    @property
-    def max_input_tokens(self) -> int:
-        return self.encoder.max_input_tokens
-
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        return self.encoder.tokenizer
-
     def warmup(self) -> None:
         self.answer([("What is this?", "A warm-up call.", QuestionAnsweringParameters())])
 
@@ -238,9 +230,6 @@ class QuestionAnswerer:
         self, items: Sequence[tuple[str, str, QuestionAnsweringParameters]]
     ) -> list[list[dict[str, Any]]]:
         return self.answer(items)
-
-    def close(self) -> None:
-        self.encoder.close()
 
     def answer(
         self, items: Sequence[tuple[str, str, QuestionAnsweringParameters]]

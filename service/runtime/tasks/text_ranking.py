@@ -24,9 +24,8 @@ from service.http.fields import TaskRequest, Text
 from service.kserve.tensors import TaskTensors, Tensor, TensorSpec
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import ModelLoadError
-from service.runtime.task import ExportFacts, HttpRoute, task
+from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 from service.runtime.tasks.classification import TextClassifier
-from service.runtime.text_tokenizer import TextTokenizer
 
 # CrossEncoder's activation names in a config's `sentence_transformers.activation_fn`.
 ACTIVATIONS = {
@@ -193,7 +192,7 @@ def activation(config: dict[str, Any]) -> str:
     export=ExportFacts("text-classification"),
 )
 @dataclass
-class CrossEncoderRanker:
+class CrossEncoderRanker(EncoderRuntime):
     classifier: TextClassifier
     activation: str
 
@@ -212,19 +211,8 @@ class CrossEncoderRanker:
         """The classifier's encoder (the encoder loader gives it the batch limits)."""
         return self.classifier.encoder
 
-    @property
-    def max_input_tokens(self) -> int:
-        return self.classifier.max_input_tokens
-
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        return self.classifier.tokenizer
-
     def warmup(self) -> None:
         self.run([(("a query", "a text"), RankingParameters())])
-
-    def close(self) -> None:
-        self.classifier.close()
 
     def run(self, items: Sequence[tuple[tuple[str, str], RankingParameters]]) -> list[float]:
         """One score per (query, text) pair, for independent requests batched together."""

@@ -32,9 +32,8 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
-from service.runtime.task import ExportFacts, HttpRoute, task
+from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 from service.runtime.tasks.classification import TextClassifier
-from service.runtime.text_tokenizer import TextTokenizer
 
 DEFAULT_TEMPLATE = "This example is {}."
 # Candidate labels of one sequence, and (sequence, label) pairs of one HTTP request.
@@ -159,7 +158,7 @@ def entailment_id(config: dict[str, Any]) -> int:
     export=ExportFacts("text-classification"),
 )
 @dataclass
-class ZeroShotClassifier:
+class ZeroShotClassifier(EncoderRuntime):
     classifier: TextClassifier
     entailment: int
 
@@ -177,19 +176,8 @@ class ZeroShotClassifier:
         """The classifier's encoder (the encoder loader gives it the batch limits)."""
         return self.classifier.encoder
 
-    @property
-    def max_input_tokens(self) -> int:
-        return self.classifier.max_input_tokens
-
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        return self.classifier.tokenizer
-
     def warmup(self) -> None:
         self.run([("A warm-up call.", ZeroShotParameters(candidate_labels=["a", "b"]))])
-
-    def close(self) -> None:
-        self.classifier.close()
 
     def run(self, items: Sequence[tuple[str, ZeroShotParameters]]) -> list[dict[str, Any]]:
         """The ranked labels of each sequence, for independent requests batched together."""
