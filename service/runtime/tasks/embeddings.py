@@ -96,6 +96,58 @@ HTTP = HttpRoute(
     summary="Sentence embeddings (`feature-extraction` payload, TEI `/embed` semantics).",
 )
 
+
+class SimilarityInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source_sentence: Text
+    sentences: list[Text] = Field(..., min_length=1)
+
+
+class SimilarityParameters(BaseModel):
+    """TEI's `/similarity` parameters (the HF sentence-similarity spec has none of its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+    truncate: bool = Field(default=False, validation_alias=AliasChoices("truncate", "truncation"))
+    truncation_direction: Literal["left", "right", "Left", "Right"] | None = None
+    prompt_name: str | None = None
+
+
+class SimilarityRequest(TaskRequest):
+    """The sentence-similarity payload: `{"source_sentence", "sentences"}`."""
+
+    inputs: SimilarityInputs = Field(
+        ...,
+        examples=[{"source_sentence": "A cat sleeps.", "sentences": ["A cat naps.", "It rains."]}],
+    )
+    parameters: SimilarityParameters = Field(default_factory=SimilarityParameters)
+
+
+def _similarity_items(body: SimilarityRequest) -> list[tuple[str, EmbeddingParameters]]:
+    """The source and every sentence, embedded as independent items of the batcher."""
+    options = EmbeddingParameters.model_validate(body.parameters.model_dump())
+    return [(t, options) for t in [body.inputs.source_sentence, *body.inputs.sentences]]
+
+
+def _cosines(results: list[list[float]], body: SimilarityRequest) -> list[float]:
+    """Cosine of each sentence with the source, as `sentence_transformers.util.cos_sim`
+    (vectors normalised with torch's epsilon, then dotted)."""
+    vectors = np.asarray(results, dtype=np.float32)
+    norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    unit = vectors / norms
+    return (unit[1:] @ unit[0]).tolist()
+
+
+SIMILARITY = HttpRoute(
+    request=SimilarityRequest,
+    response=list[float],
+    items=_similarity_items,
+    respond=_cosines,
+    summary="""Sentence similarity (`sentence-similarity` payload, TEI's `/similarity`): the
+    cosine of each sentence's embedding with the source sentence's, in the sentences' order.""",
+    path="similarity",
+    inputs_field="inputs.sentences",
+)
+
 TENSORS = TaskTensors(
     inputs=(TEXT,),
     outputs=(TensorSpec("embedding", "FP32", (-1, -1), "one vector per text"),),
@@ -161,7 +213,7 @@ def prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
     "feature-extraction",
     endpoint="embed",
     parameters=EmbeddingParameters,
-    http=HTTP,
+    http=(HTTP, SIMILARITY),
     tensors=TENSORS,
     export=ExportFacts("feature-extraction"),
 )
