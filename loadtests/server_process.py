@@ -98,13 +98,10 @@ def start_server(
     raise AssertionError("unreachable")
 
 
-def _start_once(
-    bentoml_home: Path,
-    log_path: Path,
-    extra_env: dict[str, str] | None,
-    timeout: float,
-    poll_interval: float = 0.25,
+def launch_server(
+    bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None = None
 ) -> LiveServer:
+    """`bentoml serve` of the tiny profile on free ports, returned at once (not yet ready)."""
     port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -116,7 +113,6 @@ def _start_once(
         "BENTOML_DO_NOT_TRACK": "True",
         **(extra_env or {}),
     }
-    log = log_path.open("w")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -131,11 +127,22 @@ def _start_once(
         ],
         cwd=ROOT,
         env=env,
-        stdout=log,
+        stdout=log_path.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = LiveServer(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path)
+    return LiveServer(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path)
+
+
+def _start_once(
+    bentoml_home: Path,
+    log_path: Path,
+    extra_env: dict[str, str] | None,
+    timeout: float,
+    poll_interval: float = 0.25,
+) -> LiveServer:
+    server = launch_server(bentoml_home, log_path, extra_env)
+    process = server.process
     if wait_until_ok(f"{server.url}/readyz", process, timeout, poll_interval):
         return server
     if process.poll() is not None:

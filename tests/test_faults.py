@@ -18,46 +18,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from loadtests.server_process import ROOT, LiveServer, free_port, private_home, start_server
+from loadtests.server_process import ROOT, launch_server, start_server
 from loadtests.worker_memory import worker_processes
 
 CLASSIFIER = "tiny-bert-classifier"
 
 
-def spawn(
-    bentoml_home: Path, log_path: Path, extra_env: dict[str, str] | None = None
-) -> LiveServer:
-    """`bentoml serve` on free ports, returned at once (start-up is what these tests watch)."""
-    port, grpc_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PROFILE": "tiny",
-        "PORT": str(port),
-        "GRPC_PORT": str(grpc_port),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "BENTOML_HOME": str(private_home(bentoml_home, log_path.parent / f"home-{port}")),
-        **(extra_env or {}),
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "service.service:NLPService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return LiveServer(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path)
+# `bentoml serve` on free ports, returned at once (start-up is what these tests watch).
+spawn = launch_server
 
 
 def classify(url: str, text: str = "A fine film.", timeout: float = 30) -> int:

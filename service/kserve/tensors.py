@@ -290,6 +290,12 @@ def text_tensor(name: str, values: Sequence[str]) -> Tensor:
     )
 
 
+def fp32_tensor(name: str, values: Sequence[Any]) -> Tensor:
+    """An FP32 tensor of N numbers ([N]) or N equal-length vectors ([N, dim])."""
+    data = np.asarray(values, dtype=np.float32)
+    return Tensor(name, "FP32", tuple(data.shape), data)
+
+
 def ranked_tensors(
     results: list[list[dict[str, Any]]], fields: Sequence[tuple[str, str, Any]]
 ) -> list[Tensor]:

@@ -141,22 +141,22 @@ def task(
     name: str,
     *,
     endpoint: str,
-    parameters: type[BaseModel],
     tensors: TaskTensors,
     export: ExportFacts,
     http: HttpRoute | tuple[HttpRoute, ...] = (),
     load: Loader | None = None,
     streams: bool = False,
 ) -> Callable[[R], R]:
-    """Register the decorated runtime class as task `name`. `load` defaults to the encoder
-    loader (`encoder_loader`); a batched task's items run through the class's `run`."""
+    """Register the decorated runtime class as task `name`. Its parameter model is its tensors'
+    (one model for every protocol); `load` defaults to the encoder loader (`encoder_loader`); a
+    batched task's items run through the class's `run`."""
 
     def decorate(cls: R) -> R:
         register(
             TaskSpec(
                 name=name,
                 endpoint=endpoint,
-                parameters=parameters,
+                parameters=tensors.parameters,
                 load=load or encoder_loader(cls),
                 tensors=tensors,
                 export=export,

@@ -124,7 +124,6 @@ def _labels(config: dict[str, Any], width: Any) -> list[str]:
 @task(
     "text-classification",
     endpoint="classify",
-    parameters=ClassificationParameters,
     http=HTTP,
     tensors=TENSORS,
     export=ExportFacts("text-classification"),

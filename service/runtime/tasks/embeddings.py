@@ -18,7 +18,14 @@ import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from service.http.fields import TaskRequest, Text, as_list
-from service.kserve.tensors import TEXT, TaskTensors, Tensor, TensorSpec, one_text_per_item
+from service.kserve.tensors import (
+    TEXT,
+    TaskTensors,
+    Tensor,
+    TensorSpec,
+    fp32_tensor,
+    one_text_per_item,
+)
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
@@ -84,8 +91,7 @@ def _embed_items(body: EmbedRequest) -> list[tuple[str, EmbeddingParameters]]:
 
 
 def _outputs(results: list[list[float]]) -> list[Tensor]:
-    data = np.asarray(results, dtype=np.float32)
-    return [Tensor("embedding", "FP32", tuple(data.shape), data)]
+    return [fp32_tensor("embedding", results)]
 
 
 HTTP = HttpRoute(
@@ -212,7 +218,6 @@ def prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
 @task(
     "feature-extraction",
     endpoint="embed",
-    parameters=EmbeddingParameters,
     http=(HTTP, SIMILARITY),
     tensors=TENSORS,
     export=ExportFacts("feature-extraction"),

@@ -107,7 +107,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 @task(
     "fill-mask",
     endpoint="fill-mask",
-    parameters=FillMaskParameters,
     http=HTTP,
     tensors=TENSORS,
     export=ExportFacts("fill-mask"),

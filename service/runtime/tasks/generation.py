@@ -369,7 +369,6 @@ def _load(path: Path, settings: Settings) -> TextGenerator:
 @task(
     "text-generation",
     endpoint="generate",
-    parameters=GenerationParameters,
     tensors=TENSORS,
     export=ExportFacts("text-generation-with-past"),
     load=_load,

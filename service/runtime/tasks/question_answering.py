@@ -203,7 +203,6 @@ class Window:
 @task(
     "question-answering",
     endpoint="answer",
-    parameters=QuestionAnsweringParameters,
     http=HTTP,
     tensors=TENSORS,
     export=ExportFacts("question-answering"),

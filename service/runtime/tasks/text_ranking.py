@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from service.http.fields import TaskRequest, Text
-from service.kserve.tensors import TaskTensors, Tensor, TensorSpec
+from service.kserve.tensors import TaskTensors, Tensor, TensorSpec, fp32_tensor
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import ModelLoadError
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
@@ -159,8 +159,7 @@ COHERE_RERANK = HttpRoute(
 
 
 def _outputs(results: list[float]) -> list[Tensor]:
-    data = np.asarray(results, dtype=np.float32)
-    return [Tensor("score", "FP32", tuple(data.shape), data)]
+    return [fp32_tensor("score", results)]
 
 
 TENSORS = TaskTensors(
@@ -186,7 +185,6 @@ def activation(config: dict[str, Any]) -> str:
 @task(
     "text-ranking",
     endpoint="rerank",
-    parameters=RankingParameters,
     http=(RERANK, COHERE_RERANK),
     tensors=TENSORS,
     export=ExportFacts("text-classification"),

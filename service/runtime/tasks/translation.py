@@ -668,7 +668,6 @@ def _load(path: Path, settings: Settings) -> Translator:
 @task(
     "translation",
     endpoint="translate",
-    parameters=TranslationParameters,
     http=HTTP,
     tensors=TENSORS,
     export=ExportFacts(

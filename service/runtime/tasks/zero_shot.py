@@ -152,7 +152,6 @@ def entailment_id(config: dict[str, Any]) -> int:
 @task(
     "zero-shot-classification",
     endpoint="zero-shot",
-    parameters=ZeroShotParameters,
     http=HTTP,
     tensors=TENSORS,
     export=ExportFacts("text-classification"),
