@@ -13,6 +13,8 @@ gates), or directly:
 | GenerateUser       | 6      | POST /generate — prompts of 3–200 words, 16–48 new tokens      |
 | GenerateStreamUser | 6      | SSE /generate stream (total) and TTFT /generate stream TTFT    |
 | TranslateUser      | 8      | POST /translate — one sentence, new tokens scaled to its length |
+| SummarizeUser      | 4      | POST /summarize — 2–6 sentences, new tokens about half the words |
+| Text2TextUser      | 3      | POST /text2text — a T5 prompt (translate / summarize) + sentence |
 | OpenAIUser         | 10     | POST /v1/completions; SSE /v1/chat/completions stream (+ TTFT)  |
 | KServeGrpcUser     | 10     | grpc ModelInfer text-classification (tritonclient.grpc)        |
 
@@ -437,6 +439,44 @@ class TranslateUser(_HttpTaskUser):
             {"inputs": text, "parameters": params},
             "/translate",
             lambda b: _is_list(b) and "translation_text" in b[0],
+        )
+
+
+class SummarizeUser(_HttpTaskUser):
+    """Two to six sentences to summarize; new tokens capped at about half their words (as a
+    real summarizer's end of summary would)."""
+
+    weight = 4
+
+    @task
+    def summarize(self) -> None:
+        text = " ".join(sentences(2, 6))
+        params = {"max_new_tokens": min(48, 8 + len(text.split()) // 2), "truncate": True}
+        self.post_json(
+            "/summarize",
+            {"inputs": text, "parameters": params},
+            "/summarize",
+            lambda b: _is_list(b) and "summary_text" in b[0],
+        )
+
+
+T5_PROMPTS = ("translate English to German: ", "translate English to French: ", "summarize: ")
+
+
+class Text2TextUser(_HttpTaskUser):
+    """T5's own prompts: a task prefix and one sentence."""
+
+    weight = 3
+
+    @task
+    def text2text(self) -> None:
+        text = random.choice(T5_PROMPTS) + random.choice(SENTENCES)
+        params = {"max_new_tokens": min(48, 8 + len(text.split())), "truncate": True}
+        self.post_json(
+            "/text2text",
+            {"inputs": text, "parameters": params},
+            "/text2text",
+            lambda b: _is_list(b) and "generated_text" in b[0],
         )
 
 

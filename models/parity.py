@@ -649,4 +649,7 @@ COMPARISONS: dict[str, Callable[[Path, dict, list[str]], list[Comparison]]] = {
     "feature-extraction": compare_feature_extraction,
     "text-generation": compare_text_generation,
     "translation": compare_translation,
+    # The same encoder-decoder graphs as translation.
+    "summarization": compare_translation,
+    "text2text-generation": compare_translation,
 }

@@ -501,6 +501,16 @@ def build_t5(out: Path) -> None:
                 "num_beams": 4,
                 "prefix": "translate English to German: ",
             },
+            # t5-small's summarization entry, lengths as there.
+            "summarization": {
+                "early_stopping": True,
+                "length_penalty": 2.0,
+                "max_length": 200,
+                "min_length": 30,
+                "no_repeat_ngram_size": 3,
+                "num_beams": 4,
+                "prefix": "summarize: ",
+            },
         },
     )
     _save(T5ForConditionalGeneration(config), out)
@@ -543,6 +553,82 @@ def build_marian(out: Path) -> None:
     _save(model, out)
 
 
+def _bart_tokenizer(out: Path):
+    """Byte-level BPE with BART's specials and `<s> ... </s>` framing (RobertaProcessing)."""
+    from tokenizers import decoders, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+    from transformers import BartTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok = Tokenizer(BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        corpus_sentences(),
+        BpeTrainer(
+            vocab_size=VOCAB_SIZE,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    tok.post_processor = processors.RobertaProcessing(
+        ("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False
+    )
+    fast = BartTokenizerFast(tokenizer_object=tok, model_max_length=MAX_POSITIONS)
+    fast.save_pretrained(out)
+    return fast
+
+
+def build_bart(out: Path) -> None:
+    """A BART summarizer shaped like distilbart-cnn: forced BOS/EOS, decoder start </s>, and a
+    summarization entry (4 beams, length penalty 2, no 3-gram repeats), lengths scaled to the
+    tiny model's 128 positions."""
+    from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+
+    tok = _bart_tokenizer(out)
+    _seed()
+    lengths = {
+        "early_stopping": True,
+        "length_penalty": 2.0,
+        "max_length": 62,
+        "min_length": 12,
+        "no_repeat_ngram_size": 3,
+        "num_beams": 4,
+    }
+    config = BartConfig(
+        init_std=INIT_RANGE,
+        vocab_size=len(tok),
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=MAX_POSITIONS,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=0,
+        forced_eos_token_id=2,
+        task_specific_params={"summarization": lengths},
+    )
+    model = BartForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=0,
+        forced_eos_token_id=2,
+        **lengths,
+    )
+    _save(model, out)
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "bert-classifier": build_bert_classifier,
     "distilbert-classifier": build_distilbert_classifier,
@@ -556,6 +642,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "llama-chat": build_llama_chat,
     "t5": build_t5,
     "marian": build_marian,
+    "bart": build_bart,
 }
 
 

@@ -28,6 +28,7 @@ TINY_TASKS = {
     "llama-chat": "text-generation",
     "t5": "translation",
     "marian": "translation",
+    "bart": "summarization",
 }
 
 

@@ -254,6 +254,8 @@ def test_openapi_document_lists_every_endpoint(url):
         "/fill-mask",
         "/rerank",
         "/zero-shot",
+        "/summarize",
+        "/text2text",
         "/v1/rerank",
         "/models",
         "/v1/completions",

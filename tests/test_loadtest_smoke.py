@@ -24,6 +24,8 @@ HTTP_NAMES = {
     "/generate stream",
     "/generate stream TTFT",
     "/translate",
+    "/summarize",
+    "/text2text",
     "/v1/completions",
     "/v1/chat/completions stream",
     "/v1/chat/completions stream TTFT",

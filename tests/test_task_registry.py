@@ -23,6 +23,8 @@ def test_the_registry_holds_every_task_module():
         "fill-mask",
         "text-ranking",
         "zero-shot-classification",
+        "summarization",
+        "text2text-generation",
         "translation",
         "text-generation",
     }

@@ -16,6 +16,8 @@ USER_CLASSES = {
     "GenerateUser": "text-generation",
     "GenerateStreamUser": "text-generation",
     "TranslateUser": "translation",
+    "SummarizeUser": "summarization",
+    "Text2TextUser": "text2text-generation",
     "OpenAIUser": "text-generation",
     "KServeGrpcUser": "text-classification",
 }

@@ -145,11 +145,12 @@ def task(
     export: ExportFacts,
     http: HttpRoute | tuple[HttpRoute, ...] = (),
     load: Loader | None = None,
+    loader: Callable[[Any], Loader] | None = None,
     streams: bool = False,
 ) -> Callable[[R], R]:
     """Register the decorated runtime class as task `name`. Its parameter model is its tensors'
-    (one model for every protocol); `load` defaults to the encoder loader (`encoder_loader`); a
-    batched task's items run through the class's `run`."""
+    (one model for every protocol); it loads with `load`, else with what `loader(cls)` makes
+    (default `encoder_loader`); a batched task's items run through the class's `run`."""
 
     def decorate(cls: R) -> R:
         register(
@@ -157,7 +158,7 @@ def task(
                 name=name,
                 endpoint=endpoint,
                 parameters=tensors.parameters,
-                load=load or encoder_loader(cls),
+                load=load or (loader or encoder_loader)(cls),
                 tensors=tensors,
                 export=export,
                 runtime=cls,
