@@ -246,11 +246,42 @@ class HubSource(Source):
                 else "the Hugging Face hub is unreachable"
             )
             raise SourceError(
-                f"cannot fetch {where}: {reason} and it is not in the local Hugging Face cache "
+                f"cannot fetch {where}: {reason} and {_cache_state(self.target, self.revision)} "
                 f"({type(err).__name__}). Build the `local` or `tiny` profile instead, or export "
                 "a checkpoint folder with `python -m models export --source DIR`."
             ) from err
         return _checkpoint_folder(path, where)
+
+
+def _cache_state(repo_id: str, revision: str | None) -> str:
+    """What the local Hugging Face cache holds of `repo_id`, for an error message: a pinned
+    revision that was bumped in the catalog but never downloaded shows as the revisions that
+    are there instead."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    cache = Path(constants.HF_HUB_CACHE)
+    repo = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    refs: dict[str, list[str]] = {}
+    try:
+        for ref in sorted((repo / "refs").rglob("*")):
+            if ref.is_file():
+                name = ref.relative_to(repo / "refs").as_posix()
+                refs.setdefault(ref.read_text().strip(), []).append(name)
+        snapshots = (
+            sorted(p.name for p in (repo / "snapshots").iterdir() if p.is_dir())
+            if (repo / "snapshots").is_dir()
+            else []
+        )
+    except OSError:  # an unreadable cache: say no more than that the revision is not there
+        return f"{repo_id} at revision {revision or 'main'} is not in the local cache ({cache})"
+    wanted = f"revision {revision or 'main'}"
+    if not snapshots:
+        return f"the local Hugging Face cache ({cache}) has no snapshot of {repo_id}"
+    held = ", ".join(f"{s} ({', '.join(refs[s])})" if s in refs else s for s in snapshots)
+    return (
+        f"the local Hugging Face cache ({cache}) lacks {wanted}: it holds {repo_id} only at {held}"
+    )
 
 
 class TrainedSource(Source):

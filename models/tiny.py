@@ -138,6 +138,48 @@ def _byte_bpe_tokenizer(out: Path, specials: list[str], eos: str, chat_template:
     return fast
 
 
+def _bart_tokenizer(out: Path):
+    """BART's byte-level BPE (vocab.json + merges.txt) with RoBERTa's specials and pair layout
+    (`<s> A </s></s> B </s>`), as facebook/bart-large-mnli ships it."""
+    from tokenizers import decoders, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+    from transformers import BartTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok = Tokenizer(BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        corpus_sentences(),
+        BpeTrainer(
+            vocab_size=VOCAB_SIZE,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    tok.post_processor = processors.RobertaProcessing(
+        sep=("</s>", tok.token_to_id("</s>")),
+        cls=("<s>", tok.token_to_id("<s>")),
+        trim_offsets=True,
+        add_prefix_space=False,
+    )
+    fast = BartTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=MAX_POSITIONS,
+    )
+    fast.save_pretrained(out)
+    return fast
+
+
 def _unigram_t5_tokenizer(out: Path):
     from tokenizers import decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
@@ -298,6 +340,36 @@ def build_bert_nli(out: Path) -> None:
         label2id={label: i for i, label in enumerate(labels)},
     )
     _save(BertForSequenceClassification(config), out)
+
+
+def build_bart_nli(out: Path) -> None:
+    """A BART sequence classifier with MNLI's labels (the facebook/bart-large-mnli shape), for
+    zero-shot: an encoder-decoder whose head reads the decoder's state at the last `</s>`."""
+    from transformers import BartConfig, BartForSequenceClassification
+
+    tok = _bart_tokenizer(out)
+    _seed()
+    labels = ["contradiction", "neutral", "entailment"]
+    config = BartConfig(
+        init_std=INIT_RANGE,
+        vocab_size=len(tok),
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=MAX_POSITIONS,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.eos_token_id,
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    _save(BartForSequenceClassification(config), out)
 
 
 def build_distilbert_classifier(out: Path) -> None:
@@ -636,6 +708,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "bert-fill-mask": build_bert_fill_mask,
     "bert-cross-encoder": build_bert_cross_encoder,
     "bert-nli": build_bert_nli,
+    "bart-nli": build_bart_nli,
     "distilbert-fill-mask": build_distilbert_fill_mask,
     "bert-embedder": build_bert_embedder,
     "gpt2": build_gpt2,

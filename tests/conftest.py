@@ -23,6 +23,7 @@ TINY_TASKS = {
     "distilbert-fill-mask": "fill-mask",
     "bert-cross-encoder": "text-ranking",
     "bert-nli": "zero-shot-classification",
+    "bart-nli": "zero-shot-classification",
     "bert-embedder": "feature-extraction",
     "gpt2": "text-generation",
     "llama-chat": "text-generation",
