@@ -625,34 +625,6 @@ def build_marian(out: Path) -> None:
     _save(model, out)
 
 
-def _bart_tokenizer(out: Path):
-    """Byte-level BPE with BART's specials and `<s> ... </s>` framing (RobertaProcessing)."""
-    from tokenizers import decoders, pre_tokenizers, processors
-    from tokenizers.models import BPE
-    from tokenizers.trainers import BpeTrainer
-    from transformers import BartTokenizerFast
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok = Tokenizer(BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        corpus_sentences(),
-        BpeTrainer(
-            vocab_size=VOCAB_SIZE,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    tok.post_processor = processors.RobertaProcessing(
-        ("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False
-    )
-    fast = BartTokenizerFast(tokenizer_object=tok, model_max_length=MAX_POSITIONS)
-    fast.save_pretrained(out)
-    return fast
-
-
 def build_bart(out: Path) -> None:
     """A BART summarizer shaped like distilbart-cnn: forced BOS/EOS, decoder start </s>, and a
     summarization entry (4 beams, length penalty 2, no 3-gram repeats), lengths scaled to the

@@ -280,3 +280,16 @@ def test_missing_revision_fails_naming_the_model_and_revision(tmp_path, tiny_che
     assert "HF_HUB_OFFLINE=1" in result.stderr
     assert f"holds {spec.target} only at {MISSING_REVISION} (main)" in result.stderr
     assert f"1 of 1 failed: {spec.name}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "key"),
+    [
+        ("/summarize", "t5-small-summarizer", "summary_text"),
+        ("/text2text", "t5-small-text2text", "generated_text"),
+    ],
+)
+def test_summarization_and_text2text(server, path, model, key):
+    body = {"inputs": ["summarize: The house is small."], "model": model}
+    got = _post(server, path, {**body, "parameters": {"max_new_tokens": 8}})
+    assert len(got) == 1 and isinstance(got[0][key], str)
