@@ -254,6 +254,7 @@ def test_openapi_document_lists_every_endpoint(url):
         "/fill-mask",
         "/rerank",
         "/zero-shot",
+        "/ner",
         "/v1/rerank",
         "/models",
         "/v1/completions",

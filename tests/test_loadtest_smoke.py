@@ -20,6 +20,7 @@ HTTP_NAMES = {
     "/fill-mask",
     "/rerank",
     "/zero-shot",
+    "/ner",
     "/generate",
     "/generate stream",
     "/generate stream TTFT",

@@ -23,6 +23,7 @@ def test_the_registry_holds_every_task_module():
         "fill-mask",
         "text-ranking",
         "zero-shot-classification",
+        "token-classification",
         "translation",
         "text-generation",
     }
