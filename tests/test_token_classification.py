@@ -71,7 +71,9 @@ def reference(kind, tiny_checkpoint):
 
 
 def _plain(entity: dict) -> dict:
-    return {k: (v if k in ("entity", "entity_group", "word") else int(v)) for k, v in entity.items()}
+    return {
+        k: (v if k in ("entity", "entity_group", "word") else int(v)) for k, v in entity.items()
+    }
 
 
 def _assert_same(ours: list[dict], theirs: list[dict]) -> None:
@@ -96,7 +98,9 @@ def test_entities_match_the_pipeline(model, reference, strategy):
 
 def test_the_tiny_models_give_varied_labels(model):
     """Every aggregation path meets B-, I- and O runs: the random head is balanced."""
-    found = model.run([(t, _params(aggregation_strategy="none", ignore_labels=[])) for t in _texts()])
+    found = model.run(
+        [(t, _params(aggregation_strategy="none", ignore_labels=[])) for t in _texts()]
+    )
     labels = {e["entity"] for entities in found for e in entities}
     assert "O" in labels and len(labels) >= 7
 
@@ -150,9 +154,9 @@ def test_offsets_slice_the_original_text(model):
     for text in texts[-2:]:
         (entities,) = model.run([(text, _params(aggregation_strategy="first", stride=8))])
         for e in entities:
-            assert _normalized(text[e["start"] : e["end"]]).replace(" ", "") == e[
-                "word"
-            ].replace(" ", ""), e
+            assert _normalized(text[e["start"] : e["end"]]).replace(" ", "") == e["word"].replace(
+                " ", ""
+            ), e
 
 
 def test_a_batch_of_mixed_requests_answers_each_as_alone(model):
@@ -284,9 +288,18 @@ def test_inference_client_token_classification_works_unchanged(live_server):
 @pytest.mark.parametrize(
     "body, field",
     [
-        ({"inputs": "a", "parameters": {"aggregation_strategy": "longest"}}, "parameters.aggregation_strategy"),
-        ({"inputs": "a", "parameters": {"aggregation_strategy": "none", "stride": 4}}, "parameters.stride"),
-        ({"inputs": " ".join(corpus_sentences()[:30]), "parameters": {"stride": 128}}, "parameters.stride"),
+        (
+            {"inputs": "a", "parameters": {"aggregation_strategy": "longest"}},
+            "parameters.aggregation_strategy",
+        ),
+        (
+            {"inputs": "a", "parameters": {"aggregation_strategy": "none", "stride": 4}},
+            "parameters.stride",
+        ),
+        (
+            {"inputs": " ".join(corpus_sentences()[:30]), "parameters": {"stride": 128}},
+            "parameters.stride",
+        ),
         ({"inputs": "a", "parameters": {"stride": -1}}, "parameters.stride"),
         ({"inputs": " ".join(corpus_sentences()[:30])}, "inputs"),
         ({"inputs": ["a", " ".join(corpus_sentences()[:30])]}, "inputs[1]"),

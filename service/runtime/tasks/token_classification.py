@@ -100,9 +100,7 @@ class TokenClassificationParameters(BaseModel):
 
 class TokenClassificationRequest(TaskRequest):
     inputs: Text | list[Text] = Field(..., examples=["My name is Wolfgang and I live in Berlin."])
-    parameters: TokenClassificationParameters = Field(
-        default_factory=TokenClassificationParameters
-    )
+    parameters: TokenClassificationParameters = Field(default_factory=TokenClassificationParameters)
 
 
 class Entity(BaseModel):
