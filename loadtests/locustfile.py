@@ -387,6 +387,25 @@ class ZeroShotUser(_HttpTaskUser):
         )
 
 
+class NerUser(_HttpTaskUser):
+    """Entities of one sentence (70%) or of 2-4 (a document's paragraphs); the Inference API's
+    default grouping, `first` in 30%."""
+
+    weight = 5
+
+    @task
+    def ner(self) -> None:
+        texts = sentences(1, 1) if random.random() < 0.7 else sentences(2, 4)
+        params = {"aggregation_strategy": "first"} if random.random() < 0.3 else {}
+        inputs = texts[0] if len(texts) == 1 else texts
+        self.post_json(
+            "/ner",
+            {"inputs": inputs, "parameters": params},
+            "/ner",
+            lambda b: _is_list(b) and (len(texts) == 1 or len(b) == len(texts)),
+        )
+
+
 def _generation_parameters(prompt_words: int) -> dict:
     params = {"max_new_tokens": random.choice((16, 24, 32, 48)), "truncate": True}
     if random.random() < 0.5:

@@ -475,6 +475,12 @@ def compare_fill_mask(checkpoint: Path, sessions: dict, texts: list[str]) -> lis
     return _compare_logits("AutoModelForMaskedLM", checkpoint, sessions, texts)
 
 
+def compare_token_classification(
+    checkpoint: Path, sessions: dict, texts: list[str]
+) -> list[Comparison]:
+    return _compare_logits("AutoModelForTokenClassification", checkpoint, sessions, texts)
+
+
 def compare_feature_extraction(
     checkpoint: Path, sessions: dict, texts: list[str]
 ) -> list[Comparison]:
@@ -646,6 +652,7 @@ COMPARISONS: dict[str, Callable[[Path, dict, list[str]], list[Comparison]]] = {
     "text-ranking": compare_classification,
     # Zero-shot runs an NLI sequence classifier.
     "zero-shot-classification": compare_classification,
+    "token-classification": compare_token_classification,
     "feature-extraction": compare_feature_extraction,
     "text-generation": compare_text_generation,
     "translation": compare_translation,

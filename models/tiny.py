@@ -444,6 +444,77 @@ def build_distilbert_fill_mask(out: Path) -> None:
     _save(DistilBertForMaskedLM(config), out)
 
 
+# dslim/bert-base-NER's labels, in its order (CoNLL-2003 IOB tags).
+NER_LABELS = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
+
+
+def _ner_labels() -> dict:
+    return {
+        "num_labels": len(NER_LABELS),
+        "id2label": dict(enumerate(NER_LABELS)),
+        "label2id": {label: i for i, label in enumerate(NER_LABELS)},
+    }
+
+
+def _balanced_ner_head(model, tok) -> None:
+    """Shift the classifier's bias so that, over corpus sentences, every label wins some tokens
+    and "O" about a third of them (a random head otherwise gives most tokens one label, and the
+    default `ignore_labels=["O"]` would then have little to drop)."""
+    import torch
+
+    texts = corpus_sentences()[:64]
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+        real = batch["attention_mask"].bool()
+        mean = logits[real].mean(0)
+        model.classifier.bias -= mean
+        model.classifier.bias[0] += 1.0
+    model.eval()
+
+
+def build_bert_ner(out: Path) -> None:
+    """A token classifier with dslim/bert-base-NER's labels (the wide init spreads the tokens
+    over all nine, so every aggregation path meets B-, I- and O runs)."""
+    from transformers import BertConfig, BertForTokenClassification
+
+    tok = _wordpiece_tokenizer(out)
+    _seed()
+    config = BertConfig(
+        initializer_range=INIT_RANGE,
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=MAX_POSITIONS,
+        **_ner_labels(),
+    )
+    model = BertForTokenClassification(config)
+    _balanced_ner_head(model, tok)
+    _save(model, out)
+
+
+def build_distilbert_ner(out: Path) -> None:
+    from transformers import DistilBertConfig, DistilBertForTokenClassification
+
+    tok = _wordpiece_tokenizer(out, distil=True)
+    _seed()
+    config = DistilBertConfig(
+        initializer_range=INIT_RANGE,
+        vocab_size=len(tok),
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=128,
+        max_position_embeddings=MAX_POSITIONS,
+        **_ner_labels(),
+    )
+    model = DistilBertForTokenClassification(config)
+    _balanced_ner_head(model, tok)
+    _save(model, out)
+
+
 def build_bert_embedder(out: Path) -> None:
     """A BertModel laid out as a sentence-transformers folder (mean pooling, then normalize)."""
     from transformers import BertConfig, BertModel
@@ -681,6 +752,8 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "bert-cross-encoder": build_bert_cross_encoder,
     "bert-nli": build_bert_nli,
     "bart-nli": build_bart_nli,
+    "bert-ner": build_bert_ner,
+    "distilbert-ner": build_distilbert_ner,
     "distilbert-fill-mask": build_distilbert_fill_mask,
     "bert-embedder": build_bert_embedder,
     "gpt2": build_gpt2,

@@ -24,6 +24,8 @@ TINY_TASKS = {
     "bert-cross-encoder": "text-ranking",
     "bert-nli": "zero-shot-classification",
     "bart-nli": "zero-shot-classification",
+    "bert-ner": "token-classification",
+    "distilbert-ner": "token-classification",
     "bert-embedder": "feature-extraction",
     "gpt2": "text-generation",
     "llama-chat": "text-generation",

@@ -29,6 +29,7 @@ HUB_STAND_INS: dict[str, str] = {
     "distilbert/distilbert-base-uncased": "distilbert-fill-mask",
     "cross-encoder/ms-marco-MiniLM-L6-v2": "bert-cross-encoder",
     "facebook/bart-large-mnli": "bart-nli",
+    "dslim/bert-base-NER": "bert-ner",
     "HuggingFaceTB/SmolLM2-135M-Instruct": "llama-chat",
     "Helsinki-NLP/opus-mt-en-fr": "marian:bin",
     "google-t5/t5-small": "t5",

@@ -256,6 +256,7 @@ def test_openapi_document_lists_every_endpoint(url):
         "/zero-shot",
         "/summarize",
         "/text2text",
+        "/ner",
         "/v1/rerank",
         "/models",
         "/v1/completions",

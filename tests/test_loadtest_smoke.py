@@ -20,6 +20,7 @@ HTTP_NAMES = {
     "/fill-mask",
     "/rerank",
     "/zero-shot",
+    "/ner",
     "/generate",
     "/generate stream",
     "/generate stream TTFT",
@@ -64,7 +65,7 @@ def grpc_address(live_server) -> str | None:
 
 def test_smoke_load_meets_the_slo_gates(live_server, grpc_address, tmp_path):
     out = tmp_path / "smoke"
-    # 20 users at 0.5 req/s each: every user class (11) gets one user and the rest go by
+    # 20 users at 0.5 req/s each: every user class (12) gets one user and the rest go by
     # weight; ~10 req/s offered.
     args = [
         "--host",

@@ -25,6 +25,7 @@ def test_the_registry_holds_every_task_module():
         "zero-shot-classification",
         "summarization",
         "text2text-generation",
+        "token-classification",
         "translation",
         "text-generation",
     }

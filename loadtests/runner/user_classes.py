@@ -13,6 +13,7 @@ USER_CLASSES = {
     "FillMaskUser": "fill-mask",
     "RerankUser": "text-ranking",
     "ZeroShotUser": "zero-shot-classification",
+    "NerUser": "token-classification",
     "GenerateUser": "text-generation",
     "GenerateStreamUser": "text-generation",
     "TranslateUser": "translation",
