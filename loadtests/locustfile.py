@@ -10,6 +10,10 @@ gates), or directly:
 | ClassifyUser       | 30     | POST /classify — one sentence, sometimes 2–8                    |
 | EmbedUser          | 20     | POST /embed — one query sentence or a batch of 2–16 passages   |
 | AnswerUser         | 10     | POST /answer — 56–900-word contexts, several windows each      |
+| FillMaskUser       | 5      | POST /fill-mask — one sentence with one word masked            |
+| RerankUser         | 5      | POST /rerank — a query against 4–16 passages (TEI payload)     |
+| ZeroShotUser       | 5      | POST /zero-shot — one sentence against 2–7 candidate topics    |
+| NerUser            | 5      | POST /ner — one sentence or 2–4, simple or first grouping      |
 | GenerateUser       | 6      | POST /generate — prompts of 3–200 words, 16–48 new tokens      |
 | GenerateStreamUser | 6      | SSE /generate stream (total) and TTFT /generate stream TTFT    |
 | TranslateUser      | 8      | POST /translate — one sentence, new tokens scaled to its length |

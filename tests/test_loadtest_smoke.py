@@ -65,8 +65,8 @@ def grpc_address(live_server) -> str | None:
 
 def test_smoke_load_meets_the_slo_gates(live_server, grpc_address, tmp_path):
     out = tmp_path / "smoke"
-    # 20 users at 0.5 req/s each: every user class (12) gets one user and the rest go by
-    # weight; ~10 req/s offered.
+    # 24 users at 0.5 req/s each: every user class (14) gets one user and the rest go by
+    # weight; ~12 req/s offered.
     args = [
         "--host",
         live_server.url,
@@ -75,7 +75,7 @@ def test_smoke_load_meets_the_slo_gates(live_server, grpc_address, tmp_path):
         "--duration",
         "15",
         "--users",
-        "20",
+        "24",
         "--rps-per-user",
         "0.5",
         "--out",
