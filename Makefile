@@ -112,7 +112,9 @@ loadtest: install
 # Benchmarks (BENCHMARKS.md): real-size models (exported once into .cache/bench), our service
 # over HTTP and gRPC against in-process ONNX Runtime and a FastAPI + PyTorch server; ≈ 17 min
 # (its accuracy section needs the sentiment classifier `make models` trains once, else skipped).
-# bench-quick: MiniLM only, ≈ 1-2 min, report in reports/bench-quick (also run by `make test`).
+# bench-quick: MiniLM embeddings plus one line per encoder task (fill-mask, rerank, zero-shot,
+# similarity, NER where served; HTTP c=16 vs in process), ≈ 2-3 min (first run: + ~1 min of
+# exports), report in reports/bench-quick (also run by `make test`).
 BENCH_ARGS ?=
 bench: install
 	$(PY) -m loadtests.bench.suite $(BENCH_ARGS)

@@ -3,7 +3,9 @@
 The real all-MiniLM-L6-v2 served by the real service over HTTP and gRPC, measured against plain
 ONNX Runtime in process on the same graph, plus the tiny profile's cold start. The floors leave
 room for a busy machine but not for a regression such as spinning ORT threads or per-request
-overhead (see BENCHMARKS.md for the full suite and the goals of issue #9).
+overhead (see BENCHMARKS.md for the full suite and the goals of issue #9). One line per encoder
+task (fill-mask, rerank, zero-shot, similarity; NER once the service has `token-classification`):
+its route's payload over HTTP at c=16 against the same model rows in process.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 
 from loadtests.bench import suite
 from service.runtime.encoder_batches import length_sorted_groups
+from service.runtime.registry import TASKS
 
 
 def test_quick_benchmark_keeps_served_speed_near_in_process(tiny_store, tmp_path):
@@ -27,6 +30,16 @@ def test_quick_benchmark_keeps_served_speed_near_in_process(tiny_store, tmp_path
         "bench-all-minilm-l6-v2/grpc/c16",
     ):
         assert all(run["requests"] > 0 and run["errors"] == 0 for run in samples[key]), key
+    # Every encoder task line ran with no refused request (a payload the route rejects counts
+    # as an error), NER only where the task is registered.
+    expected = {"fill-mask", "rerank", "zero-shot", "similarity"}
+    if "token-classification" in TASKS:
+        expected.add("ner")
+    assert set(raw["task_lines"]) == expected
+    assert "## Encoder tasks" in report
+    for line in expected:
+        runs = samples[f"line/{line}/http/c16"]
+        assert all(run["requests"] > 0 and run["errors"] == 0 for run in runs), line
     missed = {name: (value, goal) for name, (value, goal, ok) in got["checks"].items() if not ok}
     assert not missed, f"benchmark floors missed: {missed}\n{report}"
 

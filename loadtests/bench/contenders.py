@@ -92,9 +92,32 @@ OURS_GRPC = Contender(
     protocol="grpc",
 )
 
+# The quick suite's encoder task lines (`suite.task_lines`), filed by line: one route's
+# payload over HTTP against the same model rows in process (a similarity line and the embeddings
+# workload share a model, so these keys name the line, not the model).
+TASK_HTTP = Contender(
+    "ours over HTTP, one task route",
+    "`bentoml serve`, closed loop, the route's payload (several model rows per request)",
+    "line/{line}/http/c{c}",
+    protocol="http",
+)
+TASK_ORT = Contender(
+    "plain ONNX Runtime on the task's rows, sorted batches",
+    "in this process, the rows the served requests compute (pairs encoded as pairs)",
+    "line/{line}/limit/b{batch}",
+    start=_plain_ort(),
+)
+TASK_ORT_NO_SPIN = Contender(
+    "plain ONNX Runtime on the task's rows, threads not spinning",
+    "as TASK_ORT, intra-op threads that sleep when idle",
+    "line/{line}/limit/b{batch}-no-spin",
+    start=_plain_ort(spinning=False),
+)
+
 # The in-process ORT sessions the suite opens per served model.
 SESSIONS = (ORT, ORT_NO_SPIN, ORT_RUNNERS)
 SERVED = (OURS_HTTP, OURS_GRPC)
+TASK_SESSIONS = (TASK_ORT, TASK_ORT_NO_SPIN)
 # The FastAPI baseline's concurrency levels.
 BASELINE_CONCURRENCIES = (1, 16)
 
@@ -105,4 +128,13 @@ def in_process_limit(samples: Any, model: str) -> float:
     return max(
         samples.median(ORT.key(model=model, batch=32)),
         samples.median(ORT_NO_SPIN.key(model=model, batch=32)),
+    )
+
+
+def task_line_limit(samples: Any, line: str) -> float:
+    """A task line's in-process figure: model rows/s, the better of ORT's default and
+    non-spinning threads, sorted batches of 32 (NaN when neither was measured)."""
+    return max(
+        samples.median(TASK_ORT.key(line=line, batch=32)),
+        samples.median(TASK_ORT_NO_SPIN.key(line=line, batch=32)),
     )

@@ -28,16 +28,62 @@ ROOT = Path(__file__).resolve().parents[2]
 first_error: list[str] = []
 
 
-def http_bodies(route: str, texts: list[str], model: str | None) -> list[bytes]:
-    """One request body per text, in the route's Hugging Face payload."""
-    bodies = []
+# The encoder task routes' request shapes (`suite.task_lines`): texts per rerank query,
+# candidate labels per zero-shot sequence, sentences per similarity source.
+RERANK_TEXTS = 8
+ZERO_SHOT_LABELS = ("politics", "sports", "technology", "entertainment")
+ZERO_SHOT_TEMPLATE = "This example is {}."  # the pipeline's default hypothesis template
+SIMILARITY_SENTENCES = 8
+MASK = "[MASK]"  # the bert-base-uncased vocabulary's mask token
+
+
+def _following(texts: list[str], i: int, n: int) -> list[str]:
+    return [texts[(i + 1 + k) % len(texts)] for k in range(n)]
+
+
+def with_mask(text: str) -> str:
+    """The sentence with its middle word replaced by the one mask token."""
+    words = text.split()
+    words[len(words) // 2] = MASK
+    return " ".join(words)
+
+
+def task_payloads(route: str, texts: list[str]) -> list[tuple[dict[str, Any], list[Any]]]:
+    """One request per text in the route's payload, with the model rows it computes: strings,
+    or (first, second) pairs encoded as one row, as the serving task encodes them."""
+    requests: list[tuple[dict[str, Any], list[Any]]] = []
     for i, text in enumerate(texts):
+        question = " ".join(texts[(i + 1) % len(texts)].split()[:6]) + "?"
         if route == "/answer":
             # QA: a sentence as context, the next one's first words as the question.
-            question = " ".join(texts[(i + 1) % len(texts)].split()[:6]) + "?"
             payload: dict[str, Any] = {"inputs": {"question": question, "context": text}}
+            rows: list[Any] = [(question, text)]
+        elif route == "/fill-mask":
+            payload = {"inputs": with_mask(text)}
+            rows = [payload["inputs"]]
+        elif route == "/rerank":
+            # TEI: a short query (the next sentence's first words), the texts that follow it.
+            candidates = _following(texts, i, RERANK_TEXTS)
+            payload = {"query": question, "texts": candidates}
+            rows = [(question, t) for t in candidates]
+        elif route == "/zero-shot":
+            payload = {"inputs": text, "parameters": {"candidate_labels": list(ZERO_SHOT_LABELS)}}
+            rows = [(text, ZERO_SHOT_TEMPLATE.format(label)) for label in ZERO_SHOT_LABELS]
+        elif route == "/similarity":
+            sentences = _following(texts, i, SIMILARITY_SENTENCES)
+            payload = {"inputs": {"source_sentence": text, "sentences": sentences}}
+            rows = [text, *sentences]
         else:
             payload = {"inputs": text}
+            rows = [text]
+        requests.append((payload, rows))
+    return requests
+
+
+def http_bodies(route: str, texts: list[str], model: str | None) -> list[bytes]:
+    """One request body per text, in the route's Hugging Face (or TEI) payload."""
+    bodies = []
+    for payload, _ in task_payloads(route, texts):
         if model:
             payload["model"] = model
         bodies.append(json.dumps(payload).encode())
