@@ -56,6 +56,45 @@ class ServedModel:
     def task(self) -> str:
         return self.record.task
 
+    # --- what an adapter may ask of a model: it never reaches into the runtime ----------------
+    @property
+    def tokenizer(self) -> Any:
+        """The model's `TextTokenizer` (TGI/TEI `/tokenize`, `/decode`, OpenAI echo)."""
+        return self.runtime.tokenizer
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Tokens one input may have (an encoder's limit; a decoder's context)."""
+        runtime = self.runtime
+        return int(getattr(runtime, "max_input_tokens", 0) or getattr(runtime, "max_positions", 0))
+
+    @property
+    def max_positions(self) -> int | None:
+        """A decoder's context length (prompt and generated tokens), None for other models."""
+        return getattr(self.runtime, "max_positions", None)
+
+    @property
+    def embedding_dimension(self) -> int | None:
+        return getattr(self.runtime, "dimension", None)
+
+    @property
+    def pooling_modes(self) -> tuple[str, ...] | None:
+        modes = getattr(self.runtime, "modes", None)
+        return tuple(modes) if modes is not None else None
+
+    def count_tokens(self, texts: Sequence[str], options: Any) -> int:
+        """Tokens the model reads for `texts` with these options (usage figures)."""
+        return int(sum(self.runtime.count_tokens(texts, options)))
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
+        """The prompt the model's chat template makes of `messages`; a model without one is
+        refused naming `model`."""
+        if not getattr(self.runtime, "chat_template", None):
+            raise InvalidInput(
+                f"model {self.name!r} has no chat template; use /v1/completions", field="model"
+            )
+        return self.runtime.apply_chat_template(messages)
+
     def describe(self, default: bool) -> dict[str, Any]:
         r = self.record
         return {

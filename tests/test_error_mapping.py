@@ -178,3 +178,20 @@ def test_answers_name_a_model_source_without_server_paths():
         record(source="hub:t5-small@abc", source_uri="hub:t5-small@abc").public_source
         == "hub:t5-small@abc"
     )
+
+
+def test_adapters_ask_the_data_plane_and_never_a_models_runtime():
+    """Protocol adapters reach a model only through the data plane and `ServedModel`'s own
+    questions (tokenizer, limits, chat prompt): a runtime's attributes are no adapter's
+    business, so a task can change its runtime without touching a protocol."""
+    found = []
+    for name, tree in _adapter_sources().items():
+        if name == "service/dataplane.py":
+            continue
+        calls = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        found += [
+            f"{name}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr == "runtime" and id(node) not in calls
+        ]
+    assert not found, found

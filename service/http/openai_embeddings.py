@@ -65,17 +65,17 @@ async def embeddings(
     if len(texts) > most:  # the data plane would name `inputs`; OpenAI's field is `input`
         raise InvalidInput(f"input: {len(texts)} inputs; at most {most} per request", field="input")
     served = dp.model(TASK, body.model)
-    runtime = served.runtime
-    if body.dimensions is not None and body.dimensions != runtime.dimension:
+    dimension = served.embedding_dimension
+    if body.dimensions is not None and body.dimensions != dimension:
         raise InvalidInput(
-            f"dimensions: model {served.name!r} gives {runtime.dimension}-"
+            f"dimensions: model {served.name!r} gives {dimension}-"
             "dimensional vectors and cannot shorten them",
             field="dimensions",
         )
     # OpenAI's embeddings cut over-long inputs instead of refusing them.
     options = EmbeddingParameters(truncate=True)
     vectors = await dp.run_batched(TASK, [(t, options) for t in texts], served.name, "http")
-    tokens = sum(runtime.count_tokens(texts, options))
+    tokens = served.count_tokens(texts, options)
     response.headers.update(untrained.headers_for(dp, TASK, served.name))
     return {
         "object": "list",

@@ -334,7 +334,7 @@ async def completions(body: CompletionRequest, request: Request, response: Respo
         for seed in body.choice_seeds()
     ]
     choices = await _open_choices(dp, served, prompts, params, add_special_tokens=True)
-    tokenizer = served.runtime.tokenizer
+    tokenizer = served.tokenizer
 
     def echoed(choice: _Choice) -> str:
         prompt = prompts[choice.prompt_index]
@@ -394,12 +394,8 @@ async def completions(body: CompletionRequest, request: Request, response: Respo
 async def chat_completions(body: ChatRequest, request: Request, response: Response) -> Any:
     dp = plane(request)
     served = dp.model(TASK, body.model)
-    if not served.runtime.chat_template:
-        raise InvalidInput(
-            f"model {served.name!r} has no chat template; use /v1/completions", field="model"
-        )
+    prompt = served.chat_prompt([m.as_template_message() for m in body.messages])
     warning = untrained.headers_for(dp, TASK, served.name)
-    prompt = served.runtime.apply_chat_template([m.as_template_message() for m in body.messages])
     top_n = body.top_n_tokens()
     params = [
         body.parameters(body.max_completion_tokens or body.max_tokens, top_n, seed)

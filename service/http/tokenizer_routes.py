@@ -73,7 +73,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> Any:
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     if not texts:
         raise InvalidInput("inputs: at least one text is required", field="inputs")
-    encodings = served.runtime.tokenizer.encode_batch(list(texts), body.add_special_tokens)
+    encodings = served.tokenizer.encode_batch(list(texts), body.add_special_tokens)
     if served.task == TEXT_GENERATION and isinstance(body.inputs, str):
         return _tokens(texts[0], encodings[0], with_special=False)
     return [_tokens(t, e, with_special=True) for t, e in zip(texts, encodings, strict=True)]
@@ -86,7 +86,7 @@ async def decode(body: DecodeRequest, request: Request) -> Any:
     batches = body.ids if body.ids and isinstance(body.ids[0], list) else [body.ids]
     if not batches or not all(batches):
         raise InvalidInput("ids: at least one token id is required", field="ids")
-    vocabulary = served.runtime.tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
+    vocabulary = served.tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
     for ids in batches:
         bad = [i for i in ids if not 0 <= i < vocabulary]  # type: ignore[operator]
         if bad:
@@ -94,15 +94,15 @@ async def decode(body: DecodeRequest, request: Request) -> Any:
                 f"ids: {bad[0]} is not a token id of model {served.name!r} (0..{vocabulary - 1})",
                 field="ids",
             )
-    tokenizer = served.runtime.tokenizer
+    tokenizer = served.tokenizer
     return [
         tokenizer.decode(list(ids), skip_special_tokens=body.skip_special_tokens) for ids in batches
     ]
 
 
 def _info(served: ServedModel, dp: DataPlane) -> dict[str, Any]:
-    runtime, record, limits = served.runtime, served.record, dp.settings.limits
-    max_input = int(getattr(runtime, "max_input_tokens", 0) or getattr(runtime, "max_positions", 0))
+    record, limits = served.record, dp.settings.limits
+    max_input = served.max_input_tokens
     info: dict[str, Any] = {
         "model_id": record.name,
         "model_sha": record.version,
@@ -121,8 +121,8 @@ def _info(served: ServedModel, dp: DataPlane) -> dict[str, Any]:
             + limits.max_queued_generations,
             max_best_of=1,
             max_stop_sequences=MAX_STOP_SEQUENCES,
-            max_input_tokens=runtime.max_positions - 1,
-            max_total_tokens=runtime.max_positions,
+            max_input_tokens=(served.max_positions or 1) - 1,
+            max_total_tokens=served.max_positions,
             validation_workers=1,
         )
     else:  # TEI's
@@ -131,8 +131,8 @@ def _info(served: ServedModel, dp: DataPlane) -> dict[str, Any]:
             tokenization_workers=1,
             model_type={record.task: {}},
         )
-        if hasattr(runtime, "modes"):
-            info["model_type"] = {"embedding": {"pooling": "+".join(runtime.modes)}}
+        if served.pooling_modes is not None:
+            info["model_type"] = {"embedding": {"pooling": "+".join(served.pooling_modes)}}
     return info
 
 
