@@ -2,7 +2,10 @@
 README's before/after table of issue #17. Run from the tree being measured:
 
     cd TREE && BENTOML_HOME=STORE PYTHONPATH=$PWD python \
-        /work/main/loadtests/results/rss-2026-12-07/measure_rss.py PROFILE RUNS
+        THIS_CHECKOUT/loadtests/results/tasks-2026-12-07/measure_rss.py PROFILE RUNS
+
+(the script only imports `loadtests.server_process` and `loadtests.bench.suite`, which the
+measured tree has)
 
 It starts the real server (`loadtests.server_process.start_server`, one worker) RUNS times and
 prints the median RSS of the supervisor and of the worker, in MB (psutil, whole process tree).
