@@ -129,6 +129,22 @@ def test_dashboard_parses_and_every_panel_uses_the_provisioned_datasource(dashbo
             assert variable["datasource"]["uid"] == datasource["uid"]
 
 
+def test_the_dashboard_is_generated_from_the_task_registry():
+    """A task's row comes from the registry (`deploy/grafana/build_dashboard.py`): the committed
+    dashboard is exactly what the script writes, so a new task fails here until it is rerun."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "build_dashboard", ROOT / "deploy" / "grafana" / "build_dashboard.py"
+    )
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert DASHBOARD.read_text(encoding="utf-8") == builder.render(), (
+        "deploy/grafana/dashboards/nlp-serving.json is not what build_dashboard.py writes: "
+        "run `python deploy/grafana/build_dashboard.py`"
+    )
+
+
 def test_dashboard_has_one_row_per_task_and_each_row_stays_in_its_task(dashboard):
     from service.runtime.registry import TASKS
 

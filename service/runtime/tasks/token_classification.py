@@ -203,25 +203,20 @@ def get_tag(name: str) -> tuple[str, str]:
 
 
 def aggregate_overlapping_entities(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The pipeline's merge of the entities of overlapping windows."""
-    if not entities:
-        return entities
-    entities = sorted(entities, key=lambda x: x["start"])
-    aggregated = []
-    previous = entities[0]
-    for entity in entities:
-        if previous["start"] <= entity["start"] < previous["end"]:
-            current_length = entity["end"] - entity["start"]
-            previous_length = previous["end"] - previous["start"]
-            if current_length > previous_length or (
-                current_length == previous_length and entity["score"] > previous["score"]
-            ):
-                previous = entity
-        else:
-            aggregated.append(previous)
-            previous = entity
-    aggregated.append(previous)
-    return aggregated
+    """One entity per overlap of the windows' entities: in start order, an entity that starts
+    inside the one kept so far replaces it when it is longer, or as long and more confident
+    (the pipeline's rule for `stride`)."""
+    kept: list[dict[str, Any]] = []
+    for entity in sorted(entities, key=lambda e: e["start"]):
+        last = kept[-1] if kept else None
+        if last is None or not last["start"] <= entity["start"] < last["end"]:
+            kept.append(entity)
+        elif (entity["end"] - entity["start"], entity["score"]) > (
+            last["end"] - last["start"],
+            last["score"],
+        ):
+            kept[-1] = entity
+    return kept
 
 
 @task(
