@@ -21,7 +21,8 @@ SAMPLE_SIZE = 16
 # int8 is judged by rows (see `Tolerance`), and classifiers and QA give one row per sentence:
 # they get more sentences at int8 (tiny models: milliseconds; MiniLM: about a second).
 INT8_SAMPLE_SIZE = 128
-ROW_PER_SENTENCE = ("text-classification", "question-answering")
+# Comparisons with one row per sentence (int8 gets more sentences for its agreement figures).
+ROW_PER_SENTENCE = ("sequence-logits", "question-answering")
 MAX_TOKENS = 48
 QUESTIONS = ("What is this about?", "Who is it?", "Why does it matter?", "What happened?")
 
@@ -246,10 +247,11 @@ def parity_report(
 
     stage = stage_name(optimize, quantize)
     tolerance = tolerance_for(optimize, quantize)
-    samples = INT8_SAMPLE_SIZE if quantize == "int8" and task in ROW_PER_SENTENCE else SAMPLE_SIZE
+    row_per_sentence = parity_kind(task) in ROW_PER_SENTENCE
+    samples = INT8_SAMPLE_SIZE if quantize == "int8" and row_per_sentence else SAMPLE_SIZE
     sessions = {name: _session(Path(folder) / name) for name in graph_files(task)}
     with torch.inference_mode():
-        comparisons = COMPARISONS[task](Path(checkpoint), sessions, sample_texts(samples))
+        comparisons = comparison_for(task)(Path(checkpoint), sessions, sample_texts(samples))
     outputs: dict[str, dict] = {}
     for comparison in comparisons:
         outputs[comparison.output] = _fold(outputs.get(comparison.output), comparison.figures())
@@ -644,19 +646,24 @@ def _summary(figures: dict, tolerance: Tolerance) -> dict:
     return figures
 
 
+# Kind of comparison (a task's `ExportFacts.parity`, declared in its module) -> the comparison.
 COMPARISONS: dict[str, Callable[[Path, dict, list[str]], list[Comparison]]] = {
-    "text-classification": compare_classification,
+    "sequence-logits": compare_classification,
     "question-answering": compare_question_answering,
-    "fill-mask": compare_fill_mask,
-    # A cross-encoder is a sequence classifier with one logit.
-    "text-ranking": compare_classification,
-    # Zero-shot runs an NLI sequence classifier.
-    "zero-shot-classification": compare_classification,
-    "token-classification": compare_token_classification,
-    "feature-extraction": compare_feature_extraction,
-    "text-generation": compare_text_generation,
-    "translation": compare_translation,
-    # The same encoder-decoder graphs as translation.
-    "summarization": compare_translation,
-    "text2text-generation": compare_translation,
+    "masked-lm-logits": compare_fill_mask,
+    "token-logits": compare_token_classification,
+    "embeddings": compare_feature_extraction,
+    "causal-lm": compare_text_generation,
+    "seq2seq": compare_translation,
 }
+
+
+def parity_kind(task: str) -> str:
+    """The kind of comparison that validates an export of `task` (its module names it)."""
+    from service.runtime.registry import TASKS
+
+    return TASKS[task].export.parity
+
+
+def comparison_for(task: str) -> Callable[[Path, dict, list[str]], list[Comparison]]:
+    return COMPARISONS[parity_kind(task)]

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 # What every sequence-to-sequence task exports: Optimum's encoder and split decoders (see above).
 SEQ2SEQ_EXPORT = ExportFacts(
     "text2text-generation-with-past",
+    parity="seq2seq",
     graphs=("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"),
 )
 TARGET_TOKENIZER_FILE = "target_tokenizer.json"  # written for Marian by models/marian_tokenizer.py

@@ -98,9 +98,13 @@ class HttpRoute:
 
 @dataclass(frozen=True)
 class ExportFacts:
-    """How `python -m models export` produces a serving folder for the task."""
+    """How `python -m models export` produces a serving folder for the task: Optimum's task,
+    the graphs the runtime loads, and the PyTorch comparison that validates them (a kind of
+    `models/parity.py`: sequence-logits, token-logits, masked-lm-logits, question-answering,
+    embeddings, causal-lm, seq2seq; the comparison itself needs torch, so it lives there)."""
 
     optimum_task: str
+    parity: str
     graphs: tuple[str, ...] = ("model.onnx",)
 
 

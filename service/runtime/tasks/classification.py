@@ -126,7 +126,7 @@ def _labels(config: dict[str, Any], width: Any) -> list[str]:
     endpoint="classify",
     http=HTTP,
     tensors=TENSORS,
-    export=ExportFacts("text-classification"),
+    export=ExportFacts("text-classification", parity="sequence-logits"),
 )
 @dataclass
 class TextClassifier(EncoderRuntime):

@@ -220,7 +220,7 @@ def prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
     endpoint="embed",
     http=(HTTP, SIMILARITY),
     tensors=TENSORS,
-    export=ExportFacts("feature-extraction"),
+    export=ExportFacts("feature-extraction", parity="embeddings"),
 )
 @dataclass
 class Embedder(EncoderRuntime):

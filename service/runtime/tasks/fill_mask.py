@@ -109,7 +109,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     endpoint="fill-mask",
     http=HTTP,
     tensors=TENSORS,
-    export=ExportFacts("fill-mask"),
+    export=ExportFacts("fill-mask", parity="masked-lm-logits"),
 )
 @dataclass
 class MaskFiller(EncoderRuntime):

@@ -370,7 +370,7 @@ def _load(path: Path, settings: Settings) -> TextGenerator:
     "text-generation",
     endpoint="generate",
     tensors=TENSORS,
-    export=ExportFacts("text-generation-with-past"),
+    export=ExportFacts("text-generation-with-past", parity="causal-lm"),
     load=_load,
     streams=True,
 )

@@ -205,7 +205,7 @@ class Window:
     endpoint="answer",
     http=HTTP,
     tensors=TENSORS,
-    export=ExportFacts("question-answering"),
+    export=ExportFacts("question-answering", parity="question-answering"),
 )
 @dataclass
 class QuestionAnswerer(EncoderRuntime):

@@ -187,7 +187,8 @@ def activation(config: dict[str, Any]) -> str:
     endpoint="rerank",
     http=(RERANK, COHERE_RERANK),
     tensors=TENSORS,
-    export=ExportFacts("text-classification"),
+    # A cross-encoder is a sequence classifier with one logit.
+    export=ExportFacts("text-classification", parity="sequence-logits"),
 )
 @dataclass
 class CrossEncoderRanker(EncoderRuntime):

@@ -224,7 +224,7 @@ def aggregate_overlapping_entities(entities: list[dict[str, Any]]) -> list[dict[
     endpoint="ner",
     http=HTTP,
     tensors=TENSORS,
-    export=ExportFacts("token-classification"),
+    export=ExportFacts("token-classification", parity="token-logits"),
 )
 @dataclass
 class TokenClassifier(EncoderRuntime):

@@ -154,7 +154,8 @@ def entailment_id(config: dict[str, Any]) -> int:
     endpoint="zero-shot",
     http=HTTP,
     tensors=TENSORS,
-    export=ExportFacts("text-classification"),
+    # Zero-shot runs an NLI sequence classifier.
+    export=ExportFacts("text-classification", parity="sequence-logits"),
 )
 @dataclass
 class ZeroShotClassifier(EncoderRuntime):
