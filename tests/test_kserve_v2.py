@@ -46,7 +46,24 @@ TASK_MODELS = {
     "feature-extraction": ("tiny-bert-embedder", ["text"], ["embedding"]),
     "translation": ("tiny-t5", ["text"], ["translation_text"]),
     "text-generation": ("tiny-llama-chat", ["text"], ["generated_text"]),
+    "fill-mask": ("tiny-bert-fill-mask", ["text"], ["token_str", "score", "token", "sequence"]),
+    "text-ranking": ("tiny-bert-reranker", ["query", "text"], ["score"]),
+    "zero-shot-classification": ("tiny-bert-nli", ["text"], ["label", "score"]),
+    "token-classification": (
+        "tiny-bert-ner",
+        ["text"],
+        ["entity", "score", "word", "start", "end"],
+    ),
+    "summarization": ("tiny-bart-summarizer", ["text"], ["summary_text"]),
+    "text2text-generation": ("tiny-t5-text2text", ["text"], ["generated_text"]),
 }
+
+
+def test_every_registered_task_has_its_v2_contract_here():
+    """The tensors below are the contract clients code against: a new task states its own."""
+    from service.runtime.registry import TASKS
+
+    assert set(TASK_MODELS) == set(TASKS)
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,7 @@ def test_a_task_name_or_endpoint_is_registered_once():
         parameters=existing.parameters,
         load=existing.load,
         tensors=existing.tensors,
-        export=ExportFacts("text-classification"),
+        export=ExportFacts("text-classification", parity="sequence-logits"),
     )
     with pytest.raises(ValueError, match="registered twice"):
         register(clash)
@@ -104,7 +104,7 @@ def test_a_task_name_or_endpoint_is_registered_once():
                 parameters=existing.parameters,
                 load=existing.load,
                 tensors=existing.tensors,
-                export=ExportFacts("text-classification"),
+                export=ExportFacts("text-classification", parity="sequence-logits"),
             )
         )
     assert "another-task" not in TASKS and TASKS["text-classification"] is existing
