@@ -4,7 +4,7 @@ The real all-MiniLM-L6-v2 served by the real service over HTTP and gRPC, measure
 ONNX Runtime in process on the same graph, plus the tiny profile's cold start. The floors leave
 room for a busy machine but not for a regression such as spinning ORT threads or per-request
 overhead (see BENCHMARKS.md for the full suite and the goals of issue #9). One line per encoder
-task (fill-mask, rerank, zero-shot, similarity; NER once the service has `token-classification`):
+task (fill-mask, rerank, zero-shot, similarity, NER):
 its route's payload over HTTP at c=16 against the same model rows in process.
 """
 
@@ -14,7 +14,6 @@ import json
 
 from loadtests.bench import suite
 from service.runtime.encoder_batches import length_sorted_groups
-from service.runtime.registry import TASKS
 
 
 def test_quick_benchmark_keeps_served_speed_near_in_process(tiny_store, tmp_path):
@@ -31,10 +30,8 @@ def test_quick_benchmark_keeps_served_speed_near_in_process(tiny_store, tmp_path
     ):
         assert all(run["requests"] > 0 and run["errors"] == 0 for run in samples[key]), key
     # Every encoder task line ran with no refused request (a payload the route rejects counts
-    # as an error), NER only where the task is registered.
-    expected = {"fill-mask", "rerank", "zero-shot", "similarity"}
-    if "token-classification" in TASKS:
-        expected.add("ner")
+    # as an error).
+    expected = {"fill-mask", "rerank", "zero-shot", "similarity", "ner"}
     assert set(raw["task_lines"]) == expected
     assert "## Encoder tasks" in report
     for line in expected:

@@ -374,6 +374,20 @@ def test_configured_default_pair(tiny_exported):
         Translator.load(tiny_exported("t5"), threads=1, default_pair=("en", "ja"))
 
 
+def test_the_deployments_preferred_pair_reaches_the_loaded_model(tiny_exported):
+    """`models.translation_pair` goes through the task's loader (the one the service uses);
+    a pair the model lacks leaves its first."""
+    from service.config import Settings
+    from service.runtime.registry import TASKS
+
+    settings = Settings()
+    first = Translator.load(tiny_exported("t5"), threads=1).default_pair
+    for pair, expected in (("en-fr", "en->fr"), ("en-de", "en->de"), ("en-ja", str(first))):
+        settings.models.translation_pair = pair
+        loaded = TASKS["translation"].load(tiny_exported("t5"), settings)
+        assert str(loaded.default_pair) == expected, pair
+
+
 def test_merged_decoder_gives_the_same_tokens(translators, tiny_exported, tmp_path):
     source = tiny_exported("t5")
     merged_only = tmp_path / "t5-merged"

@@ -52,11 +52,9 @@ CROSS_ENCODER = BenchModel(
     "bench-minilm-cross-encoder", "text-ranking", "random:minilm-cross-encoder"
 )
 NLI = BenchModel("bench-minilm-nli", "zero-shot-classification", "random:minilm-nli")
-# Built only where the service has the `token-classification` task (`suite.task_lines`).
 NER = BenchModel("bench-minilm-ner", "token-classification", "random:minilm-ner")
 ALL = (CLASSIFIER, CLASSIFIER_INT8, QA, EMBEDDER, FILL_MASK, CROSS_ENCODER, NLI, NER)
 NLI_LABELS = ("contradiction", "neutral", "entailment")
-NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 
 
 def minilm_dir() -> Path:
@@ -115,7 +113,9 @@ def minilm_task_checkpoint(head: str, folder: Path, seed: int = 0) -> Path:
 
     transformers.logging.set_verbosity_error()  # "newly initialized" heads: that is the point
     source = str(minilm_dir())
-    labels: dict[str, tuple[str, ...]] = {"nli": NLI_LABELS, "ner": NER_LABELS}
+    from models.tiny import NER_LABELS  # dslim/bert-base-NER's labels
+
+    labels: dict[str, tuple[str, ...]] = {"nli": NLI_LABELS, "ner": tuple(NER_LABELS)}
     torch.manual_seed(seed)
     if head == "fill-mask":
         model = AutoModelForMaskedLM.from_pretrained(source)

@@ -211,11 +211,6 @@ def _task_lines_section(lines: list[Any], facts: dict[str, Any], samples: Any) -
             f"{_fmt(req_s * per_request / limit, 2)} | "
             f"{_fmt(server_cpu / max(requests, 1) * 1000, 2)} | {errors} |"
         )
-    if not any(line.task == "token-classification" for line in lines):
-        text.append(
-            "| ner | `/ner` | — | — | not measured: this service has no "
-            "`token-classification` task | | | | | | |"
-        )
     text += [
         "",
         "Server CPU: seconds per 1,000 requests. The ratio is what the goal table's task "

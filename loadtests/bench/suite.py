@@ -14,7 +14,7 @@ hits all of them alike; each contender is a row of `contenders.py`):
   3. ours over HTTP and gRPC, closed loop at concurrency 1, 4, 16, 64 (`load_generator.py`,
      a separate process whose CPU time is reported).
 The quick variant adds one line per encoder task (`task_lines`: fill-mask, rerank, zero-shot,
-sentence similarity, NER where the service has it): the real MiniLM encoder under each task's
+sentence similarity, NER): the real MiniLM encoder under each task's
 head, served over HTTP at c=16 in the route's own payload, against plain ONNX Runtime in process
 on the very model rows those requests compute.
 Plus cold start (process start to `/readyz` 200, tiny profile) and memory per process. The goals
@@ -311,12 +311,8 @@ class TaskLine:
 
 
 def task_lines() -> list[TaskLine]:
-    """The quick suite's encoder task lines. NER is there only where the service registers the
-    `token-classification` task (it comes with another branch): until then it is left out, not
-    failed, and the report says so."""
-    from service.runtime.registry import TASKS
-
-    lines = [
+    """The quick suite's encoder task lines."""
+    return [
         TaskLine("fill-mask", "fill-mask", "/fill-mask", FILL_MASK, "one sentence, one mask", 64),
         TaskLine(
             "rerank", "text-ranking", "/rerank", CROSS_ENCODER, "a query and 8 texts (TEI)", 16
@@ -339,7 +335,6 @@ def task_lines() -> list[TaskLine]:
         ),
         TaskLine("ner", "token-classification", "/ner", NER, "one sentence", 64),
     ]
-    return [line for line in lines if line.task in TASKS]
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -40,3 +40,9 @@ class TaskRequest(BaseModel):
 def as_list(inputs: str | list[str]) -> list[str]:
     """`inputs` as a list: one string is a batch of one."""
     return [inputs] if isinstance(inputs, str) else inputs
+
+
+def like_inputs(results: list[Any], body: Any) -> Any:
+    """The answer shaped as `body.inputs` was: one result for one string, the list for a list
+    (as the pipelines return it and `InferenceClient` reads it)."""
+    return results[0] if isinstance(body.inputs, str) else results

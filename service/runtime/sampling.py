@@ -88,6 +88,8 @@ def apply_top_p(scores: np.ndarray, top_p: float, min_tokens_to_keep: int = 1) -
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
+    """Probabilities along the last axis, max-shifted as torch.softmax (sampling here; the
+    encoder tasks' label and token scores too)."""
     shifted = np.exp(scores - np.max(scores, axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
 

@@ -669,6 +669,11 @@ class Seq2SeqGenerator:
         generator.check_defaults()
         return generator
 
+    @classmethod
+    def load_options(cls, settings: Settings) -> dict[str, Any]:
+        """Keyword arguments of `load` a task takes from the deployment's settings."""
+        return {}
+
     @staticmethod
     def read_folder(
         model_dir: Path, threads: int | None, max_new_tokens_limit: int, max_beams: int
@@ -841,7 +846,8 @@ class Seq2SeqGenerator:
 
 
 def seq2seq_loader(cls: type[Seq2SeqGenerator]) -> Loader:
-    """Load a generator with the deployment's thread count and request limits."""
+    """Load a generator with the deployment's thread count and request limits, plus what the
+    class takes from the settings (`load_options`)."""
 
     def load(path: Path, settings: Settings) -> Seq2SeqGenerator:
         return cls.load(
@@ -849,6 +855,7 @@ def seq2seq_loader(cls: type[Seq2SeqGenerator]) -> Loader:
             threads=threads(settings),
             max_new_tokens_limit=settings.limits.max_new_tokens,
             max_beams=settings.limits.max_num_beams,
+            **cls.load_options(settings),
         )
 
     return load

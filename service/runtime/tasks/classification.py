@@ -25,6 +25,7 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import ModelLoadError
+from service.runtime.sampling import softmax
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 
 ScoreFunction = Literal["softmax", "sigmoid", "none"]
@@ -87,16 +88,11 @@ TENSORS = TaskTensors(
 )
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-_SCORE_FUNCTIONS = {"softmax": _softmax, "sigmoid": _sigmoid, "none": lambda logits: logits}
+_SCORE_FUNCTIONS = {"softmax": softmax, "sigmoid": _sigmoid, "none": lambda logits: logits}
 
 
 def default_function(config: dict[str, Any], num_labels: int) -> ScoreFunction:
@@ -112,7 +108,8 @@ def default_function(config: dict[str, Any], num_labels: int) -> ScoreFunction:
     return configured if configured in _SCORE_FUNCTIONS else "none"
 
 
-def _labels(config: dict[str, Any], width: Any) -> list[str]:
+def config_labels(config: dict[str, Any], width: Any) -> list[str]:
+    """A classifier head's labels in output order (`id2label`, else LABEL_i for its width)."""
     id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
     if not id2label and isinstance(width, int):
         id2label = {i: f"LABEL_{i}" for i in range(width)}
@@ -140,7 +137,7 @@ class TextClassifier(EncoderRuntime):
         logits = next((o for o in encoder.session.get_outputs() if o.name == "logits"), None)
         if logits is None:
             raise ModelLoadError(f"{model_dir}/model.onnx has no 'logits' output")
-        labels = _labels(encoder.config, logits.shape[-1])
+        labels = config_labels(encoder.config, logits.shape[-1])
         return cls(
             encoder=encoder,
             labels=labels,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.http.fields import TaskRequest, Text, as_list
+from service.http.fields import TaskRequest, Text, as_list, like_inputs
 from service.kserve.tensors import (
     TEXT,
     TaskTensors,
@@ -32,6 +32,7 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.sampling import softmax
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 
 MAX_TARGETS = 1024
@@ -59,11 +60,6 @@ class Prediction(BaseModel):
     sequence: str
 
 
-def _respond(results: list[list[dict[str, Any]]], body: FillMaskRequest) -> Any:
-    """One list of predictions for one string (as the pipeline), a list per input for a list."""
-    return results[0] if isinstance(body.inputs, str) else results
-
-
 def _outputs(results: list[list[dict[str, Any]]]) -> list[Tensor]:
     return ranked_tensors(
         results,
@@ -80,7 +76,7 @@ HTTP = HttpRoute(
     request=FillMaskRequest,
     response=list[Prediction] | list[list[Prediction]],
     items=lambda body: [(t, body.parameters) for t in as_list(body.inputs)],
-    respond=_respond,
+    respond=like_inputs,
     summary="""Fill-mask (`fill-mask` pipeline payload): the `top_k` best tokens for the one mask
     token of each input, best first.""",
 )
@@ -97,11 +93,6 @@ TENSORS = TaskTensors(
     items=one_text_per_item,
     encode=_outputs,
 )
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 @task(
@@ -181,7 +172,7 @@ class MaskFiller(EncoderRuntime):
     def _predictions(
         self, ids: list[int], logits: np.ndarray, target_ids: np.ndarray | None, top_k: int
     ) -> list[dict[str, Any]]:
-        probs = _softmax(logits.astype(np.float32, copy=False))
+        probs = softmax(logits.astype(np.float32, copy=False))
         if target_ids is not None:
             probs = probs[target_ids]
             top_k = min(top_k, len(target_ids))

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from tokenizers import Encoding
 
-from service.http.fields import TaskRequest, Text, as_list
+from service.http.fields import TaskRequest, Text, as_list, like_inputs
 from service.kserve.tensors import (
     TEXT,
     TaskTensors,
@@ -48,8 +48,10 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.sampling import softmax
 from service.runtime.stages import tokenizing
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
+from service.runtime.tasks.classification import config_labels
 
 AggregationStrategy = Literal["none", "simple", "first", "average", "max"]
 WORD_STRATEGIES = ("first", "average", "max")
@@ -115,12 +117,6 @@ class Entity(BaseModel):
     end: int
 
 
-def _respond(results: list[list[dict[str, Any]]], body: TokenClassificationRequest) -> Any:
-    """One list of entities for one string (as the pipeline and `InferenceClient` read it), a
-    list per input for a list."""
-    return results[0] if isinstance(body.inputs, str) else results
-
-
 def _outputs(results: list[list[dict[str, Any]]]) -> list[Tensor]:
     rows = [
         [
@@ -151,7 +147,7 @@ HTTP = HttpRoute(
     request=TokenClassificationRequest,
     response=list[Entity] | list[list[Entity]],
     items=lambda body: [(t, body.parameters) for t in as_list(body.inputs)],
-    respond=_respond,
+    respond=like_inputs,
     summary="""Token classification / NER (`token-classification` pipeline payload): the entities
     of each input, in text order, with character offsets into it. `aggregation_strategy`
     (default `simple`, as the Inference API) groups tokens into entities (`entity_group`);
@@ -177,20 +173,6 @@ TENSORS = TaskTensors(
     items=one_text_per_item,
     encode=_outputs,
 )
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def _labels(config: dict[str, Any], width: Any) -> list[str]:
-    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
-    if not id2label and isinstance(width, int):
-        id2label = {i: f"LABEL_{i}" for i in range(width)}
-    if not id2label or sorted(id2label) != list(range(len(id2label))):
-        raise ModelLoadError("config.json needs id2label with ids 0..n-1 for a token classifier")
-    return [id2label[i] for i in range(len(id2label))]
 
 
 def get_tag(name: str) -> tuple[str, str]:
@@ -237,7 +219,7 @@ class TokenClassifier(EncoderRuntime):
         logits = next((o for o in encoder.session.get_outputs() if o.name == "logits"), None)
         if logits is None:
             raise ModelLoadError(f"{model_dir}/model.onnx has no 'logits' output")
-        return cls(encoder=encoder, labels=_labels(encoder.config, logits.shape[-1]))
+        return cls(encoder=encoder, labels=config_labels(encoder.config, logits.shape[-1]))
 
     def warmup(self) -> None:
         self.run([("A warm-up call in Berlin.", TokenClassificationParameters())])
@@ -319,7 +301,7 @@ class TokenClassifier(EncoderRuntime):
         ignored = params.ignored()
         found: list[dict[str, Any]] = []
         for encoding, window_logits in zip(windows, logits, strict=True):
-            scores = _softmax(window_logits.astype(np.float32, copy=False))
+            scores = softmax(window_logits.astype(np.float32, copy=False))
             pre = self._pre_entities(text, encoding, scores)
             grouped = self._aggregate(pre, strategy)
             found.extend(

@@ -20,8 +20,13 @@ from service.config import Settings
 from service.http.fields import TaskRequest, Text, as_list
 from service.kserve.tensors import TEXT, TaskTensors, TensorSpec, one_text_per_item, text_tensor
 from service.runtime.errors import InvalidInput, ModelLoadError
-from service.runtime.seq2seq import SEQ2SEQ_EXPORT, Seq2SeqGenerator, Seq2SeqParameters
-from service.runtime.task import HttpRoute, task, threads
+from service.runtime.seq2seq import (
+    SEQ2SEQ_EXPORT,
+    Seq2SeqGenerator,
+    Seq2SeqParameters,
+    seq2seq_loader,
+)
+from service.runtime.task import HttpRoute, task
 
 
 class TranslationParameters(Seq2SeqParameters):
@@ -70,24 +75,13 @@ TENSORS = TaskTensors(
 )
 
 
-def _load(path: Path, settings: Settings) -> Translator:
-    src, _, tgt = settings.models.translation_pair.partition("-")
-    return Translator.load(
-        path,
-        threads=threads(settings),
-        max_new_tokens_limit=settings.limits.max_new_tokens,
-        max_beams=settings.limits.max_num_beams,
-        preferred_pair=(src, tgt) if tgt else None,
-    )
-
-
 @task(
     "translation",
     endpoint="translate",
     http=HTTP,
     tensors=TENSORS,
     export=SEQ2SEQ_EXPORT,
-    load=_load,
+    loader=seq2seq_loader,
 )
 @dataclass
 class Translator(Seq2SeqGenerator):
@@ -97,6 +91,12 @@ class Translator(Seq2SeqGenerator):
     default_pair: LanguagePair | None = None
 
     parameters: ClassVar[type[Seq2SeqParameters]] = TranslationParameters
+
+    @classmethod
+    def load_options(cls, settings: Settings) -> dict[str, Any]:
+        """The deployment's preferred pair (`models.translation_pair`, e.g. `en-fr`)."""
+        src, _, tgt = settings.models.translation_pair.partition("-")
+        return {"preferred_pair": (src, tgt) if tgt else None}
 
     @classmethod
     def load(

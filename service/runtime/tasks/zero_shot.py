@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.http.fields import TaskRequest, Text, as_list
+from service.http.fields import TaskRequest, Text, as_list, like_inputs
 from service.kserve.tensors import (
     TEXT,
     TaskTensors,
@@ -104,11 +104,6 @@ def _items(body: ZeroShotRequest) -> list[tuple[str, ZeroShotParameters]]:
     return [(text, body.parameters) for text in texts]
 
 
-def _respond(results: list[dict[str, Any]], body: ZeroShotRequest) -> Any:
-    """One object for one string (as the pipeline and `InferenceClient` read it), else a list."""
-    return results[0] if isinstance(body.inputs, str) else results
-
-
 def _outputs(results: list[dict[str, Any]]) -> list[Tensor]:
     rows = [
         [
@@ -124,7 +119,7 @@ HTTP = HttpRoute(
     request=ZeroShotRequest,
     response=ZeroShotResult | list[ZeroShotResult],
     items=_items,
-    respond=_respond,
+    respond=like_inputs,
     summary="""Zero-shot classification (`zero-shot-classification` pipeline payload): the
     candidate labels ranked by an NLI model's entailment of the filled hypothesis template.""",
 )
