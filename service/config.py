@@ -150,11 +150,28 @@ class LimitSettings(_Section):
     request_timeout_s: float = Field(0.0, ge=0)
 
 
+class GrammarSettings(_Section):
+    """Structured generation (service/runtime/constraints.py): what one request's grammar may
+    cost. The fuels are llguidance's work budgets; past them a request gets a 422, never a hang."""
+
+    # A JSON schema (as compact JSON), regex or Lark grammar larger than this is refused.
+    max_bytes: int = Field(32_768, ge=64)
+    # Nesting of a JSON schema's objects and arrays (the schema document, not the output).
+    max_depth: int = Field(32, ge=1)
+    # Compiled grammars kept per model (least recently used goes first).
+    cache_size: int = Field(128, ge=1)
+    # Lexer work to build a grammar (about 50 per microsecond) and to compute one token's mask
+    # (about 14 per microsecond): llguidance's defaults.
+    compile_fuel: int = Field(1_000_000, ge=100)
+    step_fuel: int = Field(200_000, ge=100)
+
+
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    grammar: GrammarSettings = Field(default_factory=GrammarSettings)
 
 
 SECTIONS: dict[str, type[_Section]] = {

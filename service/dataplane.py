@@ -86,14 +86,21 @@ class ServedModel:
         """Tokens the model reads for `texts` with these options (usage figures)."""
         return int(sum(self.runtime.count_tokens(texts, options)))
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
-        """The prompt the model's chat template makes of `messages`; a model without one is
-        refused naming `model`."""
+    def chat_prompt(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The prompt the model's chat template makes of `messages` (and `tools`, for a template
+        that takes them); a model without one is refused naming `model`."""
         if not getattr(self.runtime, "chat_template", None):
             raise InvalidInput(
                 f"model {self.name!r} has no chat template; use /v1/completions", field="model"
             )
-        return self.runtime.apply_chat_template(messages)
+        return self.runtime.apply_chat_template(messages, tools=tools)
+
+    @property
+    def template_takes_tools(self) -> bool:
+        """Whether the chat template renders `tools` itself (else they go in a system turn)."""
+        return "tools" in (getattr(self.runtime, "chat_template", None) or "")
 
     def describe(self, default: bool) -> dict[str, Any]:
         r = self.record
@@ -334,6 +341,21 @@ class DataPlane:
             # Counted as computed, step by step: a stopped generation stops this counter.
             batch_size.observe(rows)
             generated.inc(tokens)
+
+        grammars = getattr(served.runtime, "grammars", None)
+        if grammars is not None:
+            hits = metrics.GRAMMAR_LOOKUPS.labels(name, "hit")
+            misses = metrics.GRAMMAR_LOOKUPS.labels(name, "miss")
+            compile_seconds = metrics.GRAMMAR_COMPILE_DURATION.labels(name)
+
+            def compiled(hit: bool, seconds: float) -> None:
+                if hit:
+                    hits.inc()
+                else:
+                    misses.inc()
+                    compile_seconds.observe(seconds)
+
+            grammars.observe = compiled
 
         return GenerationScheduler(
             served.runtime,

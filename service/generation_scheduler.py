@@ -247,7 +247,8 @@ class GenerationScheduler:
             return
         self._observe(len(joining), len(joining))
         for generation, token in zip(joining, first, strict=True):
-            generation._deliver([token])
+            if generation.sequence.error is None:
+                generation._deliver([token])
         if self._batch is None:
             self._batch, self._members = batch, list(joining)
         else:
@@ -263,7 +264,11 @@ class GenerationScheduler:
             return
         self._retire(len(done))  # before the results: a caller that has its result sees it
         for generation in done:
-            generation._deliver([generation.sequence.result()], last=True)
+            sequence = generation.sequence
+            if sequence.error is not None:  # its grammar could not go on: only it fails
+                generation._fail(sequence.error)
+            else:
+                generation._deliver([sequence.result()], last=True)
         self._batch.drop_finished()
         self._members = [g for g in self._members if not g.sequence.finished]
         if not self._members:
@@ -274,7 +279,8 @@ class GenerationScheduler:
         tokens = self.generator.step(self._batch)
         self._observe(len(tokens), len(tokens))
         for generation, token in zip(self._members, tokens, strict=True):
-            generation._deliver([token])
+            if generation.sequence.error is None:
+                generation._deliver([token])
 
     def _observe(self, rows: int, tokens: int) -> None:
         if self.on_step is not None:

@@ -111,6 +111,18 @@ TIME_PER_OUTPUT_TOKEN = Histogram(
     ["model", "task"],
     buckets=LATENCY_BUCKETS,
 )
+GRAMMAR_LOOKUPS = Counter(
+    "nlp_grammar_cache_total",
+    "Structured generation: grammar lookups by result (hit: compiled for an earlier request; "
+    "miss: compiled for this one)",
+    ["model", "result"],
+)
+GRAMMAR_COMPILE_DURATION = Histogram(
+    "nlp_grammar_compile_seconds",
+    "Structured generation: time to compile a grammar the cache did not hold",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
 # The autoscaling signal (deploy/k8s/hpa-requests.yaml): work a model has taken in and not yet
 # answered, queued or running, summed over live workers. CPU utilisation lags it and cannot see
 # requests waiting for a generation slot.

@@ -385,7 +385,7 @@ def test_openai_errors_reach_the_client(openai_client):
         openai_client.chat.completions.create(
             model="tiny-llama-chat",
             messages=[{"role": "user", "content": "hi"}],
-            response_format={"type": "json_object"},
+            response_format={"type": "json_schema"},  # without its json_schema object
         )
     assert structured.value.body["param"] == "response_format"
     with pytest.raises(openai.APIStatusError):

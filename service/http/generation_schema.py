@@ -23,7 +23,6 @@ _UNSUPPORTED = {
     "decoder_input_details": (None, False),
     "watermark": (None, False),
     "typical_p": (None, 1.0),
-    "grammar": (None,),
     "adapter_id": (None,),
 }
 
@@ -36,7 +35,6 @@ class TGIParameters(GenerationParameters):
     decoder_input_details: bool | None = None
     watermark: bool | None = None
     typical_p: float | None = None
-    grammar: Any | None = None
     adapter_id: str | None = None
 
     @model_validator(mode="after")

@@ -6,7 +6,9 @@ defaults are kept (temperature 1 samples; `max_tokens` 16 for completions; chat 
 choices (and every prompt of a prompt list) decode side by side in the model's batch, seeded
 `seed`, `seed + 1`, ...; `logprobs`/`top_logprobs`, `presence_penalty`/`frequency_penalty`,
 `logit_bias`, `stop`, `seed`, `echo` and `stream_options.include_usage` are honoured; the request
-schema (service/http/openai_schema.py) says what is accepted and ignored.
+schema (service/http/openai_schema.py) says what is accepted and ignored. `response_format` and
+`tools` constrain the answer with a grammar (service/http/openai_tools.py); a tool call's text is
+held back while it streams and sent as one `tool_calls` delta when it closes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from service.http.openai_schema import (
     ChatRequest,
     CompletionRequest,
 )
+from service.http.openai_tools import CALL_OPEN, parse_calls
 from service.http.streaming import EventStreamResponse
 from service.runtime.errors import InvalidInput, ModelNotFound, ServingError
 from service.runtime.tasks.generation import GenerationParameters
@@ -228,8 +231,47 @@ def _sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
-# Chunk(choice, text, tokens whose logprobs go with it, finish reason or None) -> choice object.
-ChunkWriter = Callable[[_Choice, str, list[Any], str | None], dict[str, Any]]
+class _CallHoldback:
+    """Streams one choice's answer, but holds back text that is (or may still become) a tool
+    call, and sends the calls as one `tool_calls` delta when the choice finishes (the openai
+    client accumulates deltas, so one complete delta is a valid stream)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.plain = False
+
+    def delta(self, text: str, finish: str | None) -> tuple[dict[str, Any] | None, str | None]:
+        """The delta to send for `text` (None: nothing yet) and the finish reason to give."""
+        if self.plain:
+            return ({} if finish else {"content": text}), finish
+        self.text += text
+        if not (self.text.startswith(CALL_OPEN) or CALL_OPEN.startswith(self.text)):
+            self.plain = True  # an answer: what was held goes out now, the rest streams
+            return {"content": self.text}, finish
+        if finish is None:
+            return None, None
+        calls = parse_calls(self.text)
+        if calls is None:  # cut short (length) before a call closed: the text as it is
+            return ({"content": self.text} if self.text else {}), finish
+        deltas = [{"index": i, **call} for i, call in enumerate(calls)]
+        return {"tool_calls": deltas}, "tool_calls" if finish == "stop" else finish
+
+
+def _chat_answer(final: Any, tools: bool) -> dict[str, Any]:
+    """A finished choice's message and finish reason: its calls when it called tools."""
+    text = _without_stop(final)
+    calls = parse_calls(text) if tools else None
+    if calls is not None:
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        reason = "tool_calls" if final.finish_reason != "length" else "length"
+        return {"message": message, "finish_reason": reason}
+    message = {"role": "assistant", "content": text}
+    return {"message": message, "finish_reason": _finish(final.finish_reason)}
+
+
+# Chunk(choice, text, tokens whose logprobs go with it, finish reason or None) -> choice object,
+# or None when there is nothing to send yet.
+ChunkWriter = Callable[[_Choice, str, list[Any], str | None], dict[str, Any] | None]
 
 
 async def _stream(
@@ -280,21 +322,21 @@ async def _stream(
                 if final is not None:
                     rest = holdbacks[choice.index].finish(_without_stop(final))
                     if rest or pending[choice.index]:
-                        yield _sse(
-                            {**base, "choices": [chunk(choice, rest, pending[choice.index], None)]}
-                        )
-                    yield _sse(
-                        {**base, "choices": [chunk(choice, "", [], _finish(final.finish_reason))]}
-                    )
+                        written = chunk(choice, rest, pending[choice.index], None)
+                        if written is not None:
+                            yield _sse({**base, "choices": [written]})
+                    written = chunk(choice, "", [], _finish(final.finish_reason))
+                    if written is not None:
+                        yield _sse({**base, "choices": [written]})
                 continue
             if getattr(event, "is_token", False):
                 pending[choice.index].append(event)
                 piece = holdbacks[choice.index].push(event.text)
                 if piece:
-                    yield _sse(
-                        {**base, "choices": [chunk(choice, piece, pending[choice.index], None)]}
-                    )
-                    pending[choice.index] = []
+                    written = chunk(choice, piece, pending[choice.index], None)
+                    if written is not None:
+                        yield _sse({**base, "choices": [written]})
+                        pending[choice.index] = []
             else:
                 choice.final = event
         if include_usage:
@@ -394,11 +436,17 @@ async def completions(body: CompletionRequest, request: Request, response: Respo
 async def chat_completions(body: ChatRequest, request: Request, response: Response) -> Any:
     dp = plane(request)
     served = dp.model(TASK, body.model)
-    prompt = served.chat_prompt([m.as_template_message() for m in body.messages])
+    takes_tools = served.template_takes_tools
+    tool_use = body.tool_use
+    prompt = served.chat_prompt(
+        body.template_messages(takes_tools),
+        tools=tool_use.template_tools() if tool_use is not None and takes_tools else None,
+    )
     warning = untrained.headers_for(dp, TASK, served.name)
     top_n = body.top_n_tokens()
+    grammar = body.grammar()
     params = [
-        body.parameters(body.max_completion_tokens or body.max_tokens, top_n, seed)
+        body.parameters(body.max_completion_tokens or body.max_tokens, top_n, seed, grammar)
         for seed in body.choice_seeds()
     ]
     # The template already holds the model's special tokens (a BOS must not be added twice).
@@ -406,11 +454,16 @@ async def chat_completions(body: ChatRequest, request: Request, response: Respon
     base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served.name}
     if body.stream:
         greeted: set[int] = set()
+        calls = {c.index: _CallHoldback() for c in choices} if tool_use is not None else {}
 
         def chunk(
             choice: _Choice, text: str, tokens: list[Any], finish: str | None
-        ) -> dict[str, Any]:
-            delta: dict[str, Any] = {} if finish else {"content": text}
+        ) -> dict[str, Any] | None:
+            delta: dict[str, Any] | None = {} if finish else {"content": text}
+            if choice.index in calls:
+                delta, finish = calls[choice.index].delta(text, finish)
+                if delta is None:
+                    return None
             if choice.index not in greeted:
                 delta["role"] = "assistant"
                 greeted.add(choice.index)
@@ -446,8 +499,7 @@ async def chat_completions(body: ChatRequest, request: Request, response: Respon
                 "logprobs": None
                 if top_n is None
                 else {"content": [_chat_logprob(t) for t in c.tokens]},
-                "message": {"role": "assistant", "content": _without_stop(c.final)},
-                "finish_reason": _finish(c.final.finish_reason),
+                **_chat_answer(c.final, tool_use is not None),
             }
             for c in choices
         ],

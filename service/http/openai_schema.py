@@ -2,19 +2,28 @@
 
 Every field of the current request schemas is either honoured or accepted and ignored where
 OpenAI-compatible servers (vLLM, TGI) do the same: `store`, `metadata`, `service_tier`, `user`,
-`parallel_tool_calls`, `modalities: ["text"]`, `reasoning_effort` (documented in docs/api.md).
-`response_format` other than `text`, and `tools` the model may call, are structured generation
-(issue #19) and refused naming the field until then; with `tool_choice: "none"` tools are
-accepted and never called.
+`modalities: ["text"]`, `reasoning_effort` (documented in docs/api.md). `response_format` and
+`tools` constrain what the model writes (service/http/openai_tools.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from service.http.fields import ModelName, Text
+from service.http.openai_tools import (
+    ResponseFormat,
+    ToolChoice,
+    ToolDefinition,
+    ToolUse,
+    calls_as_text,
+    response_schema,
+)
+from service.runtime.constraints import Grammar
 from service.runtime.errors import InvalidInput
 from service.runtime.tasks.generation import MAX_TOP_N_TOKENS, GenerationParameters
 
@@ -24,11 +33,6 @@ COMPLETIONS_MAX_LOGPROBS = 5  # OpenAI's bound on completions' `logprobs`
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
-
-
-class ResponseFormat(BaseModel):
-    type: str
-    json_schema: dict[str, Any] | None = None
 
 
 class _Sampling(BaseModel):
@@ -52,7 +56,11 @@ class _Sampling(BaseModel):
     service_tier: str | None = None
 
     def parameters(
-        self, max_tokens: int | None, top_n_tokens: int | None = None, seed: int | None = None
+        self,
+        max_tokens: int | None,
+        top_n_tokens: int | None = None,
+        seed: int | None = None,
+        grammar: Grammar | None = None,
     ) -> GenerationParameters:
         """The runtime's parameters; `max_tokens` None: as many as the context leaves, up to
         the server's `limits.max_new_tokens`. `seed` overrides the request's (one per choice)."""
@@ -67,6 +75,7 @@ class _Sampling(BaseModel):
             "frequency_penalty": self.frequency_penalty,
             "top_n_tokens": top_n_tokens,
             "logit_bias": self._token_bias(),
+            "grammar": grammar,
         }
         if temperature > 0:
             values["temperature"] = temperature
@@ -142,14 +151,40 @@ class ChatMessage(BaseModel):
             ) from None
         return self
 
-    def as_template_message(self) -> dict[str, str]:
+    def as_template_message(self, template_takes_tools: bool = False) -> dict[str, Any]:
+        """The message as a chat template reads it. An assistant turn's calls go as
+        transformers passes them to a template that takes tools, else as text in the call
+        format the model was told (service/http/openai_tools.py)."""
         content = self.content or ""
         if isinstance(content, list):
             content = "".join(
                 part.get("text", "") for part in content if part.get("type") == "text"
             )
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": content}
+        message: dict[str, Any] = {"role": role, "content": content}
+        if self.tool_calls and template_takes_tools:
+            message["tool_calls"] = [
+                {"type": "function", "function": _parsed_arguments(c.get("function", {}))}
+                for c in self.tool_calls
+            ]
+        elif self.tool_calls:
+            message["content"] = "\n".join(
+                p for p in (content, calls_as_text(self.tool_calls)) if p
+            )
+        if template_takes_tools and self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        if template_takes_tools and self.name:
+            message["name"] = self.name
+        return message
+
+
+def _parsed_arguments(function: dict[str, Any]) -> dict[str, Any]:
+    """A call's function with its arguments as an object (what chat templates iterate over)."""
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(arguments)
+    return {**function, "arguments": arguments}
 
 
 class ChatRequest(_Sampling):
@@ -159,27 +194,48 @@ class ChatRequest(_Sampling):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_N_TOKENS)
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     modalities: list[Literal["text"]] | None = None
     reasoning_effort: str | None = None
+    _tool_use: ToolUse | None = PrivateAttr(default=None)
+    _answer_schema: dict[str, Any] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _supported(self) -> ChatRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs=true")
-        if self.response_format is not None and self.response_format.type != "text":
-            raise ValueError(
-                'response_format: only {"type": "text"} until structured '
-                "generation (json_object, json_schema) is served"
-            )
-        if self.tools and self.tool_choice != "none":
-            raise ValueError(
-                "tools: this server does not call tools yet; send "
-                'tool_choice="none" to chat without them'
-            )
+        self._answer_schema = response_schema(self.response_format)
+        self._tool_use = ToolUse.of(self.tools, self.tool_choice, self.parallel_tool_calls)
         return self
+
+    @property
+    def tool_use(self) -> ToolUse | None:
+        """How the model may call the request's tools (None: it may not)."""
+        return self._tool_use
+
+    def grammar(self) -> Grammar | None:
+        """What the answer must follow: calls or an answer (tools), a JSON schema
+        (`response_format`), or nothing."""
+        if self._tool_use is not None:
+            return self._tool_use.grammar(self._answer_schema)
+        if self._answer_schema is not None:
+            return Grammar.json_schema(self._answer_schema, "response_format")
+        return None
+
+    def template_messages(self, template_takes_tools: bool) -> list[dict[str, Any]]:
+        """The messages for the chat template; the tools are described in a system turn when
+        the template does not take them."""
+        messages = [m.as_template_message(template_takes_tools) for m in self.messages]
+        tools = self._tool_use
+        if tools is not None and not template_takes_tools:
+            prompt = tools.system_prompt()
+            if messages[0]["role"] == "system":
+                messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{prompt}"}
+            else:
+                messages.insert(0, {"role": "system", "content": prompt})
+        return messages
 
     def top_n_tokens(self) -> int | None:
         """What the runtime reports with each token: None (no logprobs), else the alternatives."""

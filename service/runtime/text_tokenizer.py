@@ -154,9 +154,13 @@ class TextTokenizer:
 
     # --- chat -----------------------------------------------------------------------------------
     def apply_chat_template(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
-        """Render messages with the model's own template, in the sandbox `transformers` uses."""
+        """Render messages with the model's own template, in the sandbox `transformers` uses
+        (`tools` as transformers passes them: undefined in the template when None)."""
         if not self.chat_template:
             raise ValueError("this model has no chat template")
         from jinja2.exceptions import TemplateError
@@ -174,6 +178,10 @@ class TextTokenizer:
         env.globals["raise_exception"] = raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         template = env.from_string(self.chat_template)
+        extra = {"tools": tools} if tools is not None else {}
         return template.render(
-            messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            **extra,
+            **self.special_tokens,
         )

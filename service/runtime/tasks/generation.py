@@ -21,9 +21,10 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from service.config import Settings
+from service.config import GrammarSettings, Settings
 from service.kserve.tensors import TaskTensors, TensorSpec, text_tensor
-from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.constraints import Grammar, GrammarCompiler, TokenConstraint
+from service.runtime.errors import InvalidInput, ModelLoadError, ServingError
 from service.runtime.onnx_session import create_session
 from service.runtime.sampling import TokenChooser
 from service.runtime.stages import tokenizing
@@ -66,6 +67,8 @@ class GenerationParameters(BaseModel):
       runtime always returns the new text only.
     - `truncate`: true keeps the last tokens that fit beside `max_new_tokens`; a number keeps at
       most that many last tokens (TGI). Without it, a prompt that does not fit is refused.
+    - `grammar` (TGI's): every generated text matches it (a JSON schema, a regex or a Lark
+      grammar; `service.runtime.constraints`), unless `max_new_tokens` cuts it short.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -91,6 +94,7 @@ class GenerationParameters(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     top_n_tokens: int | None = Field(default=None, ge=0, le=MAX_TOP_N_TOKENS)
+    grammar: Grammar | None = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -212,9 +216,14 @@ class DecodingSequence:
     special_ids: frozenset[int]
     history: np.ndarray = field(init=False)
     length: int = field(init=False)
+    # The request's grammar (structured generation); None decodes freely.
+    constraint: TokenConstraint | None = None
     tokens: list[GeneratedToken] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     stop_sequence: str | None = None
+    # Set when the sequence could not go on (its grammar ran out of fuel): it ends with this
+    # error instead of a result, and the batch's other sequences are not affected.
+    error: ServingError | None = None
 
     def __post_init__(self) -> None:
         # Prompt + generated ids, for the repetition penalty (without padding, as unbatched).
@@ -223,9 +232,21 @@ class DecodingSequence:
         self.length = len(self.prompt_ids)
 
     def advance(self, logits: np.ndarray) -> GeneratedToken:
+        if self.constraint is not None:
+            try:
+                logits = self.constraint.mask(logits)
+            except ServingError as exc:
+                return self._fail(exc)
         token_id, logprob, top = self.chooser.choose(
             logits, self.history[: self.length], self.history[len(self.prompt_ids) : self.length]
         )
+        grammar_done = False
+        if self.constraint is not None:
+            try:
+                self.constraint.consume(token_id)
+            except ServingError as exc:
+                return self._fail(exc)
+            grammar_done = self.constraint.finished
         self.history[self.length] = token_id
         self.length += 1
         text = self.detokenizer
@@ -234,6 +255,8 @@ class DecodingSequence:
             self.finish_reason = "eos_token"
         elif (stop := self._stop_found()) is not None:
             self.finish_reason, self.stop_sequence = "stop_sequence", stop
+        elif grammar_done:  # the grammar allows nothing but EOS now: as if the model chose it
+            self.finish_reason = "eos_token"
         elif len(self.tokens) + 1 >= self.params.max_new_tokens:
             self.finish_reason = "length"
         if self.finish_reason is not None:
@@ -250,6 +273,15 @@ class DecodingSequence:
         )
         self.tokens.append(token)
         return token
+
+    def _fail(self, error: ServingError) -> GeneratedToken:
+        """End this sequence with `error`: its row gets an EOS token (never delivered as text)
+        so that the batch keeps one token per row until the sequence leaves it."""
+        self.error, self.finish_reason = error, "eos_token"
+        eos = min(self.eos_ids) if self.eos_ids else 0
+        self.history[self.length] = eos
+        self.length += 1
+        return GeneratedToken(id=eos, text="", logprob=0.0, special=True)
 
     def _stop_found(self) -> str | None:
         if not self.params.stop:
@@ -362,7 +394,10 @@ TENSORS = TaskTensors(
 
 def _load(path: Path, settings: Settings) -> TextGenerator:
     return TextGenerator.load(
-        path, threads=threads(settings), max_new_tokens_cap=settings.limits.max_new_tokens
+        path,
+        threads=threads(settings),
+        max_new_tokens_cap=settings.limits.max_new_tokens,
+        grammar_settings=settings.grammar,
     )
 
 
@@ -392,6 +427,8 @@ class TextGenerator:
     # The pipeline's postprocess decodes with clean_up_tokenization_spaces=True whatever the
     # tokenizer config says; keep that for identical text.
     clean_up_tokenization_spaces: bool = True
+    # Structured generation: the model's grammars (None: requests with a grammar are refused).
+    grammars: GrammarCompiler | None = None
     special_ids: frozenset[int] = field(init=False)
     _input_names: frozenset[str] = field(init=False)
     _outputs: list[str] = field(init=False)
@@ -411,6 +448,7 @@ class TextGenerator:
         model_dir: Path,
         threads: int | None = None,
         max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP,
+        grammar_settings: GrammarSettings | None = None,
     ) -> TextGenerator:
         model_dir = Path(model_dir)
         if not (model_dir / "model.onnx").exists():
@@ -437,6 +475,17 @@ class TextGenerator:
             0,
         )
         session = create_session(model_dir / "model.onnx", threads)
+        logits_width = session.get_outputs()[0].shape[-1]
+        vocabulary = max(
+            tokenizer.tokenizer.get_vocab_size(with_added_tokens=True),
+            logits_width if isinstance(logits_width, int) else 0,
+        )
+        grammars = GrammarCompiler(
+            (model_dir / "tokenizer.json").read_text(encoding="utf-8"),
+            eos,
+            vocabulary,
+            grammar_settings or GrammarSettings(),
+        )
         return cls(
             session=session,
             tokenizer=tokenizer,
@@ -446,6 +495,7 @@ class TextGenerator:
             cache=_CacheLayout.read(session, config),
             max_new_tokens_cap=max_new_tokens_cap,
             right_padded=(model_dir / "genai_config.json").exists(),
+            grammars=grammars,
         )
 
     # --- chat and counting ----------------------------------------------------------------------
@@ -454,7 +504,10 @@ class TextGenerator:
         return self.tokenizer.chat_template
 
     def apply_chat_template(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
         """The prompt text for a conversation; tokenize it with `add_special_tokens=False` (the
         template already holds the special tokens, as in transformers' chat pipeline)."""
@@ -463,7 +516,7 @@ class TextGenerator:
         from jinja2.exceptions import TemplateError
 
         try:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt)
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt, tools)
         except TemplateError as exc:
             raise InvalidInput(
                 f"chat template refused the messages: {exc}", field="messages"
@@ -477,6 +530,8 @@ class TextGenerator:
         self.generate(
             ["Hello"], GenerationParameters(max_new_tokens=min(2, self.max_new_tokens_cap))
         )
+        if self.grammars is not None:
+            self.grammars.tokenizer  # noqa: B018 (built now, not by the first grammar request)
 
     def close(self) -> None:
         """Nothing to release: the session goes with the object."""
@@ -502,6 +557,8 @@ class TextGenerator:
         yield from first
         while not sequence.finished:
             yield from self.step(batch)
+        if sequence.error is not None:
+            raise sequence.error
         yield sequence.result()
 
     def generate(
@@ -527,6 +584,9 @@ class TextGenerator:
             while batch.sequences:
                 self.step(batch)
                 batch.drop_finished()
+        failed = next((s.error for s in sequences if s.error is not None), None)
+        if failed is not None:
+            raise failed
         return [s.result() for s in sequences]
 
     def check(self, params: GenerationParameters) -> None:
@@ -593,6 +653,11 @@ class TextGenerator:
                 f"logit_bias: {bad[0]} is not a token id of this model (0..{vocabulary - 1})",
                 field="logit_bias",
             )
+        constraint = None
+        if params.grammar is not None:
+            if self.grammars is None:
+                raise InvalidInput("this model does not take grammars", field=params.grammar.field)
+            constraint = self.grammars.constraint(params.grammar)
         chooser = TokenChooser(
             do_sample=params.do_sample,
             temperature=params.temperature,
@@ -605,13 +670,17 @@ class TextGenerator:
             frequency_penalty=params.frequency_penalty or 0.0,
             top_n=params.top_n_tokens or 0,
         )
+        # A grammar constrains the exact text: the pipeline's clean-up (" ." -> ".") would change
+        # what was generated, so constrained text is decoded as it is.
+        clean_up = self.clean_up_tokenization_spaces and constraint is None
         return DecodingSequence(
             prompt_ids=ids,
             params=params,
             chooser=chooser,
-            detokenizer=IncrementalText(self.tokenizer, ids, self.clean_up_tokenization_spaces),
+            detokenizer=IncrementalText(self.tokenizer, ids, clean_up),
             eos_ids=self.eos_token_ids,
             special_ids=self.special_ids,
+            constraint=constraint,
         )
 
     # --- batched decoding: the primitives the scheduler and generate() share -------------------
