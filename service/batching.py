@@ -5,8 +5,11 @@ per-request `parameters`), can only be reached through its own HTTP route (not f
 routes or from our gRPC server in the same process) and its dispatcher polls every millisecond and
 cancels queued work by a latency estimate. This batcher is driven by the model being busy: an idle
 model starts at once (no added latency at low load), a busy one collects everything that queued up
-behind the running batch, up to `max_batch_size`. `max_wait_ms` optionally holds an idle model back
+behind the running batch, up to `max_batch_size` items and `max_batch_input_tokens` tokens (items
+arrive tokenized, `service/runtime/prepared.py`, so a batch of long inputs is cut before it holds
+the model for long; an item alone always runs). `max_wait_ms` optionally holds an idle model back
 a little to gather company. The batch function regroups items by length itself (see the tasks).
+Each result comes back with when its batch ran (`Timed`), for the request's stage times.
 
 Admission: a request is refused at once (`Overloaded`: 429 / RESOURCE_EXHAUSTED) when the queue
 holds `max_queue` items, or when its estimated wait (what the running batch has left plus one
@@ -31,14 +34,31 @@ from service.runtime.errors import Overloaded, ServingError
 T = TypeVar("T")
 R = TypeVar("R")
 
-BatchObserver = Callable[[int, list[float], float], None]
+# (the batch's items, each one's wait in the queue, the batch's seconds), once it ran.
+BatchObserver = Callable[[list[T], list[float], float], None]
 
 
 @dataclass
 class _Job(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
+    tokens: int
     enqueued: float = field(default_factory=time.perf_counter)
+    # When the batch that ran it started and finished, and how many items it held.
+    started: float = 0.0
+    finished: float = 0.0
+    batch_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Timed(Generic[R]):
+    """An item's result and when it queued and its batch ran (perf_counter seconds)."""
+
+    result: R
+    enqueued: float
+    started: float
+    finished: float
+    batch_size: int
 
 
 class AdaptiveBatcher(Generic[T, R]):
@@ -50,14 +70,19 @@ class AdaptiveBatcher(Generic[T, R]):
         run_batch: Callable[[list[T]], Sequence[R]],
         *,
         max_batch_size: int = 32,
+        max_batch_input_tokens: int = 0,
+        tokens: Callable[[T], int] | None = None,
         max_wait_ms: float = 0.0,
         max_queue: int = 256,
         max_queue_ms: float = 0.0,
-        observer: BatchObserver | None = None,
+        observer: BatchObserver[T] | None = None,
     ) -> None:
+        """`tokens(item)` weighs an item against `max_batch_input_tokens` (0: no token bound)."""
         self.name = name
         self._run_batch = run_batch
         self.max_batch_size = max(1, max_batch_size)
+        self.max_batch_input_tokens = max(0, max_batch_input_tokens)
+        self._tokens = tokens
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.max_queue = max_queue
         self.max_queue_wait = max(0.0, max_queue_ms) / 1000.0
@@ -67,12 +92,15 @@ class AdaptiveBatcher(Generic[T, R]):
         self.batch_seconds = 0.0
         self._running_since: float | None = None
         self._queue: asyncio.Queue[_Job[T, R]] | None = None
+        # Taken from the queue but past the token budget of the batch it came to: it starts
+        # the next one.
+        self._held: _Job[T, R] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize() if self._queue else 0
+        return (self._queue.qsize() if self._queue else 0) + (self._held is not None)
 
     @property
     def busy(self) -> bool:
@@ -114,46 +142,52 @@ class AdaptiveBatcher(Generic[T, R]):
             self._worker = asyncio.get_running_loop().create_task(self._loop())
         return self._queue
 
-    async def submit_many(self, items: Sequence[T]) -> list[R]:
+    async def submit_many(self, items: Sequence[T]) -> list[Timed[R]]:
         """Queue every item (all or none) and wait for their results, in order."""
         queue = self._ensure_worker()
         self._admit(len(items))
         loop = asyncio.get_running_loop()
-        jobs = [_Job(item, loop.create_future()) for item in items]
+        weigh = self._tokens
+        jobs = [_Job(item, loop.create_future(), weigh(item) if weigh else 0) for item in items]
         for job in jobs:
             queue.put_nowait(job)
         try:
-            return list(await asyncio.gather(*(job.future for job in jobs)))
+            results = await asyncio.gather(*(job.future for job in jobs))
         except asyncio.CancelledError:
             for job in jobs:
                 job.future.cancel()
             raise
-        except Exception as exc:
-            # Say which of the caller's items failed (each was run alone when one was refused).
-            for index, job in enumerate(jobs):
-                done = job.future.done() and not job.future.cancelled()
-                if done and job.future.exception() is exc:
-                    exc.item_index = index  # type: ignore[attr-defined]
-                    break
-            raise
+        return [
+            Timed(result, job.enqueued, job.started, job.finished, job.batch_size)
+            for job, result in zip(jobs, results, strict=True)
+        ]
 
     async def submit(self, item: T) -> R:
-        return (await self.submit_many([item]))[0]
+        return (await self.submit_many([item]))[0].result
 
     async def _next_batch(self, queue: asyncio.Queue[_Job[T, R]]) -> list[_Job[T, R]]:
-        batch = [await queue.get()]
-        deadline = batch[0].enqueued + self.max_wait
+        first, self._held = self._held or await queue.get(), None
+        batch, tokens = [first], first.tokens
+        budget = self.max_batch_input_tokens or float("inf")
+        deadline = first.enqueued + self.max_wait
         while len(batch) < self.max_batch_size:
             if not queue.empty():
-                batch.append(queue.get_nowait())
+                job = queue.get_nowait()
+            else:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if job.future.done():  # its caller went away
                 continue
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if tokens + job.tokens > budget:
+                self._held = job
                 break
-            try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
-            except TimeoutError:
-                break
+            batch.append(job)
+            tokens += job.tokens
         return [job for job in batch if not job.future.done()]
 
     async def _loop(self) -> None:
@@ -183,10 +217,12 @@ class AdaptiveBatcher(Generic[T, R]):
                 elapsed if self.batch_seconds == 0 else (0.8 * self.batch_seconds + 0.2 * elapsed)
             )
             if self._observer:
-                self._observer(len(batch), waits, elapsed)
+                self._observer([job.item for job in batch], waits, elapsed)
+            finished = started + elapsed
             for job, result in zip(batch, results, strict=True):
                 if job.future.done():
                     continue
+                job.started, job.finished, job.batch_size = started, finished, len(batch)
                 if isinstance(result, BaseException):
                     job.future.set_exception(result)
                 else:

@@ -125,6 +125,11 @@ class ModelSettings(_Section):
 
 class BatchingSettings(_Section):
     max_batch_size: int = Field(32, ge=1)
+    # Tokens (every model input of its items, tokenized on arrival) one batch taken from the
+    # queue may hold; the batch is cut before the item that would pass it (an item alone always
+    # runs). The default lets 32 inputs of 512 tokens through: only many-row items (zero-shot
+    # labels, QA windows) are cut.
+    max_batch_input_tokens: int = Field(16384, ge=1)
     # How long the first request of a batch may wait for company when the model is idle.
     max_wait_ms: float = Field(0.0, ge=0)
     # Padded tokens one ORT call may hold (a length-sorted group is cut when it would exceed it).

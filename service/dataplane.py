@@ -3,6 +3,11 @@
 HTTP task routes, the OpenAI routes and KServe v2 (REST and gRPC) all call these methods, so a
 request costs, batches and counts the same whichever door it came through (MLServer's design).
 Nothing here knows about HTTP or tensors.
+
+A batched request's items are tokenized and checked as it arrives (the runtime's `prepare`, on
+the tokenizing threads), so a refused input never queues; the prepared items then wait for a
+batch, and the request's stage times (tokenize, queue, inference) come back with its results
+for the metrics, its trace and its access-log line (TEI's router/backend split).
 """
 
 from __future__ import annotations
@@ -18,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from service import deadlines, metrics, request_logging, tracing
-from service.batching import AdaptiveBatcher
+from service.batching import AdaptiveBatcher, Timed
 from service.config import Settings
 from service.generation_scheduler import GenerationScheduler
 from service.model_repository import ModelRecord, load_records, portability_warnings
-from service.runtime import stages
 from service.runtime.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -31,6 +35,7 @@ from service.runtime.errors import (
     ServingError,
 )
 from service.runtime.onnx_session import configure_sessions
+from service.runtime.prepared import Prepared, prepare_items
 from service.runtime.registry import TASKS, TaskSpec
 
 log = logging.getLogger("service.dataplane")
@@ -117,23 +122,23 @@ class ServedModel:
         }
 
 
-@dataclass(slots=True)
-class _BatchRun:
-    """When one batch call ran (perf_counter seconds), for the stage spans of its requests."""
+@dataclass(frozen=True, slots=True)
+class StageTimes:
+    """Where one request's time went (TEI's split): tokenizing its items on arrival, waiting
+    for their batches, and running them (seconds), and the tokens fed to the model."""
 
-    started: float
-    tokenized: float
-    finished: float
-    size: int
+    tokenize_seconds: float
+    queue_seconds: float
+    inference_seconds: float
     input_tokens: int
 
-
-@dataclass(slots=True)
-class _Queued:
-    """An item on its way through a batcher; the batch call that ran it notes itself here."""
-
-    item: Any
-    run: _BatchRun | None = None
+    def log_fields(self) -> dict[str, float | int]:
+        return {
+            "tokenize_ms": round(self.tokenize_seconds * 1000, 3),
+            "queue_ms": round(self.queue_seconds * 1000, 3),
+            "inference_ms": round(self.inference_seconds * 1000, 3),
+            "input_tokens": self.input_tokens,
+        }
 
 
 @dataclass(slots=True)
@@ -150,6 +155,8 @@ class DataPlane:
         self.models: dict[str, ServedModel] = {}
         self.defaults: dict[str, str] = {}
         self.ready = False
+        # Where arriving items are tokenized: off the event loop, as the batches run.
+        self._tokenizing = ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="tokenize")
 
     # --- lifecycle ------------------------------------------------------------------------------
     def load(
@@ -277,46 +284,17 @@ class DataPlane:
         input_tokens = metrics.INPUT_TOKENS.labels(name, task)
         runtime, run_batch = served.runtime, served.spec.run_batch
         assert run_batch is not None
-        # What the batch being run spent tokenizing: summed on the model's thread over its calls
-        # (the batcher reruns items one by one when one is refused), read and reset by `observe`
-        # on the event loop once the batch is done. A batcher runs one batch at a time.
-        pending = stages.StageTimes()
 
-        def run(queued: list[_Queued]) -> Sequence[Any]:
-            started = time.perf_counter()
-            with stages.recording() as times:
-                try:
-                    results = run_batch(runtime, [q.item for q in queued])
-                except ServingError:
-                    pending.tokenize_seconds += times.tokenize_seconds
-                    pending.input_tokens += times.input_tokens
-                    raise
-                except BaseException:
-                    # The whole batch failed: the batcher will not call `observe` for it.
-                    pending.tokenize_seconds, pending.input_tokens = 0.0, 0
-                    raise
-            pending.tokenize_seconds += times.tokenize_seconds
-            pending.input_tokens += times.input_tokens
-            if tracing.enabled():
-                batch = _BatchRun(
-                    started,
-                    started + times.tokenize_seconds,
-                    time.perf_counter(),
-                    len(queued),
-                    times.input_tokens,
-                )
-                for q in queued:
-                    q.run = batch
-            return results
+        def run(batch: list[Prepared[Any, Any]]) -> Sequence[Any]:
+            return run_batch(runtime, batch)
 
-        def observe(size: int, waits: list[float], seconds: float) -> None:
-            tokenize_seconds, tokens = pending.tokenize_seconds, pending.input_tokens
-            pending.tokenize_seconds, pending.input_tokens = 0.0, 0
-            batch_size.observe(size)
-            bentoml_batch_size.observe(size)
-            tokenization.observe(tokenize_seconds)
-            inference.observe(max(seconds - tokenize_seconds, 0.0))
-            input_tokens.inc(tokens)
+        def observe(batch: list[Prepared[Any, Any]], waits: list[float], seconds: float) -> None:
+            # Tokenization is counted per batch, of the items it ran (tokenized on arrival).
+            batch_size.observe(len(batch))
+            bentoml_batch_size.observe(len(batch))
+            tokenization.observe(sum(p.tokenize_seconds for p in batch))
+            inference.observe(seconds)
+            input_tokens.inc(sum(p.input_tokens for p in batch))
             for wait in waits:
                 queue.observe(wait)
 
@@ -324,6 +302,8 @@ class DataPlane:
             name,
             run,
             max_batch_size=b.max_batch_size,
+            max_batch_input_tokens=b.max_batch_input_tokens,
+            tokens=lambda prepared: prepared.input_tokens,
             max_wait_ms=b.max_wait_ms,
             max_queue=b.max_queue,
             max_queue_ms=b.max_queue_ms,
@@ -368,6 +348,7 @@ class DataPlane:
     def close(self) -> None:
         for served in self.models.values():
             self._close_model(served)
+        self._tokenizing.shutdown(wait=False, cancel_futures=True)
         tracing.shutdown()
 
     # --- lookup ---------------------------------------------------------------------------------
@@ -494,21 +475,25 @@ class DataPlane:
         *,
         inputs_field: str = "inputs",
     ) -> list[Any]:
-        """Submit independent items of one request to the model's batcher (at most
-        `limits.max_inputs`; a refusal names `inputs_field`)."""
+        """Tokenize independent items of one request (at most `limits.max_inputs`; a refusal
+        names `inputs_field`, or `inputs_field[i]` for item i) and submit them to the model's
+        batcher; their results, in order."""
         served = self._lookup(task, model, protocol)
         with self.observe(served, protocol) as request:
             self._check_inputs(len(items), inputs_field)
             assert served.batcher is not None
-            queued = [_Queued(item) for item in items]
-            enqueued = time.perf_counter()
-            try:
-                results = await _within_deadline(served.batcher.submit_many(queued))
-            except InvalidInput as err:
-                raise _naming_the_item(err, len(items), inputs_field) from err.__cause__
+            arrived = time.perf_counter()
+            prepared = await asyncio.get_running_loop().run_in_executor(
+                self._tokenizing, prepare_items, served.runtime.prepare, items, inputs_field
+            )
+            ran = await _within_deadline(served.batcher.submit_many(prepared))
+            times = _stage_times(prepared, ran)
+            context = request_logging.current()
+            if context is not None:
+                context.annotate(**times.log_fields())
             if request.span is not None:
-                _trace_batches(request.span, enqueued, queued)
-            return results
+                _trace_batches(request.span, arrived, prepared, ran)
+            return [r.result for r in ran]
 
     # --- generation -----------------------------------------------------------------------------
     async def generate(
@@ -550,12 +535,11 @@ class DataPlane:
             assert scheduler is not None
             # The prompt is tokenized (and validated) here, on the event loop.
             started = time.perf_counter()
-            with stages.recording() as times:
-                sequence = served.runtime.prepare(
-                    prompt, params, add_special_tokens=add_special_tokens
-                )
-            metrics.TOKENIZATION_DURATION.labels(name, task).observe(times.tokenize_seconds)
-            metrics.INPUT_TOKENS.labels(name, task).inc(times.input_tokens)
+            sequence = served.runtime.prepare(prompt, params, add_special_tokens=add_special_tokens)
+            tokenized = time.perf_counter()
+            prompt_tokens = len(sequence.prompt_ids)
+            metrics.TOKENIZATION_DURATION.labels(name, task).observe(tokenized - started)
+            metrics.INPUT_TOKENS.labels(name, task).inc(prompt_tokens)
             deadline = deadlines.current()
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceeded("the request's deadline passed before generation started")
@@ -576,8 +560,17 @@ class DataPlane:
                 generation.cancel()  # a no-op once it finished
                 finished = time.perf_counter()
                 admitted = generation.admitted or finished
-                metrics.QUEUE_DURATION.labels(name, task).observe(admitted - generation.submitted)
-                metrics.INFERENCE_DURATION.labels(name, task).observe(finished - admitted)
+                times = StageTimes(
+                    tokenized - started,
+                    admitted - generation.submitted,
+                    finished - admitted,
+                    prompt_tokens,
+                )
+                metrics.QUEUE_DURATION.labels(name, task).observe(times.queue_seconds)
+                metrics.INFERENCE_DURATION.labels(name, task).observe(times.inference_seconds)
+                context = request_logging.current()
+                if context is not None:
+                    context.annotate(**times.log_fields())
                 per_token = None
                 if first_at is not None and tokens > 1:
                     per_token = (finished - first_at) / (tokens - 1)
@@ -609,30 +602,40 @@ async def _within_deadline(work: Awaitable[T]) -> T:
         raise DeadlineExceeded("the request's deadline passed before its batch finished") from None
 
 
-def _trace_batches(span: Any, enqueued: float, queued: Sequence[_Queued]) -> None:
-    """Queue, tokenize and inference spans for each batch that ran items of this request.
+def _stage_times(prepared: Sequence[Prepared[Any, Any]], ran: Sequence[Timed[Any]]) -> StageTimes:
+    """A request's stage times: its items' tokenization, then the batches that ran them (their
+    run time is inference, the rest of the wait for the last one is queue)."""
+    runs = {(r.started, r.finished) for r in ran}
+    inference = sum(finished - started for started, finished in runs)
+    waited = max(r.finished for r in ran) - min(r.enqueued for r in ran)
+    return StageTimes(
+        tokenize_seconds=sum(p.tokenize_seconds for p in prepared),
+        queue_seconds=max(waited - inference, 0.0),
+        inference_seconds=inference,
+        input_tokens=sum(p.input_tokens for p in prepared),
+    )
 
-    The runtime reports a batch's total tokenization time, so tokenize and inference are laid
-    end to end from the batch's start; batch-wide figures are named `nlp.batch_*`.
-    """
-    runs = {id(q.run): q.run for q in queued if q.run is not None}
+
+def _trace_batches(
+    span: Any, arrived: float, prepared: Sequence[Prepared[Any, Any]], ran: Sequence[Timed[Any]]
+) -> None:
+    """Tokenize (on arrival), then queue and inference spans for each batch that ran items of
+    this request; batch-wide figures are named `nlp.batch_*`."""
+    tokenized = arrived + sum(p.tokenize_seconds for p in prepared)
+    input_tokens = sum(p.input_tokens for p in prepared)
+    tracing.stage(span, "nlp.tokenize", arrived, tokenized, {"nlp.input_tokens": input_tokens})
+    runs = {(r.started, r.finished): r for r in ran}
+    enqueued = min(r.enqueued for r in ran)
     for run in runs.values():
-        batch = {"nlp.batch_size": run.size}
+        batch = {"nlp.batch_size": run.batch_size}
         tracing.stage(span, "nlp.queue", enqueued, run.started, batch)
-        tracing.stage(
-            span,
-            "nlp.tokenize",
-            run.started,
-            run.tokenized,
-            {**batch, "nlp.batch_input_tokens": run.input_tokens},
-        )
-        tracing.stage(span, "nlp.inference", run.tokenized, run.finished, batch)
+        tracing.stage(span, "nlp.inference", run.started, run.finished, batch)
 
 
 def _trace_generation(
     request: RequestTrace,
     started: float,
-    times: stages.StageTimes,
+    times: StageTimes,
     submitted: float,
     decoding: float,
     finished: float,
@@ -658,15 +661,3 @@ def _trace_generation(
 
 
 __all__ = ["DataPlane", "RequestTrace", "ServedModel", "ServingError"]
-
-
-def _naming_the_item(err: InvalidInput, count: int, field: str) -> InvalidInput:
-    """A refused item of a request of several is named by its place in it (`inputs[2]`): the
-    runtime saw it alone (the batcher reruns a refused batch item by item), so it said `inputs`."""
-    index = getattr(err, "item_index", None)
-    if index is None or count < 2 or err.field != field:
-        return err
-    named = f"{field}[{index}]"
-    message = err.message
-    message = named + message[len(field) :] if message.startswith(field) else f"{named}: {message}"
-    return InvalidInput(message, field=named)

@@ -1,5 +1,5 @@
-"""OpenTelemetry traces of a request through its stages: request -> queue -> tokenize -> inference
-(generation: request -> queue -> tokenize -> generate, one summary span for the decode loop).
+"""OpenTelemetry traces of a request through its stages: request -> tokenize -> queue -> inference
+(generation: request -> tokenize -> queue -> generate, one summary span for the decode loop).
 
 Off unless an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
 `OTEL_EXPORTER_OTLP_ENDPOINT`, OTLP over HTTP/protobuf; `OTEL_SDK_DISABLED=true` or
@@ -7,11 +7,11 @@ Off unless an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` 
 exists and `start_request` returns None, so the data plane skips every span call.
 
 A batch runs on its model's thread for several requests at once, so stage spans are not opened
-around the work: the data plane records when each batch started, tokenized and finished, and
-each request then gets its own copy of those intervals (explicit timestamps) under its request
-span. The request span's parent is the caller's W3C `traceparent` only: BentoML's ASGI
-middleware opens spans of its own provider (sampled at rate 0 by default), and a child of those
-would never be sampled.
+around the work: the data plane times each request's tokenization on arrival, the batcher
+records when each batch started and finished, and each request then gets its own tokenize span
+and a copy of its batches' intervals (explicit timestamps) under its request span. The request
+span's parent is the caller's W3C `traceparent` only: BentoML's ASGI middleware opens spans of
+its own provider (sampled at rate 0 by default), and a child of those would never be sampled.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """An encoder-only ONNX model (BERT family) run over many inputs in length-sorted batches.
 
 Classification, question answering and embeddings all do the same thing between their own pre-
-and post-processing: tokenize, refuse or truncate what is too long, and run the graph. How the
-graph is run decides throughput on CPU: a batch padded to its longest member computes every pad
-token, so batches taken in arrival order cost more than running inputs one by one. Here inputs are
+and post-processing: tokenize, refuse or truncate what is too long (`encode`, as an item
+arrives), and run the graph (`run`, for a batch of them). How the graph is run decides
+throughput on CPU: a batch padded to its longest member computes every pad token, so batches
+taken in arrival order cost more than running inputs one by one. Here inputs are
 sorted by length and cut into groups bounded by size and by padded tokens, each padded only to its
 own longest member, and results come back in the caller's order.
 """
@@ -24,7 +25,6 @@ from tokenizers import Encoding, Tokenizer
 
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.onnx_session import create_session
-from service.runtime.stages import tokenizing
 from service.runtime.text_tokenizer import TextTokenizer
 
 MAX_BATCH = 32
@@ -237,24 +237,22 @@ class EncoderModel:
         """Tokenize with special tokens; inputs over the limit are cut if asked (from the side
         `directions` names per input, default the tokenizer's; a (text, text_pair) pair loses
         tokens from its longer part first, as `truncation=True` does), else refused."""
-        with tokenizing() as count_tokens:
-            encodings = self.tokenizer.encode_batch(list(texts))
-            limit = self.max_input_tokens
-            for i, encoding in enumerate(encodings):
-                if len(encoding) <= limit:
-                    continue
-                if not truncate[i]:
-                    raise InvalidInput(
-                        f"input is {len(encoding)} tokens long, more than this model's limit of "
-                        f"{limit} tokens; send truncate=true to cut it to the limit",
-                        field=field_name,
-                    )
-                direction = directions[i] if directions is not None else None
-                text = texts[i]
-                encodings[i] = self.truncating_tokenizer(limit, direction=direction).encode(
-                    *(text if isinstance(text, tuple) else (text,))
+        encodings = self.tokenizer.encode_batch(list(texts))
+        limit = self.max_input_tokens
+        for i, encoding in enumerate(encodings):
+            if len(encoding) <= limit:
+                continue
+            if not truncate[i]:
+                raise InvalidInput(
+                    f"input is {len(encoding)} tokens long, more than this model's limit of "
+                    f"{limit} tokens; send truncate=true to cut it to the limit",
+                    field=field_name,
                 )
-            count_tokens(sum(len(e) for e in encodings))
+            direction = directions[i] if directions is not None else None
+            text = texts[i]
+            encodings[i] = self.truncating_tokenizer(limit, direction=direction).encode(
+                *(text if isinstance(text, tuple) else (text,))
+            )
         return encodings
 
     def run(

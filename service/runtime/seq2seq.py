@@ -42,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from service.runtime.errors import InvalidInput, ModelLoadError
 from service.runtime.onnx_session import create_session
-from service.runtime.stages import tokenizing
-from service.runtime.task import ExportFacts, Loader, threads
+from service.runtime.prepared import Prepared
+from service.runtime.task import ExportFacts, Loader, PreparingRuntime, threads
 from service.runtime.text_tokenizer import TextTokenizer
 
 if TYPE_CHECKING:
@@ -634,8 +634,18 @@ def beam_search(
 # ---- the generator ------------------------------------------------------------------------------
 
 
+Seq2SeqItem = tuple[str, Seq2SeqParameters]
+
+
+@dataclass(kw_only=True)
+class EncodedText(Prepared[Seq2SeqItem, list[int]]):
+    """A text's input ids and the generation settings its parameters resolve to."""
+
+    settings: GenerationSettings
+
+
 @dataclass
-class Seq2SeqGenerator:
+class Seq2SeqGenerator(PreparingRuntime):
     """A loaded encoder-decoder: tokenizers, ONNX graphs, the defaults requests start from.
 
     `pipeline_task` names the transformers pipeline reproduced: its `task_specific_params` entry
@@ -799,14 +809,17 @@ class Seq2SeqGenerator:
         settings = settings or self.generation_settings(params)
         if not texts:
             return []
-        prefix = self.prefix(params)
-        with tokenizing() as count_tokens:
-            encoded = self._encode(texts, prefix, params.cuts)
-            count_tokens(sum(len(ids) for ids in encoded))
+        encoded = self._encode(texts, self.prefix(params), params.cuts)
+        return self.generate_encoded(encoded, settings)
+
+    def generate_encoded(
+        self, encoded: list[list[int]], settings: GenerationSettings
+    ) -> list[list[int]]:
+        """Generated ids per tokenized input (`generate_ids` after tokenization)."""
         width = max(len(ids) for ids in encoded)
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else settings.pad_token_id
-        input_ids = np.full((len(texts), width), pad, dtype=np.int64)
-        attention_mask = np.zeros((len(texts), width), dtype=np.int64)
+        input_ids = np.full((len(encoded), width), pad, dtype=np.int64)
+        attention_mask = np.zeros((len(encoded), width), dtype=np.int64)
         for row, ids in enumerate(encoded):
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
@@ -817,28 +830,37 @@ class Seq2SeqGenerator:
     def generate_texts(
         self, texts: list[str], params: Seq2SeqParameters | None = None
     ) -> list[str]:
-        """Outputs in input order, decoded as the pipelines do (specials skipped; spaces cleaned
-        up only when asked, their default)."""
+        """Outputs in input order, decoded as the pipelines do."""
         params = params or self.parameters()
-        clean = params.clean_up_tokenization_spaces
-        return [
-            self.target_tokenizer.decode(
-                ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean
-            )
-            for ids in self.generate_ids(texts, params)
-        ]
+        return [self.decode(ids, params) for ids in self.generate_ids(texts, params)]
 
-    def run(self, items: Sequence[tuple[str, Seq2SeqParameters]]) -> list[str]:
+    def decode(self, ids: list[int], params: Seq2SeqParameters) -> str:
+        """Generated ids as text, as the pipelines decode them (specials skipped; spaces cleaned
+        up only when asked, their default)."""
+        clean = params.clean_up_tokenization_spaces
+        return self.target_tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean
+        )
+
+    def prepare(self, item: Seq2SeqItem) -> EncodedText:
+        """The text's ids (prefix included) and the generation settings it asks for."""
+        text, params = item
+        settings = self.generation_settings(params)
+        (ids,) = self._encode([text], self.prefix(params), params.cuts)
+        return EncodedText(item=item, rows=[ids], settings=settings)
+
+    def run_prepared(self, batch: Sequence[EncodedText]) -> list[str]:
         """Independent requests batched together; items with equal parameters share one
         generation (beams need one setting)."""
-        results: list[str | None] = [None] * len(items)
+        results: list[str | None] = [None] * len(batch)
         groups: dict[str, list[int]] = {}
-        for i, (_, params) in enumerate(items):
-            groups.setdefault(params.model_dump_json(), []).append(i)
+        for i, prepared in enumerate(batch):
+            groups.setdefault(prepared.item[1].model_dump_json(), []).append(i)
         for indices in groups.values():
-            outputs = self.generate_texts([items[i][0] for i in indices], items[indices[0]][1])
-            for i, text in zip(indices, outputs, strict=True):
-                results[i] = text
+            first = batch[indices[0]]
+            outputs = self.generate_encoded([batch[i].rows[0] for i in indices], first.settings)
+            for i, ids in zip(indices, outputs, strict=True):
+                results[i] = self.decode(ids, first.item[1])
         return results  # type: ignore[return-value]
 
     def close(self) -> None:

@@ -10,8 +10,9 @@ class (Optimum's TasksManager idea: a task is a row, registered where it is impl
 - its v2 tensors (`TaskTensors`: inputs, outputs, items, encoding), read by both KServe adapters;
 - its export facts (Optimum's exporter task, the ONNX graphs the runtime loads), read by
   `models/layout.py` and `models/export.py`;
-- its runtime: a class implementing `Runtime` (`load`, `warmup`, `run(items)`, `close`; decoders
-  `stream` instead of `run`).
+- its runtime: a class implementing `Runtime` (`load`, `warmup`, `close`); a batched one adds
+  `prepare(item)` (tokenize and check one item on arrival, `service/runtime/prepared.py`) and
+  `run_prepared(batch)`; decoders `stream` instead.
 
 The batcher, early shedding, the v2 metadata, the export and the load tests find tasks in
 `TASKS` (filled by importing `service.runtime.tasks`, which imports every module in it): adding
@@ -20,6 +21,7 @@ a task is adding its module, a catalog entry and its tests.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from pydantic import BaseModel
 from service.config import Settings
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.onnx_session import default_threads
+from service.runtime.prepared import Prepared, prepare_items
 from service.runtime.text_tokenizer import TextTokenizer
 
 if TYPE_CHECKING:
@@ -45,13 +48,35 @@ class Runtime(Protocol):
 
 
 class BatchedRuntime(Runtime, Protocol):
-    def run(self, items: Sequence[Any]) -> Sequence[Any]:
-        """One result per item, in order; items are independent requests batched together,
-        each carrying its own parameters."""
+    """A runtime whose items are tokenized on arrival and run in batches (TEI's split)."""
+
+    def prepare(self, item: Any) -> Prepared[Any, Any]:
+        """One item tokenized and checked, in the caller's thread before it queues; an input the
+        model cannot take (too long, bad parameters) raises InvalidInput here."""
+        ...
+
+    def run_prepared(self, batch: Sequence[Prepared[Any, Any]]) -> Sequence[Any]:
+        """One result per prepared item, in order; items are independent requests batched
+        together, each carrying its own parameters."""
         ...
 
 
-class EncoderRuntime:
+class PreparingRuntime(ABC):
+    """A batched runtime's base: `run(items)` prepares and runs in one call, for warm-up, tests
+    and direct callers (the data plane prepares on arrival and runs later)."""
+
+    @abstractmethod
+    def prepare(self, item: Any) -> Prepared[Any, Any]: ...
+
+    @abstractmethod
+    def run_prepared(self, batch: Sequence[Prepared[Any, Any]]) -> Sequence[Any]: ...
+
+    def run(self, items: Sequence[Any]) -> Sequence[Any]:
+        """One result per item, in order (a refused item of several is named `inputs[i]`)."""
+        return self.run_prepared(prepare_items(self.prepare, items))
+
+
+class EncoderRuntime(PreparingRuntime):
     """What every runtime over one encoder graph shares: its input limit, its tokenizer, and
     releasing its runners. A subclass has an `encoder` (a field, or a property of a wrapped
     runtime's)."""
@@ -118,7 +143,7 @@ class TaskSpec:
     export: ExportFacts
     runtime: type | None = None
     routes: tuple[HttpRoute, ...] = ()
-    # Runs a batch of independent items (each with its own parameters); None = not batched.
+    # Runs a batch of prepared items (each with its own parameters); None = not batched.
     run_batch: BatchRunner | None = None
     # Token-by-token generation (streamed, concurrency-limited instead of batched).
     streams: bool = False
@@ -154,7 +179,8 @@ def task(
 ) -> Callable[[R], R]:
     """Register the decorated runtime class as task `name`. Its parameter model is its tensors'
     (one model for every protocol); it loads with `load`, else with what `loader(cls)` makes
-    (default `encoder_loader`); a batched task's items run through the class's `run`."""
+    (default `encoder_loader`); a batched task's prepared items run through the class's
+    `run_prepared`."""
 
     def decorate(cls: R) -> R:
         register(
@@ -167,7 +193,7 @@ def task(
                 export=export,
                 runtime=cls,
                 routes=http if isinstance(http, tuple) else (http,),
-                run_batch=None if streams else _run_items,
+                run_batch=None if streams else _run_prepared,
                 streams=streams,
             )
         )
@@ -176,8 +202,8 @@ def task(
     return decorate
 
 
-def _run_items(runtime: BatchedRuntime, items: Sequence[Any]) -> Sequence[Any]:
-    return runtime.run(items)
+def _run_prepared(runtime: BatchedRuntime, batch: Sequence[Any]) -> Sequence[Any]:
+    return runtime.run_prepared(batch)
 
 
 def threads(settings: Settings) -> int | None:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from tokenizers import Encoding
 
 from service.http.fields import TaskRequest, Text, as_list
 from service.kserve.tensors import (
@@ -25,6 +26,7 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import ModelLoadError
+from service.runtime.prepared import Prepared
 from service.runtime.sampling import softmax
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 
@@ -49,6 +51,10 @@ class ClassificationParameters(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+
+# A text, or a (text, text_pair) pair, and its request's parameters.
+ClassificationItem = tuple[str | tuple[str, str], ClassificationParameters]
 
 
 class ClassifyRequest(TaskRequest):
@@ -147,25 +153,27 @@ class TextClassifier(EncoderRuntime):
     def warmup(self) -> None:
         self.classify([("warm up", ClassificationParameters())])
 
-    def run(self, items: Sequence[tuple[str | tuple[str, str], ClassificationParameters]]) -> Any:
-        return self.classify(items)
-
-    def classify(
-        self, items: Sequence[tuple[str | tuple[str, str], ClassificationParameters]]
-    ) -> list[list[dict[str, Any]]]:
-        """Labels with scores, best first, for independent requests batched together. A text
-        may be a (text, text_pair) pair, as the pipeline's `{"text", "text_pair"}` input."""
-        if not items:
-            return []
+    def prepare(self, item: ClassificationItem) -> Prepared[ClassificationItem, Encoding]:
+        """The item's encoding; a text may be a (text, text_pair) pair, as the pipeline's
+        `{"text", "text_pair"}` input."""
+        text, params = item
         encodings = self.encoder.encode(
-            [text for text, _ in items],
-            [params.truncate for _, params in items],
-            directions=[params.truncation_direction for _, params in items],
+            [text], [params.truncate], directions=[params.truncation_direction]
         )
-        rows = self.encoder.run(encodings, ["logits"])
-        return [
-            self._ranked(logits, params) for (logits,), (_, params) in zip(rows, items, strict=True)
-        ]
+        return Prepared(item=item, rows=encodings)
+
+    def run_prepared(
+        self, batch: Sequence[Prepared[ClassificationItem, Encoding]]
+    ) -> list[list[dict[str, Any]]]:
+        """Labels with scores, best first, for independent requests batched together."""
+        if not batch:
+            return []
+        rows = self.encoder.run([p.rows[0] for p in batch], ["logits"])
+        return [self._ranked(logits, p.item[1]) for (logits,), p in zip(rows, batch, strict=True)]
+
+    def classify(self, items: Sequence[ClassificationItem]) -> list[list[dict[str, Any]]]:
+        """Prepare and run in one call, a refused item reported as `inputs` (not `inputs[i]`)."""
+        return self.run_prepared([self.prepare(item) for item in items])
 
     def _ranked(self, logits: np.ndarray, params: ClassificationParameters) -> list[dict[str, Any]]:
         function = params.function_to_apply or self.default_function

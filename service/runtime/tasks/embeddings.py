@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from tokenizers import Encoding
 
 from service.http.fields import TaskRequest, Text, as_list
 from service.kserve.tensors import (
@@ -28,6 +29,7 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.prepared import Prepared
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 
 TOKEN_OUTPUTS = ("token_embeddings", "last_hidden_state")
@@ -60,6 +62,9 @@ class EmbeddingParameters(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+
+EmbeddingItem = tuple[str, EmbeddingParameters]
 
 
 class EmbedRequest(TaskRequest):
@@ -259,23 +264,29 @@ class Embedder(EncoderRuntime):
     def warmup(self) -> None:
         self.embed([("warm up", EmbeddingParameters())])
 
-    def run(self, items: Sequence[tuple[str, EmbeddingParameters]]) -> list[list[float]]:
-        return self.embed(items)
-
-    def embed(self, items: Sequence[tuple[str, EmbeddingParameters]]) -> list[list[float]]:
-        """One vector per input, for independent requests batched together."""
-        if not items:
-            return []
+    def prepare(self, item: EmbeddingItem) -> Prepared[EmbeddingItem, Encoding]:
+        """The encoding of the text with its prompt in front."""
+        text, params = item
         encodings = self.encoder.encode(
-            [self.prompted(text, params) for text, params in items],
-            [params.truncate for _, params in items],
-            directions=[params.truncation_direction for _, params in items],
+            [self.prompted(text, params)],
+            [params.truncate],
+            directions=[params.truncation_direction],
         )
-        rows = self.encoder.run(encodings, [self.token_output], per_token=True)
+        return Prepared(item=item, rows=encodings)
+
+    def run_prepared(self, batch: Sequence[Prepared[EmbeddingItem, Encoding]]) -> list[list[float]]:
+        """One vector per input, for independent requests batched together."""
+        if not batch:
+            return []
+        rows = self.encoder.run([p.rows[0] for p in batch], [self.token_output], per_token=True)
         return [
-            self._vector(tokens, params).tolist()
-            for (tokens,), (_, params) in zip(rows, items, strict=True)
+            self._vector(tokens, p.item[1]).tolist()
+            for (tokens,), p in zip(rows, batch, strict=True)
         ]
+
+    def embed(self, items: Sequence[EmbeddingItem]) -> list[list[float]]:
+        """Prepare and run in one call, a refused item reported as `inputs` (not `inputs[i]`)."""
+        return self.run_prepared([self.prepare(item) for item in items])
 
     def prompted(self, text: str, params: EmbeddingParameters) -> str:
         """The text with its prompt in front, as sentence-transformers' `encode(prompt_name=)`."""

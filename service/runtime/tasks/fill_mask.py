@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from tokenizers import Encoding
 
 from service.http.fields import TaskRequest, Text, as_list, like_inputs
 from service.kserve.tensors import (
@@ -32,6 +33,7 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.prepared import Prepared
 from service.runtime.sampling import softmax
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 
@@ -46,6 +48,17 @@ class FillMaskParameters(BaseModel):
     top_k: int = Field(default=5, ge=1, le=1000)
     # Candidate words scored at the mask instead of the whole vocabulary.
     targets: Text | list[Text] | None = Field(default=None, max_length=MAX_TARGETS)
+
+
+FillMaskItem = tuple[str, FillMaskParameters]
+
+
+@dataclass(kw_only=True)
+class MaskedText(Prepared[FillMaskItem, Encoding]):
+    """A text with one mask: where the mask is, and the ids scored there (None: all)."""
+
+    position: int
+    targets: np.ndarray | None
 
 
 class FillMaskRequest(TaskRequest):
@@ -122,29 +135,28 @@ class MaskFiller(EncoderRuntime):
     def warmup(self) -> None:
         self.run([(f"A {self.mask_token} warm-up call.", FillMaskParameters())])
 
-    def run(self, items: Sequence[tuple[str, FillMaskParameters]]) -> list[list[dict[str, Any]]]:
-        """Predictions, best first, for independent requests batched together."""
-        if not items:
-            return []
-        targets = [self.target_ids(params.targets) for _, params in items]
-        encodings = self.encoder.encode([text for text, _ in items], [False] * len(items))
-        positions = []
-        for index, encoding in enumerate(encodings):
-            masks = [i for i, token in enumerate(encoding.ids) if token == self.mask_id]
-            if len(masks) != 1:
-                field = f"inputs[{index}]" if len(items) > 1 else "inputs"
-                found = "no" if not masks else str(len(masks))
-                raise InvalidInput(
-                    f"{field} must hold exactly one mask token {self.mask_token!r}; it has {found}",
-                    field=field,
-                )
-            positions.append(masks[0])
-        rows = self.encoder.run(encodings, ["logits"], per_token=True)
-        return [
-            self._predictions(list(encoding.ids), logits[position], target_ids, params.top_k)
-            for encoding, (logits,), position, target_ids, (_, params) in zip(
-                encodings, rows, positions, targets, items, strict=True
+    def prepare(self, item: FillMaskItem) -> MaskedText:
+        """The text's encoding, its one mask's position and the target ids, if any."""
+        text, params = item
+        targets = self.target_ids(params.targets)
+        (encoding,) = self.encoder.encode([text], [False])
+        masks = [i for i, token in enumerate(encoding.ids) if token == self.mask_id]
+        if len(masks) != 1:
+            found = "no" if not masks else str(len(masks))
+            raise InvalidInput(
+                f"inputs must hold exactly one mask token {self.mask_token!r}; it has {found}",
+                field="inputs",
             )
+        return MaskedText(item=item, rows=[encoding], position=masks[0], targets=targets)
+
+    def run_prepared(self, batch: Sequence[MaskedText]) -> list[list[dict[str, Any]]]:
+        """Predictions, best first, for independent requests batched together."""
+        if not batch:
+            return []
+        rows = self.encoder.run([p.rows[0] for p in batch], ["logits"], per_token=True)
+        return [
+            self._predictions(list(p.rows[0].ids), logits[p.position], p.targets, p.item[1].top_k)
+            for (logits,), p in zip(rows, batch, strict=True)
         ]
 
     def target_ids(self, targets: str | list[str] | None) -> np.ndarray | None:

@@ -27,7 +27,6 @@ from service.runtime.constraints import Grammar, GrammarCompiler, TokenConstrain
 from service.runtime.errors import InvalidInput, ModelLoadError, ServingError
 from service.runtime.onnx_session import create_session
 from service.runtime.sampling import TokenChooser
-from service.runtime.stages import tokenizing
 from service.runtime.task import ExportFacts, task, threads
 from service.runtime.text_tokenizer import TextTokenizer, clean_up_tokenization
 
@@ -617,24 +616,22 @@ class TextGenerator:
         decoding)."""
         self.check(params)
         vocabulary = self.tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
-        with tokenizing() as count_tokens:
-            if isinstance(prompt, str):
-                ids = self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids
-            else:
-                ids = [int(i) for i in prompt]
-                bad = [i for i in ids if not 0 <= i < vocabulary]
-                if bad:
-                    raise InvalidInput(
-                        f"prompt: {bad[0]} is not a token id of this model (0..{vocabulary - 1})",
-                        field="prompt",
-                    )
-            room = self.max_positions - (params.max_new_tokens or 1)
-            truncate = params.truncate
-            if truncate is True:
-                ids = ids[-room:]
-            elif truncate:  # a token count (bool False/None mean no truncation)
-                ids = ids[-truncate:]
-            count_tokens(len(ids))
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids
+        else:
+            ids = [int(i) for i in prompt]
+            bad = [i for i in ids if not 0 <= i < vocabulary]
+            if bad:
+                raise InvalidInput(
+                    f"prompt: {bad[0]} is not a token id of this model (0..{vocabulary - 1})",
+                    field="prompt",
+                )
+        room = self.max_positions - (params.max_new_tokens or 1)
+        truncate = params.truncate
+        if truncate is True:
+            ids = ids[-room:]
+        elif truncate:  # a token count (bool False/None mean no truncation)
+            ids = ids[-truncate:]
         if len(ids) > room:
             raise InvalidInput(
                 f"input is {len(ids)} tokens long; with max_new_tokens={params.max_new_tokens} "

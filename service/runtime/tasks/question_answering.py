@@ -26,7 +26,7 @@ from service.http.fields import TaskRequest, Text
 from service.kserve.tensors import TaskTensors, Tensor, TensorSpec, ranked_tensors
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
-from service.runtime.stages import tokenizing
+from service.runtime.prepared import Prepared
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 from service.runtime.text_tokenizer import require_unicode
 
@@ -48,6 +48,9 @@ class QuestionAnsweringParameters(BaseModel):
     max_question_len: int = Field(default=64, ge=1)
     handle_impossible_answer: bool = False
     align_to_words: bool = True
+
+
+QuestionItem = tuple[str, str, QuestionAnsweringParameters]
 
 
 class QuestionContext(BaseModel):
@@ -199,6 +202,9 @@ class Window:
     # 1 where a token cannot be part of the answer (question and special tokens), as upstream.
     p_mask: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.encoding)
+
 
 @task(
     "question-answering",
@@ -225,26 +231,24 @@ class QuestionAnswerer(EncoderRuntime):
     def warmup(self) -> None:
         self.answer([("What is this?", "A warm-up call.", QuestionAnsweringParameters())])
 
-    def run(
-        self, items: Sequence[tuple[str, str, QuestionAnsweringParameters]]
-    ) -> list[list[dict[str, Any]]]:
-        return self.answer(items)
+    def prepare(self, item: QuestionItem) -> Prepared[QuestionItem, Window]:
+        """The pair's windows, checked against the model's limit."""
+        question, context, params = item
+        return Prepared(item=item, rows=self.windows(question, context, params))
 
-    def answer(
-        self, items: Sequence[tuple[str, str, QuestionAnsweringParameters]]
+    def run_prepared(
+        self, batch: Sequence[Prepared[QuestionItem, Window]]
     ) -> list[list[dict[str, Any]]]:
         """Answers, best first, for independent (question, context, parameters) requests."""
-        with tokenizing() as count_tokens:
-            per_item = [
-                self.windows(question, context, params) for question, context, params in items
-            ]
-            count_tokens(sum(len(w.encoding) for windows in per_item for w in windows))
-        flat = [window.encoding for windows in per_item for window in windows]
+        flat = [window.encoding for p in batch for window in p.rows]
         rows = iter(self.encoder.run(flat, LOGITS, per_token=True))
         return [
-            self._answers(context, windows, [next(rows) for _ in windows], params)
-            for (_, context, params), windows in zip(items, per_item, strict=True)
+            self._answers(p.item[1], p.rows, [next(rows) for _ in p.rows], p.item[2]) for p in batch
         ]
+
+    def answer(self, items: Sequence[QuestionItem]) -> list[list[dict[str, Any]]]:
+        """Prepare and run in one call (the parity tests' entry point)."""
+        return self.run_prepared([self.prepare(item) for item in items])
 
     def windows(
         self, question: str, context: str, params: QuestionAnsweringParameters

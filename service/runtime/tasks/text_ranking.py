@@ -19,11 +19,13 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from tokenizers import Encoding
 
 from service.http.fields import TaskRequest, Text
 from service.kserve.tensors import TaskTensors, Tensor, TensorSpec, fp32_tensor
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import ModelLoadError
+from service.runtime.prepared import Prepared
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 from service.runtime.tasks.classification import TextClassifier
 
@@ -47,6 +49,9 @@ class RankingParameters(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+
+RankingItem = tuple[tuple[str, str], RankingParameters]
 
 
 class RerankRequest(TaskRequest):
@@ -213,22 +218,26 @@ class CrossEncoderRanker(EncoderRuntime):
     def warmup(self) -> None:
         self.run([(("a query", "a text"), RankingParameters())])
 
-    def run(self, items: Sequence[tuple[tuple[str, str], RankingParameters]]) -> list[float]:
-        """One score per (query, text) pair, for independent requests batched together."""
-        if not items:
-            return []
-        encoder = self.classifier.encoder
-        encodings = encoder.encode(
-            [pair for pair, _ in items],
-            [params.truncate for _, params in items],
+    def prepare(self, item: RankingItem) -> Prepared[RankingItem, Encoding]:
+        """The (query, text) pair's encoding."""
+        pair, params = item
+        encodings = self.encoder.encode(
+            [pair],
+            [params.truncate],
             field_name="texts",
-            directions=[params.truncation_direction for _, params in items],
+            directions=[params.truncation_direction],
         )
-        rows = encoder.run(encodings, ["logits"])
+        return Prepared(item=item, rows=encodings)
+
+    def run_prepared(self, batch: Sequence[Prepared[RankingItem, Encoding]]) -> list[float]:
+        """One score per (query, text) pair, for independent requests batched together."""
+        if not batch:
+            return []
+        rows = self.encoder.run([p.rows[0] for p in batch], ["logits"])
         scores = []
-        for (logits,), (_, params) in zip(rows, items, strict=True):
+        for (logits,), p in zip(rows, batch, strict=True):
             logit = np.float32(logits.reshape(-1)[0])
-            if params.raw_scores or self.activation == "none":
+            if p.item[1].raw_scores or self.activation == "none":
                 scores.append(float(logit))
             else:
                 scores.append(float(np.float32(1.0) / (np.float32(1.0) + np.exp(-logit))))

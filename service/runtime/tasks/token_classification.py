@@ -48,8 +48,8 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.prepared import Prepared
 from service.runtime.sampling import softmax
-from service.runtime.stages import tokenizing
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 from service.runtime.tasks.classification import config_labels
 
@@ -98,6 +98,9 @@ class TokenClassificationParameters(BaseModel):
 
     def ignored(self) -> list[str]:
         return ["O"] if self.ignore_labels is None else list(self.ignore_labels)
+
+
+TokenItem = tuple[str, TokenClassificationParameters]
 
 
 class TokenClassificationRequest(TaskRequest):
@@ -238,56 +241,55 @@ class TokenClassifier(EncoderRuntime):
         return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
 
     # --- running ----------------------------------------------------------------------------
-    def run(
-        self, items: Sequence[tuple[str, TokenClassificationParameters]]
+    def prepare(self, item: TokenItem) -> Prepared[TokenItem, Encoding]:
+        """The text's encoding, or its overlapping windows."""
+        text, params = item
+        return Prepared(item=item, rows=self._windows(text, params))
+
+    def run_prepared(
+        self, batch: Sequence[Prepared[TokenItem, Encoding]]
     ) -> list[list[dict[str, Any]]]:
         """The entities of each text, for independent requests batched together."""
-        if not items:
-            return []
-        windows = [self._windows(text, params) for text, params in items]
-        flat = [w for item in windows for w in item]
+        flat = [window for p in batch for window in p.rows]
         rows = iter(self.encoder.run(flat, ["logits"], per_token=True))
         results = []
-        for (text, params), item in zip(items, windows, strict=True):
-            logits = [next(rows)[0] for _ in item]
-            results.append(self._entities(text, item, logits, params))
+        for p in batch:
+            text, params = p.item
+            logits = [next(rows)[0] for _ in p.rows]
+            results.append(self._entities(text, p.rows, logits, params))
         return results
 
     def _windows(self, text: str, params: TokenClassificationParameters) -> list[Encoding]:
         """The pipeline's `preprocess`: the text's encoding, or its overlapping windows."""
         limit = self.max_input_tokens
-        with tokenizing() as count_tokens:
-            (encoding,) = self.tokenizer.encode_batch([text])
-            if len(encoding) <= limit:
-                count_tokens(len(encoding))
-                return [encoding]
-            if params.stride is None:
-                raise InvalidInput(
-                    f"input is {len(encoding)} tokens long, more than this model's limit of "
-                    f"{limit} tokens; send parameters.stride to classify it in overlapping windows",
-                    field="inputs",
-                )
-            added = self.tokenizer.tokenizer.num_special_tokens_to_add(False)
-            room = limit - added
-            if params.stride >= room:
-                raise InvalidInput(
-                    f"stride ({params.stride}) must be less than this model's window of {room} "
-                    f"tokens ({limit} less {added} special tokens)",
-                    field="parameters.stride",
-                )
-            content = len(encoding) - added
-            count = 1 + -(-(content - room) // (room - params.stride))
-            if count > MAX_WINDOWS:
-                raise InvalidInput(
-                    f"input is {len(encoding)} tokens long: with stride {params.stride} that is "
-                    f"{count} windows of {limit} tokens, more than {MAX_WINDOWS}; send a shorter "
-                    "text or a smaller stride",
-                    field="inputs",
-                )
-            first = self.encoder.truncating_tokenizer(limit, params.stride).encode(text)
-            windows = [first, *first.overflowing]
-            count_tokens(sum(len(w) for w in windows))
-        return windows
+        (encoding,) = self.tokenizer.encode_batch([text])
+        if len(encoding) <= limit:
+            return [encoding]
+        if params.stride is None:
+            raise InvalidInput(
+                f"input is {len(encoding)} tokens long, more than this model's limit of "
+                f"{limit} tokens; send parameters.stride to classify it in overlapping windows",
+                field="inputs",
+            )
+        added = self.tokenizer.tokenizer.num_special_tokens_to_add(False)
+        room = limit - added
+        if params.stride >= room:
+            raise InvalidInput(
+                f"stride ({params.stride}) must be less than this model's window of {room} "
+                f"tokens ({limit} less {added} special tokens)",
+                field="parameters.stride",
+            )
+        content = len(encoding) - added
+        count = 1 + -(-(content - room) // (room - params.stride))
+        if count > MAX_WINDOWS:
+            raise InvalidInput(
+                f"input is {len(encoding)} tokens long: with stride {params.stride} that is "
+                f"{count} windows of {limit} tokens, more than {MAX_WINDOWS}; send a shorter "
+                "text or a smaller stride",
+                field="inputs",
+            )
+        first = self.encoder.truncating_tokenizer(limit, params.stride).encode(text)
+        return [first, *first.overflowing]
 
     def _entities(
         self,

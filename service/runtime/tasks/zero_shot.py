@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tokenizers import Encoding
 
 from service.http.fields import TaskRequest, Text, as_list, like_inputs
 from service.kserve.tensors import (
@@ -32,6 +33,7 @@ from service.kserve.tensors import (
 )
 from service.runtime.encoder_batches import EncoderModel
 from service.runtime.errors import InvalidInput, ModelLoadError
+from service.runtime.prepared import Prepared
 from service.runtime.task import EncoderRuntime, ExportFacts, HttpRoute, task
 from service.runtime.tasks.classification import TextClassifier
 
@@ -77,6 +79,9 @@ class ZeroShotParameters(BaseModel):
 
     def hypotheses(self) -> list[str]:
         return [self.hypothesis_template.format(label) for label in self.candidate_labels]
+
+
+ZeroShotItem = tuple[str, ZeroShotParameters]
 
 
 class ZeroShotRequest(TaskRequest):
@@ -174,20 +179,23 @@ class ZeroShotClassifier(EncoderRuntime):
     def warmup(self) -> None:
         self.run([("A warm-up call.", ZeroShotParameters(candidate_labels=["a", "b"]))])
 
-    def run(self, items: Sequence[tuple[str, ZeroShotParameters]]) -> list[dict[str, Any]]:
-        """The ranked labels of each sequence, for independent requests batched together."""
-        if not items:
-            return []
-        pairs = [(text, h) for text, params in items for h in params.hypotheses()]
+    def prepare(self, item: ZeroShotItem) -> Prepared[ZeroShotItem, Encoding]:
+        """The encodings of the sequence paired with each hypothesis."""
+        text, params = item
         # The pipeline cuts only the sequence (`only_first`) when a pair is too long: the
         # encoder cuts the longer side of a pair, which is the sequence unless the hypothesis
-        # is longer (a pair that long is refused below instead of cut differently).
-        encodings = self.encoder.encode(pairs, [False] * len(pairs))
-        rows = iter(self.encoder.run(encodings, ["logits"]))
-        return [
-            self._ranked(text, params, [next(rows)[0] for _ in params.candidate_labels])
-            for text, params in items
-        ]
+        # is longer (a pair that long is refused here instead of cut differently).
+        pairs = [(text, hypothesis) for hypothesis in params.hypotheses()]
+        return Prepared(item=item, rows=self.encoder.encode(pairs, [False] * len(pairs)))
+
+    def run_prepared(
+        self, batch: Sequence[Prepared[ZeroShotItem, Encoding]]
+    ) -> list[dict[str, Any]]:
+        """The ranked labels of each sequence, for independent requests batched together."""
+        if not batch:
+            return []
+        rows = iter(self.encoder.run([pair for p in batch for pair in p.rows], ["logits"]))
+        return [self._ranked(*p.item, [next(rows)[0] for _ in p.rows]) for p in batch]
 
     def _ranked(
         self, text: str, params: ZeroShotParameters, logits: list[np.ndarray]
