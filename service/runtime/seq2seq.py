@@ -113,8 +113,9 @@ class GenerateParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_new_tokens: int | None = Field(default=None, ge=1)
+    # At least the decoder start and one token: beam search has no answer for less.
     max_length: int | None = Field(
-        default=None, ge=1, description="tokens of the output, decoder start included"
+        default=None, ge=2, description="tokens of the output, decoder start included"
     )
     min_new_tokens: int | None = Field(default=None, ge=0)
     min_length: int | None = Field(default=None, ge=0)
