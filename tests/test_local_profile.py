@@ -15,11 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+import hypothesis
 import numpy as np
 import pytest
 import requests
 
 from loadtests.server_process import ROOT, start_server
+from tests import test_structured_generation as structured_runtime
+from tests import test_structured_outputs_api as structured_api
 
 # Builds the `local` profile with the real CLI (torch, transformers, Optimum).
 pytestmark = pytest.mark.export_side
@@ -217,6 +220,121 @@ def test_smollm2_knows_the_capital_of_france(server):
     ).json()
     print(f"\nWhat is the capital of France? -> {chat['choices'][0]['message']['content']!r}")
     assert "Paris" in chat["choices"][0]["message"]["content"]
+
+
+# --- SmolLM2 under a grammar (structured generation, issue #19) -----------------------------------
+
+STRUCTURED_PROMPT = (
+    "<|im_start|>user\nDescribe a made-up city as a JSON record.<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+@hypothesis.settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(
+    schema=structured_api.SCHEMAS,
+    sample=hypothesis.strategies.booleans(),
+    seed=hypothesis.strategies.integers(0, 1000),
+)
+def test_smollm2_structured_answers_parse_streamed_or_not(server, schema, sample, seed):
+    import jsonschema
+
+    body = {
+        "inputs": STRUCTURED_PROMPT,
+        "model": SMOLLM,
+        "parameters": {
+            "max_new_tokens": 120,
+            "do_sample": sample,
+            "seed": seed,
+            "details": True,
+            "grammar": {"type": "json", "value": schema},
+        },
+    }
+    whole = requests.post(f"{server.url}/generate", json=body, timeout=120).json()
+    assert whole["details"]["finish_reason"] == "eos_token", whole
+    jsonschema.validate(json.loads(whole["generated_text"]), schema)
+    streamed = requests.post(f"{server.url}/generate_stream", json=body, stream=True, timeout=120)
+    events = [
+        json.loads(line[len("data:") :])
+        for line in streamed.iter_lines(decode_unicode=True)
+        if line.startswith("data:")
+    ]
+    joined = "".join(e["token"]["text"] for e in events)
+    assert joined == events[-1]["generated_text"] == whole["generated_text"]
+
+
+@hypothesis.settings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(pattern=structured_runtime.REGEXES, sample=hypothesis.strategies.booleans())
+def test_smollm2_regex_answers_match(server, pattern, sample):
+    import re
+
+    body = {
+        "inputs": "A short code:",
+        "model": SMOLLM,
+        "parameters": {
+            "max_new_tokens": 120,
+            "do_sample": sample,
+            "seed": 1,
+            "grammar": {"type": "regex", "value": pattern},
+        },
+    }
+    text = requests.post(f"{server.url}/generate", json=body, timeout=120).json()["generated_text"]
+    assert re.fullmatch(pattern, text), (pattern, text)
+
+
+def test_smollm2_openai_parse_and_a_tool_round_trip(server):
+    """`chat.completions.parse` with a pydantic model, then a tool call: the model calls the
+    function, the tool's answer goes back with the call, and the model answers in words."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    parsed = client.chat.completions.parse(
+        model=SMOLLM,
+        messages=[{"role": "user", "content": "Invent a pet: its name, kind and age."}],
+        response_format=structured_api.Pet,
+        max_tokens=60,
+        temperature=0,
+    )
+    print(f"\nparse -> {parsed.choices[0].message.content!r}")
+    assert isinstance(parsed.choices[0].message.parsed, structured_api.Pet)
+
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 40}},
+                "required": ["city"],
+            },
+        },
+    }
+    messages = [{"role": "user", "content": "What is the weather in Paris today?"}]
+    called = client.chat.completions.create(
+        model=SMOLLM, messages=messages, tools=[weather], tool_choice="required", temperature=0
+    )
+    (call,) = called.choices[0].message.tool_calls
+    print(f"call -> {call.function.name}({call.function.arguments})")
+    assert call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)
+    messages += [
+        called.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees Celsius."},
+    ]
+    answered = client.chat.completions.create(
+        model=SMOLLM, messages=messages, tools=[weather], max_tokens=40, temperature=0
+    )
+    print(f"answer -> {answered.choices[0].message.content!r}")
+    message = answered.choices[0].message
+    assert message.tool_calls is None and message.content
 
 
 def test_smollm2_int4_variant_is_served_within_its_perplexity_bound(server, local_store):

@@ -641,6 +641,7 @@ def other_suites(out_dir: Path, rounds: int) -> list[dict[str, Any]]:
     for module, title in (
         ("loadtests.bench.generation_suite", "Generation"),
         ("loadtests.bench.translation_suite", "Translation"),
+        ("loadtests.bench.structured_suite", "Structured generation"),
     ):
         if importlib.util.find_spec(module) is None:
             sections.append(
