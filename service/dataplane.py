@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from service import deadlines, metrics, request_logging, tracing
 from service.batching import AdaptiveBatcher
 from service.config import Settings
+from service.cpu_tuning import choose
 from service.generation_scheduler import GenerationScheduler
 from service.heap import release_freed_memory
 from service.model_repository import ModelRecord, load_records, portability_warnings
@@ -144,6 +145,7 @@ class DataPlane:
         self.models: dict[str, ServedModel] = {}
         self.defaults: dict[str, str] = {}
         self.ready = False
+        self.tuning = choose(settings)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def load(
@@ -153,6 +155,7 @@ class DataPlane:
         `configured_defaults`: apply `models.defaults` (a worker that joins after models were
         unloaded may lack some, and takes the first model of each task instead)."""
         records = list(records) if records is not None else load_records(self.settings)
+        log.info("%s", self.tuning.summary())
         configure_sessions(
             self.settings.models.threads,
             self.settings.models.allow_spinning,
