@@ -10,10 +10,12 @@ repository root:
 `sessions`: for each graph, a fresh process per variant opens the wide session (every core, as
 served) and then the single-threaded runner session, runs a batch on each (so that mapped
 weights are paged in) and hands freed heap back (`malloc_trim`, as the data plane does after
-loading a model), and reports what each added to the
-process's RSS and PSS (/proc/self/smaps_rollup; PSS counts a page that two mappings share once,
-RSS once per mapping). Then one process times both variants interleaved (medians of rounds): a
-lone input of 32 tokens on the wide session and a batch of 8 x 32 tokens on the runner session.
+loading a model), and reports what each added to the process's RSS and PSS
+(/proc/self/smaps_rollup; PSS counts a page that two mappings share once, RSS once per mapping);
+then what running every token id through the wide session adds ("every token id": a
+memory-mapped embedding table is paged in row by row as tokens first appear). Then one process
+times both variants interleaved (medians of rounds): a lone input of 32 tokens on the wide
+session and a batch of 8 x 32 tokens on the runner session.
 
 `server`: the real server serving one model (`NLP_MODELS_SERVE`; "all": the whole `local`
 profile), `models.share_weights` off and on (and "before": a tree without the setting, run from
@@ -61,11 +63,24 @@ def open_two(graph: str, cache: str) -> None:
     narrow.run(None, feed(narrow, 8, 32))
     release_freed_memory()
     after = smaps()
+    # Every token id once: a mapped embedding table is paged in row by row as tokens appear.
+    vocab = json.loads((Path(graph).parent / "config.json").read_text())["vocab_size"]
+    for start in range(0, vocab, 8 * 256):
+        ids = np.arange(start, start + 8 * 256) % vocab
+        inputs = feed(wide, 8, 256)
+        inputs["input_ids"] = ids.reshape(8, 256).astype(np.int64)
+        wide.run(None, inputs)
+    release_freed_memory()
+    every = smaps()
     print(
         json.dumps(
             {
                 f"{which} {key}": round(b[key] - a[key], 1)
-                for which, a, b in (("first", before, middle), ("second", middle, after))
+                for which, a, b in (
+                    ("first", before, middle),
+                    ("second", middle, after),
+                    ("every token id", after, every),
+                )
                 for key in ("rss", "pss")
             }
         )
