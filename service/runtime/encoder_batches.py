@@ -166,8 +166,8 @@ class EncoderModel:
         2 cores: 1-thread runs x2 81.6 items/s vs one 2-thread session 68.6-74.0 (CPU per item
         22.9 vs 26.9-27.9 ms). A lone input still runs on the multi-threaded session, which
         halves its latency (20.9 vs 35.9 ms). The price was a second session, i.e. the model's
-        weights twice in memory (+283 MB for DistilBERT-base fp32); both sessions now load the
-        graph from the prepared-graph cache and map the same weights (+25 MB; `shared=True`,
+        weights twice in memory (+272 MB PSS for DistilBERT-base fp32); both sessions now load the
+        graph from the prepared-graph cache and map the same weights (+17 MB; `shared=True`,
         service/runtime/prepared_graph.py)."""
         if runners <= 1 or self.graph is None or self._pool is not None:
             return

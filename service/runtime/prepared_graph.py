@@ -9,8 +9,8 @@ pre-packed once per session (measured: the second session kept costing ~35-60 % 
 What does share: ORT optimizes the graph once and saves it with its initializers *and* its
 pre-packed blobs in an external data file (`session.save_external_prepacked_constant_initializers`);
 sessions loading that file memory-map it, so both sessions read the same page-cache pages
-(loadtests/results/memory-2026-12-07: DistilBERT-base's second session +25 MB proportional set
-size instead of +283 MB, MiniLM +5 instead of +105; latency unchanged). RSS still counts a shared
+(loadtests/results/memory-2026-12-07: DistilBERT-base's second session +17 MB proportional set
+size instead of +272 MB, MiniLM +7 instead of +95; latency unchanged). RSS still counts a shared
 page once per mapping; PSS counts it once.
 
 The saved graph is specific to this ORT version and CPU (pre-packed layouts follow the kernels
