@@ -133,8 +133,14 @@ class ModelSettings(_Section):
             return None
         if self.prepared_graphs_dir:
             return Path(self.prepared_graphs_dir)
-        home = os.environ.get("BENTOML_HOME") or Path.home() / "bentoml"
-        return Path(home) / "cache" / "ort-prepared"
+        return default_prepared_graphs_dir()
+
+
+def default_prepared_graphs_dir() -> Path:
+    """`$BENTOML_HOME/cache/ort-prepared`, beside the model store (BentoML's default home when
+    the variable is unset), like the project's other caches."""
+    home = os.environ.get("BENTOML_HOME") or Path.home() / "bentoml"
+    return Path(home) / "cache" / "ort-prepared"
 
 
 class BatchingSettings(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -61,6 +62,15 @@ def test_prepared_graph_is_built_once_and_reused(classifier_dir, tmp_path):
     assert prepared_graph(classifier_dir / "model.onnx", tmp_path) == first
     assert first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.parent.name]  # no build leftovers
+
+
+def test_saved_graphs_of_sources_that_are_gone_are_pruned(classifier_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(classifier_dir, copy)
+    gone = prepared_graph(copy / "model.onnx", tmp_path / "cache").parent
+    shutil.rmtree(copy)
+    kept = prepared_graph(classifier_dir / "model.onnx", tmp_path / "cache").parent
+    assert not gone.exists() and kept.exists()
 
 
 def test_without_a_usable_cache_the_graph_loads_as_it_is(classifier_dir, tmp_path):

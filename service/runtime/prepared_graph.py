@@ -14,7 +14,8 @@ size instead of +272 MB, MiniLM +7 instead of +95; latency unchanged). RSS still
 page once per mapping; PSS counts it once.
 
 The saved graph is specific to this ORT version and CPU (pre-packed layouts follow the kernels
-the CPU gets), so it lives in a cache keyed by both and by the source files' size and mtime.
+the CPU gets), so it lives in a cache keyed by both and by the source files' size and mtime;
+a saved graph whose source is gone is removed when the next one is built.
 """
 
 from __future__ import annotations
@@ -88,7 +89,23 @@ def prepared_graph(source: Path, cache: Path) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("saved %s with memory-mappable weights as %s", source, graph)
+    prune(cache)
     return graph
+
+
+def prune(cache: Path) -> list[Path]:
+    """Remove the saved graphs whose source graph is gone (a model version replaced or deleted),
+    so that the cache holds no more than the store does; returns what it removed."""
+    removed = []
+    for folder in cache.iterdir():
+        try:
+            source = Path(json.loads((folder / "source.json").read_text())["source"])
+        except (OSError, ValueError, KeyError):
+            continue  # a build under way, or not ours
+        if not source.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def shareable(source: Path, cache: Path | None) -> Path:
