@@ -44,6 +44,48 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return flags
 
 
+# CPU classes, best first: the first whose flags the CPU has all of. The int8 kernels ORT picks
+# follow these (AMX tiles, AVX-512 VNNI, AVX-512 without VNNI, AVX2), and so do the figures in
+# BENCHMARKS.md, which keeps one table per class.
+CPU_CLASSES = (
+    ("amx", ("amx_tile", "amx_int8")),
+    ("avx512-vnni", ("avx512f", "avx512_vnni")),
+    ("avx512", ("avx512f",)),
+    ("avx2", ("avx2",)),
+    ("arm64-dotprod", ("asimddp",)),
+    ("arm64", ("asimd",)),
+)
+
+
+# The flags a CPU class is told by, and the neighbours worth stating beside it.
+CLASS_FLAGS = (
+    "avx2",
+    "fma",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+)
+
+
+def cpu_class(flags: set[str]) -> str:
+    """The class of a CPU with `flags` (`CPU_CLASSES`; "baseline" when none fits). Older kernels
+    spell AVX-512 VNNI `avx512vnni`."""
+    flags = flags | ({"avx512_vnni"} if "avx512vnni" in flags else set())
+    for name, needed in CPU_CLASSES:
+        if all(flag in flags for flag in needed):
+            return name
+    return "baseline"
+
+
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's marketing name (`model name`), or the machine type when Linux gives none."""
     try:

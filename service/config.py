@@ -101,6 +101,11 @@ class ModelSettings(_Section):
     # Single-threaded runs of an encoder model side by side for a batch of several inputs
     # (0 = one per intra-op thread, 1 = off); each model then holds a second ORT session.
     encoder_runners: int = Field(0, ge=0)
+    # Encoder sessions load their graph saved once with memory-mappable weights and pre-packed
+    # blobs, so an encoder's two sessions share one copy (service/runtime/prepared_graph.py).
+    share_weights: bool = True
+    # Where those saved graphs live; empty = $BENTOML_HOME/cache/ort-prepared.
+    prepared_graphs_dir: str = ""
     verify_hashes: bool = True
     # Language pair a multi-pair translation model (T5) uses when a request names none.
     translation_pair: str = "en-fr"
@@ -121,6 +126,21 @@ class ModelSettings(_Section):
                 raise ValueError("expected task=model pairs separated by commas")
             return dict(p.strip().split("=", 1) for p in pairs)
         return value
+
+    def prepared_cache(self) -> Path | None:
+        """The prepared-graph cache folder, or None when `share_weights` is off."""
+        if not self.share_weights:
+            return None
+        if self.prepared_graphs_dir:
+            return Path(self.prepared_graphs_dir)
+        return default_prepared_graphs_dir()
+
+
+def default_prepared_graphs_dir() -> Path:
+    """`$BENTOML_HOME/cache/ort-prepared`, beside the model store (BentoML's default home when
+    the variable is unset), like the project's other caches."""
+    home = os.environ.get("BENTOML_HOME") or Path.home() / "bentoml"
+    return Path(home) / "cache" / "ort-prepared"
 
 
 class BatchingSettings(_Section):

@@ -25,7 +25,9 @@ from typing import Any, TypeVar
 from service import deadlines, metrics, request_logging, tracing
 from service.batching import AdaptiveBatcher, Timed
 from service.config import Settings
+from service.cpu_tuning import choose
 from service.generation_scheduler import GenerationScheduler
+from service.heap import release_freed_memory
 from service.model_repository import ModelRecord, load_records, portability_warnings
 from service.runtime.errors import (
     DeadlineExceeded,
@@ -157,6 +159,7 @@ class DataPlane:
         self.ready = False
         # Where arriving items are tokenized: off the event loop, as the batches run.
         self._tokenizing = ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="tokenize")
+        self.tuning = choose(settings)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def load(
@@ -166,7 +169,12 @@ class DataPlane:
         `configured_defaults`: apply `models.defaults` (a worker that joins after models were
         unloaded may lack some, and takes the first model of each task instead)."""
         records = list(records) if records is not None else load_records(self.settings)
-        configure_sessions(self.settings.models.threads, self.settings.models.allow_spinning)
+        log.info("%s", self.tuning.summary())
+        configure_sessions(
+            self.settings.models.threads,
+            self.settings.models.allow_spinning,
+            self.settings.models.prepared_cache(),
+        )
         tracing.configure()
         # Sessions are built and warmed up side by side: ORT and tokenizers release the GIL,
         # so start-up takes less than the sum of the models' load times.
@@ -194,6 +202,7 @@ class DataPlane:
         started = time.perf_counter()
         runtime = TASKS[record.task].load(record.path, self.settings)
         runtime.warmup()
+        release_freed_memory()
         return runtime, time.perf_counter() - started
 
     def install(self, record: ModelRecord, runtime: Any, seconds: float) -> ServedModel | None:

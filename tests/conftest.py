@@ -121,6 +121,19 @@ def _torch_on_one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _prepared_graphs_in_tmp(tmp_path_factory):
+    """Data planes built in process without BENTOML_HOME keep the graphs they prepare for shared
+    weights (service/runtime/prepared_graph.py) in the session's tmp, not in ~/bentoml."""
+    from service import config
+
+    folder = tmp_path_factory.mktemp("ort-prepared")
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get("BENTOML_HOME"):
+            patch.setattr(config, "default_prepared_graphs_dir", lambda: folder)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny")

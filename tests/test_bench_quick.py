@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from loadtests.bench import suite
+from models.cpu import cpu_class, cpu_flags
 from service.runtime.encoder_batches import length_sorted_groups
 
 
@@ -22,6 +23,9 @@ def test_quick_benchmark_keeps_served_speed_near_in_process(tiny_store, tmp_path
     raw = json.loads((tmp_path / "docs" / "bench" / "results.json").read_text())
     assert (tmp_path / "docs" / "bench" / "feature-extraction-throughput.png").stat().st_size > 0
     assert "## Goals" in report and "HTTP c=16" in report and "GRPC c=16" in report
+    # The CPU class and its flags, which decide which of BENCHMARKS.md's tables a run belongs to.
+    assert raw["machine"]["cpu_class"] == cpu_class(cpu_flags())
+    assert f"class {raw['machine']['cpu_class']} (flags: " in report
     samples = raw["samples"]
     for key in (
         "bench-all-minilm-l6-v2/http/c1",

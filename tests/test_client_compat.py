@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from loadtests.server_process import ROOT
+from models.cpu import cpu_class, cpu_flags
 from models.tiny import MAX_POSITIONS
 
 PROMPT = "The best part of the film was"
@@ -462,6 +463,10 @@ def test_tgi_and_tei_tokenize_decode_and_info(url):
     tei = requests.get(f"{url}/info", params={"model": "tiny-bert-embedder"}, timeout=30).json()
     assert tei["model_id"] == "tiny-bert-embedder"
     assert tei["model_type"] == {"embedding": {"pooling": "mean"}}
+    # Ours beside TEI's fields: the CPU class and the ORT choices made for it at start-up.
+    assert tei["cpu"]["cpu_class"] == cpu_class(cpu_flags())
+    assert tei["cpu"]["threads"] >= 1 and tei["cpu"]["encoder_runners"] >= 1
+    assert set(tei["cpu"]["flags"]) <= cpu_flags()
     tgi = requests.get(f"{url}/info", params={"model": "tiny-gpt2"}, timeout=30).json()
     assert tgi["model_pipeline_tag"] == "text-generation"
     assert tgi["max_total_tokens"] == 2 * MAX_POSITIONS == tgi["max_input_tokens"] + 1

@@ -42,8 +42,9 @@ def write(
         "```",
         "",
         f"- **Date**: {machine['date']}; suite wall time {results['elapsed_s'] / 60:.1f} min.",
-        f"- **CPU**: {machine['cpu']}, {machine['cores']} cores available "
-        f"(int8 features: {', '.join(machine['int8_flags']) or 'none'}); load average "
+        f"- **CPU**: {machine['cpu']}, {machine['cores']} cores available, class "
+        f"{machine.get('cpu_class', 'unrecorded')} (flags: "
+        f"{', '.join(machine.get('cpu_flags', machine['int8_flags'])) or 'none'}); load average "
         f"{machine['load_average_before']} before, {machine['load_average_after']} after.",
         f"- **Software**: Python {machine['python']}, "
         + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())

@@ -784,6 +784,8 @@ def goals(
 def machine_facts(load_before: tuple[float, float, float]) -> dict[str, Any]:
     from importlib import metadata
 
+    from models.cpu import CLASS_FLAGS, cpu_class
+
     cpu = "unknown"
     flags: set[str] = set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -802,6 +804,9 @@ def machine_facts(load_before: tuple[float, float, float]) -> dict[str, Any]:
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
         "int8_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "amx_int8"}),
+        # The class BENCHMARKS.md files this run's table under, and the flags that tell it.
+        "cpu_class": cpu_class(flags),
+        "cpu_flags": [flag for flag in CLASS_FLAGS if flag in flags],
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "versions": versions,

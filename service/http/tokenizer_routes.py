@@ -114,6 +114,8 @@ def _info(served: ServedModel, dp: DataPlane) -> dict[str, Any]:
         "max_batch_tokens": dp.settings.batching.max_batch_tokens,
         "max_batch_requests": dp.settings.batching.max_batch_size,
         "max_input_length": max_input,
+        # Ours, not TGI's or TEI's: the CPU class and the ORT choices made for it at start-up.
+        "cpu": dp.tuning.as_dict(),
     }
     if record.task == TEXT_GENERATION:  # TGI's fields
         info.update(

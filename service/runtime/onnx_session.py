@@ -12,6 +12,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from service.runtime.prepared_graph import shareable
+
 
 @dataclass
 class SessionDefaults:
@@ -20,13 +22,19 @@ class SessionDefaults:
 
     threads: int = 0  # 0: every core the process may use
     allow_spinning: bool | None = None  # None: each caller's choice
+    # Where graphs saved with memory-mappable weights live (service/runtime/prepared_graph.py);
+    # None: sessions asked to share weights load their graph as it is.
+    prepared_cache: Path | None = None
 
 
 DEFAULTS = SessionDefaults()
 
 
-def configure_sessions(threads: int = 0, allow_spinning: bool | None = None) -> None:
+def configure_sessions(
+    threads: int = 0, allow_spinning: bool | None = None, prepared_cache: Path | None = None
+) -> None:
     DEFAULTS.threads, DEFAULTS.allow_spinning = threads, allow_spinning
+    DEFAULTS.prepared_cache = prepared_cache
 
 
 def default_threads() -> int:
@@ -37,7 +45,7 @@ def default_threads() -> int:
 
 
 def create_session(
-    path: Path, threads: int | None = None, spinning: bool = True
+    path: Path, threads: int | None = None, spinning: bool = True, shared: bool = False
 ) -> ort.InferenceSession:
     """An ORT CPU session with sequential execution and a fixed intra-op thread pool.
 
@@ -46,7 +54,10 @@ def create_session(
     cores, which spinning threads starve. Measured on the tiny classifier behind HTTP: 12.7 ->
     4.3 ms of server CPU per request at c=1, 55 -> 89 requests/s at c=16 (BENCHMARKS.md, "Levers").
     Decode loops call ORT back to back and keep ORT's default. The setting
-    `models.allow_spinning` (`ORT_ALLOW_SPINNING=0|1`) overrides both."""
+    `models.allow_spinning` (`ORT_ALLOW_SPINNING=0|1`) overrides both.
+
+    `shared=True` loads the graph from the prepared-graph cache when one is configured
+    (`models.share_weights`), so that every session of it maps the same weights."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
@@ -57,4 +68,6 @@ def create_session(
         "session.intra_op.allow_spinning",
         "1" if (spinning if DEFAULTS.allow_spinning is None else DEFAULTS.allow_spinning) else "0",
     )
+    if shared:
+        path = shareable(Path(path), DEFAULTS.prepared_cache)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
