@@ -106,8 +106,15 @@ def free_port() -> int:
 
 
 def netns_prefix(pid: int) -> list[str]:
-    """The command prefix that runs a program in the network namespace of process `pid`."""
-    return ["nsenter", f"--net=/proc/{pid}/ns/net"]
+    """The command prefix that runs a program in the network namespace of process `pid`
+    (started by `unshare -rn`: its user namespace too, keeping our credentials, so the same
+    works without root where unprivileged user namespaces are allowed)."""
+    return [
+        "nsenter",
+        f"--user=/proc/{pid}/ns/user",
+        f"--net=/proc/{pid}/ns/net",
+        "--preserve-credentials",
+    ]
 
 
 @dataclass
