@@ -123,7 +123,10 @@ loadtest: install
 	  $(if $(GRPC),--grpc $(GRPC)) $(if $(LOADTEST_OUT),--out $(LOADTEST_OUT)) $(LOADTEST_ARGS)
 
 # Benchmarks (BENCHMARKS.md): real-size models (exported once into .cache/bench), our service
-# over HTTP and gRPC against in-process ONNX Runtime and a FastAPI + PyTorch server; ≈ 17 min
+# over HTTP and gRPC against in-process ONNX Runtime, a FastAPI + PyTorch server and the peers
+# (loadtests/bench/peer_servers.py: BentoML batchable, PyTriton, Ray Serve, LitServe, FastAPI +
+# ORT; classification fp32, HTTP c=1/c=16, each in a venv of its own made from
+# requirements/peers/*.txt under .cache/bench/peers: + ~2 min the first time); ≈ 20 min
 # (its accuracy section needs the sentiment classifier `make models` trains once, else skipped).
 # bench-quick: MiniLM embeddings plus one line per encoder task (fill-mask, rerank, zero-shot,
 # similarity, NER where served; HTTP c=16 vs in process), ≈ 2-3 min (first run: + ~1 min of

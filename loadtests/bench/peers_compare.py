@@ -54,7 +54,10 @@ def run(home: Path, rounds: int, seconds: float, out: Path) -> dict[str, Any]:
             run_load("http", url, texts, 4, 1.0, "/classify", model, prefix)
         for index in range(rounds):
             print(f"round {index + 1}/{rounds}", flush=True)
-            for contender, url, pid, prefix, model in sides:
+            # Each round starts one contender further on, so that none is always measured
+            # first or last when the machine's other load comes and goes.
+            shift = index % len(sides)
+            for contender, url, pid, prefix, model in sides[shift:] + sides[:shift]:
                 for c in PEER_CONCURRENCIES:
                     cpu_before = suite.process_tree_cpu(pid)
                     got = run_load("http", url, texts, c, seconds, "/classify", model, prefix)
@@ -94,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     results = run(args.home, args.rounds, args.seconds, args.out)
     fp32 = CLASSIFIER.name
     samples = suite.Samples(results["samples"])
-    print(f"{'contender':<22} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms/req':>11}")
+    print(
+        f"{'contender':<22} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms/req':>11}"
+        "  req/s by round"
+    )
     for name, contender in [("ours", OURS_HTTP), *PEERS.items()]:
         for c in PEER_CONCURRENCIES:
             key = contender.key(model=fp32, c=c)
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
             cpu = samples.median(key, lambda v: v["server_cpu_s"] / max(v["requests"], 1) * 1000)
             print(
                 f"{name:<22} {c:>3} {med('throughput'):>8.1f} {med('p50_ms'):>8.1f} "
-                f"{med('p95_ms'):>8.1f} {cpu:>11.1f}"
+                f"{med('p95_ms'):>8.1f} {cpu:>11.1f}  "
+                + " ".join(f"{point['throughput']:.1f}" for point in samples.values[key])
             )
     for name, (value, goal, ok) in results["checks"].items():
         print(f"{'ok  ' if ok else 'MISS'} {name}: {value} (goal {goal})")
