@@ -197,11 +197,12 @@ def _peers_section(peers: dict[str, dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for facts in peers.values():
-        status = f"not started: {facts['error'][:300]}" if "error" in facts else "measured"
+        status = f"error: {facts['error'][:300]}" if "error" in facts else "measured"
+        status = " ".join(status.replace("|", "/").split())  # one table cell
         lines.append(
             f"| {facts['title']} | `{facts['module']}` | `{facts['lock']}` | "
             f"{'yes' if facts['batching'] else 'no'} | {_fmt(facts.get('start_s'))} | "
-            f"{_fmt(facts.get('idle_cpu_s_per_s'), 3)} | {status.replace('|', '/')} |"
+            f"{_fmt(facts.get('idle_cpu_s_per_s'), 3)} | {status} |"
         )
     return [*lines, ""]
 

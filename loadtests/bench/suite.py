@@ -493,10 +493,14 @@ def run(
                     FASTAPI.protocol, baselines[w.task].url, texts_files[w.task], 4, 1.0, w.route
                 )
             if w.task == "text-classification":
-                for peer in peers.values():
-                    run_load(
-                        "http", peer.url, texts_files[w.task], 4, 1.0, w.route, None, peer.prefix
-                    )
+                for name, peer in list(peers.items()):
+                    try:
+                        texts_file = texts_files[w.task]
+                        run_load("http", peer.url, texts_file, 4, 1.0, w.route, None, peer.prefix)
+                    except RuntimeError as exc:  # a peer that fell over: said, not fatal
+                        peer_facts[name]["error"] = f"failed in the warm-up: {exc}"
+                        print(f"peer {name} failed: {exc}"[:500], flush=True)
+                        peers.pop(name).stop()
         for line in lines:
             run_load(
                 TASK_HTTP.protocol,
@@ -583,11 +587,22 @@ def run(
                     for c in BASELINE_CONCURRENCIES:
                         load(FASTAPI, base.url, w, None, c, base.process.pid)
                 if w.task == "text-classification":
-                    for name, peer in peers.items():
-                        for c in PEER_CONCURRENCIES:
-                            load(
-                                PEERS[name], peer.url, w, CLASSIFIER.name, c, peer.process.pid, peer
-                            )
+                    for name, peer in list(peers.items()):
+                        try:
+                            for c in PEER_CONCURRENCIES:
+                                load(
+                                    PEERS[name],
+                                    peer.url,
+                                    w,
+                                    CLASSIFIER.name,
+                                    c,
+                                    peer.process.pid,
+                                    peer,
+                                )
+                        except RuntimeError as exc:  # a peer that fell over: said, not fatal
+                            peer_facts[name]["error"] = f"failed in round {round_index + 1}: {exc}"
+                            print(f"peer {name} failed: {exc}"[:500], flush=True)
+                            peers.pop(name).stop()
             for line in lines:
                 measure_line(line)
             if not quick or round_index == cfg.rounds - 1:
@@ -665,6 +680,7 @@ def start_peers(model_dir: Path, logs: Path) -> tuple[dict[str, Any], dict[str, 
         }
         print(f"starting peer {peer.name} ...", flush=True)
         try:
+            peer_servers.ensure_venv(peer)  # minutes the first time, not start-up time
             began = time.perf_counter()
             started[peer.name] = peer_servers.start_peer(
                 peer, model_dir, logs / f"peer-{peer.name}.log"
@@ -909,10 +925,14 @@ def peer_lines(results: dict[str, Any]) -> list[str]:
 
     lines = [f"ours: {figures(lambda c: OURS_HTTP.key(model=fp32, c=c))}"]
     for name, facts in results.get("peers", {}).items():
+        line = f"peer {name}: " + (
+            figures(lambda c, n=name: PEERS[n].key(model=fp32, c=c))
+            if samples.has(PEERS[name].key(model=fp32, c=16))
+            else "not measured"
+        )
         if "error" in facts:
-            lines.append(f"peer {name}: not measured ({facts['error'][:200]})")
-        else:
-            lines.append(f"peer {name}: {figures(lambda c, n=name: PEERS[n].key(model=fp32, c=c))}")
+            line += f" ({' '.join(facts['error'].split())[:200]})"
+        lines.append(line)
     return lines
 
 
