@@ -13,7 +13,7 @@ export PROFILE HOST PORT GRPC_PORT BENTOML_HOME
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock serve models test test-serving test-slow lint clean loadtest bench bench-quick
+.PHONY: install lock lock-peers serve models test test-serving test-slow lint clean loadtest bench bench-quick
 
 # Installs the lock (requirements/dev.txt: exact versions, sha256 hashes, no resolving) and the
 # project itself, editable, with the lock's setuptools. `make lock` regenerates the lock.
@@ -54,6 +54,19 @@ lock: install
 	  -o requirements/serving.txt
 	$(UV_COMPILE) pyproject.toml requirements/build.in --extra dev --universal --python-version 3.11 \
 	  -c requirements/dev.txt -o requirements/serving-tests.txt
+	$(MAKE) --no-print-directory lock-peers
+
+# The bench's peers (loadtests/bench/peer_servers.py): one lock each, for the Python 3.11 venv
+# the suite makes under .cache/bench/peers/<peer>; onnxruntime and tokenizers as the serving
+# lock has them. PyTriton is not constrained by it (it caps numpy below 2; manylinux_2_35 wheel).
+PEERS_SERVING_CONSTRAINED := fastapi-ort bentoml-batchable litserve ray-serve
+lock-peers: install
+	for peer in $(PEERS_SERVING_CONSTRAINED); do \
+	  $(UV_COMPILE) requirements/peers/$$peer.in -c requirements/serving.txt --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 -o requirements/peers/$$peer.txt || exit 1; \
+	done
+	$(UV_COMPILE) requirements/peers/pytriton.in --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_35 -o requirements/peers/pytriton.txt
 
 models: install
 	$(PY) -m models build --profile $(PROFILE)
@@ -110,7 +123,10 @@ loadtest: install
 	  $(if $(GRPC),--grpc $(GRPC)) $(if $(LOADTEST_OUT),--out $(LOADTEST_OUT)) $(LOADTEST_ARGS)
 
 # Benchmarks (BENCHMARKS.md): real-size models (exported once into .cache/bench), our service
-# over HTTP and gRPC against in-process ONNX Runtime and a FastAPI + PyTorch server; ≈ 17 min
+# over HTTP and gRPC against in-process ONNX Runtime, a FastAPI + PyTorch server and the peers
+# (loadtests/bench/peer_servers.py: BentoML batchable, PyTriton, Ray Serve, LitServe, FastAPI +
+# ORT; classification fp32, HTTP c=1/c=16, each in a venv of its own made from
+# requirements/peers/*.txt under .cache/bench/peers: + ~2 min the first time); ≈ 20 min
 # (its accuracy section needs the sentiment classifier `make models` trains once, else skipped).
 # bench-quick: MiniLM embeddings plus one line per encoder task (fill-mask, rerank, zero-shot,
 # similarity, NER where served; HTTP c=16 vs in process), ≈ 2-3 min (first run: + ~1 min of

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtests.bench import peer_servers
+
 CPU_MS = "-cpu-ms"  # suffix of the key of a measurement's CPU milliseconds per item
 
 
@@ -91,6 +93,24 @@ OURS_GRPC = Contender(
     "{model}/grpc/c{c}",
     protocol="grpc",
 )
+
+
+def _peer_contender(peer: Any) -> Contender:
+    return Contender(
+        f"peer: {peer.title}",
+        f"`loadtests/bench/peers/{peer.module}` in its own venv "
+        f"(`requirements/peers/{peer.name}.txt`), closed loop",
+        f"{{model}}/peer-{peer.name}/c{{c}}",
+        protocol="http",
+    )
+
+
+# The peers (issue #21): other serving frameworks on the same ONNX model and sentences, over
+# HTTP at c=1 and c=16 (`peer_servers.py`; full suite, classification fp32 only), by peer name.
+PEERS = {peer.name: _peer_contender(peer) for peer in peer_servers.PEERS}
+BATCHING_PEERS = tuple(PEERS[peer.name] for peer in peer_servers.PEERS if peer.batching)
+FASTAPI_ORT = PEERS["fastapi-ort"]
+PEER_CONCURRENCIES = (1, 16)
 
 # The quick suite's encoder task lines (`suite.task_lines`), filed by line: one route's
 # payload over HTTP against the same model rows in process (a similarity line and the embeddings

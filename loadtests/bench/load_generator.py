@@ -203,9 +203,13 @@ def run_load(
     seconds: float,
     route: str = "/classify",
     model: str | None = None,
+    prefix: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the generator in its own process; its CPU time includes start-up (imports)."""
+    """Run the generator in its own process; its CPU time includes start-up (imports).
+    `prefix`: what its command starts with (`nsenter --net=...` to reach a server in a network
+    namespace of its own)."""
     command = [
+        *(prefix or []),
         sys.executable,
         "-m",
         "loadtests.bench.load_generator",

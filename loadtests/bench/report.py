@@ -74,6 +74,8 @@ def write(
         text += _workload_section(w, samples, cfg)
     if lines is not None and cfg.quick:
         text += _task_lines_section(lines, results.get("task_lines", {}), samples)
+    if results.get("peers"):
+        text += _peers_section(results["peers"])
     text += _cold_start_section(samples)
     for section in extra:
         text += [f"## {section['title']}", "", section["markdown"].strip(), ""]
@@ -172,6 +174,36 @@ def _workload_section(w: Any, samples: Any, cfg: Any) -> list[str]:
         )
         if row:
             lines.append(row)
+    for name in w.served:
+        for peer in contenders.PEERS.values():
+            for c in contenders.PEER_CONCURRENCIES:
+                row = _load_row(f"{peer.name} c={c}", samples, peer.key(model=name, c=c))
+                if row:
+                    lines.append(row)
+    return [*lines, ""]
+
+
+def _peers_section(peers: dict[str, dict[str, Any]]) -> list[str]:
+    """What each peer is, from which lock, and what it cost idle, or why it did not start."""
+    lines = [
+        "## Peers",
+        "",
+        "Other serving frameworks on the same ONNX folder, sentences and load generator "
+        "(`loadtests/bench/peer_servers.py`; rows `peer: ...` in the classification table; "
+        "each in a venv of its own from its lock; all up for the whole run, so their idle cost "
+        "is listed):",
+        "",
+        "| peer | module | lock | batching | start s | idle server CPU s/s | status |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for facts in peers.values():
+        status = f"error: {facts['error'][:300]}" if "error" in facts else "measured"
+        status = " ".join(status.replace("|", "/").split())  # one table cell
+        lines.append(
+            f"| {facts['title']} | `{facts['module']}` | `{facts['lock']}` | "
+            f"{'yes' if facts['batching'] else 'no'} | {_fmt(facts.get('start_s'))} | "
+            f"{_fmt(facts.get('idle_cpu_s_per_s'), 3)} | {status} |"
+        )
     return [*lines, ""]
 
 

@@ -12,7 +12,11 @@ hits all of them alike; each contender is a row of `contenders.py`):
   2. the PyTorch pipeline in process, and the same behind a minimal FastAPI server
      (`fastapi_baseline.py`);
   3. ours over HTTP and gRPC, closed loop at concurrency 1, 4, 16, 64 (`load_generator.py`,
-     a separate process whose CPU time is reported).
+     a separate process whose CPU time is reported);
+  4. the peers (full suite, classification fp32, HTTP c=1 and c=16): a minimal BentoML
+     batchable service, PyTriton, Ray Serve with `@serve.batch`, LitServe with batching and
+     FastAPI + ORT without batching, each on the same ONNX folder in a venv of its own
+     (`peer_servers.py`, `peers/`), driven by the same load generator.
 The quick variant adds one line per encoder task (`task_lines`: fill-mask, rerank, zero-shot,
 sentence similarity, NER): the real MiniLM encoder under each task's
 head, served over HTTP at c=16 in the route's own payload, against plain ONNX Runtime in process
@@ -28,6 +32,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import shlex
@@ -58,8 +63,10 @@ from loadtests.bench.bench_models import (  # noqa: E402
 )
 from loadtests.bench.contenders import (  # noqa: E402
     BASELINE_CONCURRENCIES,
+    BATCHING_PEERS,
     CPU_MS,
     FASTAPI,
+    FASTAPI_ORT,
     LATENCY_FLOOR,
     ORT,
     ORT_ARRIVAL,
@@ -67,6 +74,8 @@ from loadtests.bench.contenders import (  # noqa: E402
     ORT_RUNNERS,
     OURS_GRPC,
     OURS_HTTP,
+    PEER_CONCURRENCIES,
+    PEERS,
     SERVED,
     SESSIONS,
     TASK_HTTP,
@@ -409,6 +418,9 @@ def run(
     samples = Samples()
     servers: dict[str, Any] = {}
     baselines: dict[str, Any] = {}
+    # The peers that started (by peer name), and what each one is or why it did not start.
+    peers: dict[str, Any] = {}
+    peer_facts: dict[str, dict[str, Any]] = {}
     # (model, contender name) -> its in-process ORT session
     in_process: dict[tuple[str, str], Any] = {}
     torch_calls: dict[str, Callable[[Any], Any]] = {}
@@ -429,6 +441,8 @@ def run(
                 baselines[w.task] = start_baseline(
                     w.task, checkpoint, logs / f"fastapi-{w.route[1:]}.log"
                 )
+        if not quick:
+            peers, peer_facts = start_peers(Path(stored[CLASSIFIER.name]["path"]), logs)
         for line in lines:
             for contender in TASK_SESSIONS:
                 in_process[line.name, contender.name] = contender.start(
@@ -443,7 +457,9 @@ def run(
             model: str | None,
             concurrency: int,
             server_pid: int,
+            peer: Any = None,
         ) -> None:
+            """One closed-loop point; `peer`: a peer server (its body names no model)."""
             cpu_before = process_tree_cpu(server_pid)
             result = run_load(
                 contender.protocol,
@@ -452,7 +468,8 @@ def run(
                 concurrency,
                 cfg.seconds,
                 w.route,
-                model,
+                None if peer else model,
+                peer.prefix if peer else None,
             )
             key = contender.key(model=model, task=w.task, c=concurrency)
             samples.add(key, summarize_load(result, process_tree_cpu(server_pid) - cpu_before))
@@ -475,6 +492,15 @@ def run(
                 run_load(
                     FASTAPI.protocol, baselines[w.task].url, texts_files[w.task], 4, 1.0, w.route
                 )
+            if w.task == "text-classification":
+                for name, peer in list(peers.items()):
+                    try:
+                        texts_file = texts_files[w.task]
+                        run_load("http", peer.url, texts_file, 4, 1.0, w.route, None, peer.prefix)
+                    except RuntimeError as exc:  # a peer that fell over: said, not fatal
+                        peer_facts[name]["error"] = f"failed in the warm-up: {exc}"
+                        print(f"peer {name} failed: {exc}"[:500], flush=True)
+                        peers.pop(name).stop()
         for line in lines:
             run_load(
                 TASK_HTTP.protocol,
@@ -560,6 +586,23 @@ def run(
                     base = baselines[w.task]
                     for c in BASELINE_CONCURRENCIES:
                         load(FASTAPI, base.url, w, None, c, base.process.pid)
+                if w.task == "text-classification":
+                    for name, peer in list(peers.items()):
+                        try:
+                            for c in PEER_CONCURRENCIES:
+                                load(
+                                    PEERS[name],
+                                    peer.url,
+                                    w,
+                                    CLASSIFIER.name,
+                                    c,
+                                    peer.process.pid,
+                                    peer,
+                                )
+                        except RuntimeError as exc:  # a peer that fell over: said, not fatal
+                            peer_facts[name]["error"] = f"failed in round {round_index + 1}: {exc}"
+                            print(f"peer {name} failed: {exc}"[:500], flush=True)
+                            peers.pop(name).stop()
             for line in lines:
                 measure_line(line)
             if not quick or round_index == cfg.rounds - 1:
@@ -572,7 +615,7 @@ def run(
                     samples.add("memory_local", rss_local)
         samples.add("memory_after_load", process_tree_rss_mb(ours.process.pid))
     finally:
-        for server in [*servers.values(), *baselines.values()]:
+        for server in [*servers.values(), *baselines.values(), *peers.values()]:
             server.stop()
 
     extra_sections = []
@@ -604,6 +647,7 @@ def run(
             }
             for name in sorted(wanted)
         },
+        "peers": peer_facts,
         "samples": samples.values,
         "elapsed_s": time.perf_counter() - wall_started,
     }
@@ -616,6 +660,42 @@ def run(
         results, samples, plan, cfg, checks, extra_sections, out_dir, lines=lines
     )
     return {"markdown": markdown, "checks": checks, "results": results}
+
+
+def start_peers(model_dir: Path, logs: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Start every peer on the classification model (its venv made from its lock the first
+    time); one that fails to start is reported with its error, not fatal to the run. Also what
+    each costs idle: server CPU seconds per second over 3 s with no load, since all of them stay
+    up next to ours for the whole run."""
+    from loadtests.bench import peer_servers
+
+    started: dict[str, Any] = {}
+    facts: dict[str, dict[str, Any]] = {}
+    for peer in peer_servers.PEERS:
+        facts[peer.name] = {
+            "title": peer.title,
+            "module": f"loadtests/bench/peers/{peer.module}",
+            "lock": str(peer.lock.relative_to(ROOT)),
+            "batching": peer.batching,
+        }
+        print(f"starting peer {peer.name} ...", flush=True)
+        try:
+            peer_servers.ensure_venv(peer)  # minutes the first time, not start-up time
+            began = time.perf_counter()
+            started[peer.name] = peer_servers.start_peer(
+                peer, model_dir, logs / f"peer-{peer.name}.log"
+            )
+            facts[peer.name]["start_s"] = round(time.perf_counter() - began, 1)
+        except Exception as exc:  # noqa: BLE001
+            facts[peer.name]["error"] = f"{type(exc).__name__}: {exc}"[-2000:]
+            print(f"peer {peer.name} did not start: {exc}"[:500], flush=True)
+    before = {name: process_tree_cpu(p.process.pid) for name, p in started.items()}
+    time.sleep(3.0)
+    for name, p in started.items():
+        facts[name]["idle_cpu_s_per_s"] = round(
+            (process_tree_cpu(p.process.pid) - before[name]) / 3.0, 3
+        )
+    return started, facts
 
 
 def accuracy_section(home: Path, rounds: int) -> dict[str, Any]:
@@ -771,6 +851,23 @@ def goals(
         1.1,
         at_most=True,
     )
+    # The peers (issue #21): the best batching peer is the fastest of them at c=16 in this run.
+    best_peer = max(
+        (tput(peer.key(model=fp32, c=16)) for peer in BATCHING_PEERS),
+        key=lambda v: -1.0 if math.isnan(v) else v,
+    )
+    check("classification fp32 http c=16 / best batching peer c=16", served_fp32 / best_peer, 1.5)
+    check(
+        "classification fp32 http c=16 / FastAPI+ORT (no batching) c=16",
+        served_fp32 / tput(FASTAPI_ORT.key(model=fp32, c=16)),
+        1.1,
+    )
+    check(
+        "classification fp32 c=1 p50 - FastAPI+ORT c=1 p50 (ms)",
+        p50(http(fp32, 1)) - p50(FASTAPI_ORT.key(model=fp32, c=1)),
+        1.0,
+        at_most=True,
+    )
     check("O2+int8 / fp32 in process (sorted b32)", limit(int8) / limit(fp32), 1.8)
     check("cold start tiny (s)", samples.median("cold_start_tiny_s"), 5.0, at_most=True)
     if samples.has("cold_start_local_s"):
@@ -815,6 +912,37 @@ def machine_facts(load_before: tuple[float, float, float]) -> dict[str, Any]:
     }
 
 
+def peer_lines(results: dict[str, Any]) -> list[str]:
+    """One line per peer (and ours) of the classification fp32 HTTP figures of this run: c=16
+    requests/s, c=1 p50, or why the peer was not measured."""
+    samples = Samples(results["samples"])
+    fp32 = CLASSIFIER.name
+
+    def figures(key: Callable[[int], str]) -> str:
+        rate = samples.median(key(16), lambda v: v["throughput"])
+        p50 = samples.median(key(1), lambda v: v["p50_ms"])
+        return f"c=16 {rate:.1f} req/s, c=1 p50 {p50:.1f} ms"
+
+    lines = [f"ours: {figures(lambda c: OURS_HTTP.key(model=fp32, c=c))}"]
+    for name, facts in results.get("peers", {}).items():
+        line = f"peer {name}: " + (
+            figures(lambda c, n=name: PEERS[n].key(model=fp32, c=c))
+            if samples.has(PEERS[name].key(model=fp32, c=16))
+            else "not measured"
+        )
+        if "error" in facts:
+            line += f" ({' '.join(facts['error'].split())[:200]})"
+        lines.append(line)
+    return lines
+
+
+def print_peers(results: dict[str, Any]) -> None:
+    if results.get("peers"):
+        print("classification fp32 over HTTP, this run's medians:")
+        for line in peer_lines(results):
+            print(f"  {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -844,6 +972,7 @@ def main(argv: list[str] | None = None) -> int:
         command=command.strip(),
     )
     failed = [name for name, (_, _, ok) in got["checks"].items() if not ok]
+    print_peers(got["results"])
     for name, (value, goal, ok) in got["checks"].items():
         print(f"{'ok  ' if ok else 'MISS'} {name}: {value} (goal {goal})")
     return 1 if failed and args.quick else 0
