@@ -126,3 +126,30 @@ def test_the_token_budget_is_a_setting_with_an_environment_override(classifier):
     plane = serving(classifier, max_batch_input_tokens=64)
     assert plane.models[NAME].batcher.max_batch_input_tokens == 64
     plane.close()
+
+
+def test_short_requests_tokenize_on_the_loop_and_long_ones_on_the_tokenizing_threads(
+    classifier, monkeypatch
+):
+    """A short request is tokenized on the event loop (cheaper than a thread hand-off:
+    loadtests/results/arrival-2026-12-07); a large one never holds the loop."""
+    import threading
+
+    threads = []
+    prepare = TextClassifier.prepare
+
+    def spy(self, item):
+        threads.append(threading.current_thread().name)
+        return prepare(self, item)
+
+    monkeypatch.setattr(TextClassifier, "prepare", spy)
+    plane = serving(classifier)
+    long_but_valid = ["a few words here. " * 20] * 8  # 2,880 characters, each text fits
+
+    async def scenario():
+        await classify(plane, "short")
+        await classify(plane, *long_but_valid)
+
+    asyncio.run(scenario())
+    assert threads[0] == threading.main_thread().name
+    assert len(threads) == 9 and all(name.startswith("tokenize") for name in threads[1:])

@@ -321,14 +321,16 @@ def test_smollm2_openai_parse_and_a_tool_round_trip(server):
     called = client.chat.completions.create(
         model=SMOLLM, messages=messages, tools=[weather], tool_choice="required", temperature=0
     )
-    (call,) = called.choices[0].message.tool_calls
-    print(f"call -> {call.function.name}({call.function.arguments})")
-    assert call.function.name == "get_weather"
-    assert "city" in json.loads(call.function.arguments)
-    messages += [
-        called.choices[0].message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees Celsius."},
-    ]
+    calls = called.choices[0].message.tool_calls
+    assert called.choices[0].finish_reason == "tool_calls" and calls
+    messages.append(called.choices[0].message.model_dump(exclude_none=True))
+    for call in calls:  # parallel calls are allowed: each gets its answer
+        print(f"call -> {call.function.name}({call.function.arguments})")
+        assert call.function.name == "get_weather"
+        assert "city" in json.loads(call.function.arguments)
+        messages.append(
+            {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees Celsius."}
+        )
     answered = client.chat.completions.create(
         model=SMOLLM, messages=messages, tools=[weather], max_tokens=40, temperature=0
     )
