@@ -474,7 +474,7 @@ class TextGenerator:
             0,
         )
         session = create_session(model_dir / "model.onnx", threads)
-        logits_width = session.get_outputs()[0].shape[-1]
+        logits_width = next((o.shape[-1] for o in session.get_outputs() if o.name == "logits"), 0)
         vocabulary = max(
             tokenizer.tokenizer.get_vocab_size(with_added_tokens=True),
             logits_width if isinstance(logits_width, int) else 0,
