@@ -128,8 +128,9 @@ MEASURE = textwrap.dedent(
 )
 
 
+@pytest.mark.export_side  # builds its graph with `onnx`, which the serving side does not install
 def test_second_session_of_a_graph_costs_under_a_tenth_of_the_first(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
