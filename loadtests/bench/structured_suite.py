@@ -18,7 +18,6 @@ compile time ≥ 1).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import sys
@@ -31,12 +30,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from loadtests.bench.generation_suite import (  # noqa: E402
     SERVED,
     STREAMS,
+    ServedGeneration,
     bench_prompts,
     catalog_graph,
     model_folders,
 )
 from loadtests.bench.interleave import (  # noqa: E402
-    Sample,
     check,
     interleaved,
     load_average,
@@ -71,53 +70,6 @@ SCHEMA["required"] = list(SCHEMA["properties"])
 FREE, CONSTRAINED = "free", "JSON schema"
 
 
-class Streams:
-    """The served path in process, driven from its own event loop."""
-
-    def __init__(self, folder: Path, threads: int) -> None:
-        from service.config import Settings
-        from service.dataplane import DataPlane
-        from service.model_repository import ModelRecord
-
-        settings = Settings()
-        settings.models.threads = threads
-        settings.limits.max_concurrent_generations = STREAMS
-        self.plane = DataPlane(settings)
-        record = ModelRecord(
-            name="bench-structured",
-            tag="bench-structured:local",
-            task="text-generation",
-            path=folder,
-            default=True,
-        )
-        self.plane.load([record])
-        self.loop = asyncio.new_event_loop()
-
-    async def _one(self, prompt: str, params: Any) -> tuple[int, float, float]:
-        first, tokens = float("nan"), 0
-        async for event in self.plane.generate_stream(prompt, params, "bench-structured", "http"):
-            if event.is_token:
-                tokens += 1
-                if tokens == 1:
-                    first = time.perf_counter()
-        return tokens, first, time.perf_counter()
-
-    def run(self, prompts: list[str], params: Any) -> Sample:
-        async def every() -> list[tuple[int, float, float]]:
-            return await asyncio.gather(*[self._one(p, params) for p in prompts])
-
-        results = self.loop.run_until_complete(every())
-        # Decode tokens after each stream's first, over the time from the first first token to
-        # the last finish: the rows decode together, so their rates add up.
-        tokens = sum(n - 1 for n, _, _ in results)
-        seconds = max(end for _, _, end in results) - min(first for _, first, _ in results)
-        return {"decode tok/s": tokens / seconds, "tokens": tokens + len(results)}
-
-    def close(self) -> None:
-        self.plane.close()
-        self.loop.close()
-
-
 def compile_seconds(folder: Path) -> list[float]:
     """Uncached compiles of SCHEMA for the model's tokenizer (its llguidance tokenizer built
     once beforehand, as the model's warm-up does)."""
@@ -150,14 +102,14 @@ def run(
     prompts = bench_prompts(STREAMS)
     free = GenerationParameters(max_new_tokens=NEW_TOKENS)
     constrained = free.model_copy(update={"grammar": Grammar(type="json", value=SCHEMA)})
-    streams = Streams(folder, threads)
+    streams = ServedGeneration(folder, threads, name="bench-structured")
     try:
         samples = interleaved(
             {
-                f"{FREE}, 1 stream": lambda: streams.run(prompts[:1], free),
-                f"{CONSTRAINED}, 1 stream": lambda: streams.run(prompts[:1], constrained),
-                f"{FREE}, {STREAMS} streams": lambda: streams.run(prompts, free),
-                f"{CONSTRAINED}, {STREAMS} streams": lambda: streams.run(prompts, constrained),
+                f"{FREE}, 1 stream": lambda: streams.streams(prompts[:1], free),
+                f"{CONSTRAINED}, 1 stream": lambda: streams.streams(prompts[:1], constrained),
+                f"{FREE}, {STREAMS} streams": lambda: streams.streams(prompts, free),
+                f"{CONSTRAINED}, {STREAMS} streams": lambda: streams.streams(prompts, constrained),
             },
             rounds,
         )
