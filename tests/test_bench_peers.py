@@ -53,6 +53,7 @@ def test_peer_goals_divide_ours_by_the_best_batching_peer_and_fastapi_ort():
 
     point(contenders.OURS_HTTP.key(model=fp32, c=16), 60.0, 40.0)
     point(contenders.OURS_HTTP.key(model=fp32, c=1), 1.0, 30.5)
+    point(contenders.OURS_GRPC.key(model=fp32, c=1), 1.0, 31.5)
     for name, rate in (("bentoml-batchable", 40.0), ("litserve", 36.0), ("ray-serve", 30.0)):
         point(contenders.PEERS[name].key(model=fp32, c=16), rate, 1.0)
     # PyTriton not measured (it did not start): the best is the fastest of those measured.
@@ -65,4 +66,28 @@ def test_peer_goals_divide_ours_by_the_best_batching_peer_and_fastapi_ort():
         1.1,
         True,
     )
-    assert checks["classification fp32 c=1 p50 - FastAPI+ORT c=1 p50 (ms)"] == (0.5, 1.0, True)
+    assert checks["classification fp32 http c=1 p50 - FastAPI+ORT c=1 p50 (ms)"] == (
+        0.5,
+        1.0,
+        True,
+    )
+    assert checks["classification fp32 grpc c=1 p50 - FastAPI+ORT c=1 p50 (ms)"] == (
+        1.5,
+        1.0,
+        False,
+    )
+
+
+def test_int8_goal_is_the_served_ratio_over_the_in_process_one():
+    fp32, int8 = suite.CLASSIFIER.name, suite.CLASSIFIER_INT8.name
+    samples = suite.Samples()
+    for name, served, in_process in ((fp32, 50.0, 60.0), (int8, 100.0, 150.0)):
+        samples.add(
+            contenders.OURS_HTTP.key(model=name, c=16),
+            {"throughput": served, "p50_ms": 1.0, "server_cpu_s": 1.0, "requests": 10},
+        )
+        samples.add(contenders.ORT.key(model=name, batch=32), in_process)
+    checks = suite.goals(samples, False, [])
+    # served 2.0× fp32 against 2.5× in process: 0.8 of the gain kept, goal 0.9.
+    name = "classification int8/fp32 served (http c=16) / int8/fp32 in process (sorted b32)"
+    assert checks[name] == (0.8, 0.9, False)

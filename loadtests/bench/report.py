@@ -10,6 +10,9 @@ from loadtests.bench import contenders
 
 ASSETS = Path("docs") / "bench"
 LEVERS = Path(__file__).with_name("levers.md")
+# The last full run's goals on each CPU class it has run on (one JSON file per class), so a
+# run on one machine kind does not erase what another kind measured.
+BY_CPU_CLASS = ASSETS / "by-cpu-class"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -29,7 +32,7 @@ def write(
     lines: list[Any] | None = None,
 ) -> str:
     """Write `out_dir/BENCHMARKS.md` and `out_dir/docs/bench/*.png`; return the Markdown
-    (`lines`: the quick suite's encoder task lines, one table row each)."""
+    (`lines`: the encoder task lines, one table row each)."""
     plots = _plots(samples, plan, cfg, out_dir / ASSETS)
     machine = results["machine"]
     text = [
@@ -72,7 +75,7 @@ def write(
     text.append("")
     for w in plan:
         text += _workload_section(w, samples, cfg)
-    if lines is not None and cfg.quick:
+    if lines:
         text += _task_lines_section(lines, results.get("task_lines", {}), samples)
     if results.get("peers"):
         text += _peers_section(results["peers"])
@@ -83,11 +86,70 @@ def write(
         text += ["## Plots", ""]
         text += [f"![{p.stem}]({(ASSETS / p.name).as_posix()})" for p in plots]
         text.append("")
+    if not cfg.quick:
+        text += _by_cpu_class_section(results, checks, out_dir / BY_CPU_CLASS)
     if LEVERS.exists() and not cfg.quick:
         text += [LEVERS.read_text().strip(), ""]
     markdown = "\n".join(text)
     (out_dir / "BENCHMARKS.md").write_text(markdown)
     return markdown
+
+
+def record_cpu_class(
+    results: dict[str, Any], checks: dict[str, tuple[float, float, bool]], folder: Path
+) -> None:
+    """File this run's goals under its CPU class (replacing that class's previous run)."""
+    import json
+
+    machine = results["machine"]
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "cpu_class": machine.get("cpu_class", "unrecorded"),
+        "cpu": machine["cpu"],
+        "cpu_flags": machine.get("cpu_flags", machine.get("int8_flags", [])),
+        "date": machine["date"],
+        "load_average_before": machine["load_average_before"],
+        "command": results["command"],
+        "checks": {name: list(value) for name, value in checks.items()},
+    }
+    (folder / f"{record['cpu_class']}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _by_cpu_class_section(
+    results: dict[str, Any], checks: dict[str, tuple[float, float, bool]], folder: Path
+) -> list[str]:
+    """One column per CPU class the suite has run on: each goal's last measured value there."""
+    import json
+
+    record_cpu_class(results, checks, folder)
+    records = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    names = list(checks) + [name for r in records for name in r["checks"] if name not in checks]
+    names = list(dict.fromkeys(names))
+    text = [
+        "## Goals by CPU class",
+        "",
+        "The last full run on each CPU class this machine kind has come with (`"
+        + BY_CPU_CLASS.as_posix()
+        + "/<class>.json`); — where a run predates a goal. Bold: missed.",
+        "",
+        "| goal | target | "
+        + " | ".join(f"{r['cpu_class']} ({r['date'][:10]}, {r['cpu']})" for r in records)
+        + " |",
+        "|---|---|" + "---|" * len(records),
+    ]
+    for name in names:
+        goal = next(r["checks"][name][1] for r in records if name in r["checks"])
+        bound = "≤" if name.endswith(("(ms)", "(s)", "at most)")) else "≥"
+        cells = []
+        for r in records:
+            if name not in r["checks"]:
+                cells.append("—")
+                continue
+            value, _, met = r["checks"][name]
+            cells.append(f"{value:g}" if met else f"**{value:g}**")
+        text.append(f"| {name} | {bound} {goal:g} | " + " | ".join(cells) + " |")
+    notes = [f"- {r['cpu_class']}: {r['note']}" for r in records if r.get("note")]
+    return [*text, "", *notes, *([""] if notes else [])]
 
 
 def _load_row(label: str, samples: Any, key: str) -> str | None:

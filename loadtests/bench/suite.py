@@ -17,10 +17,10 @@ hits all of them alike; each contender is a row of `contenders.py`):
      batchable service, PyTriton, Ray Serve with `@serve.batch`, LitServe with batching and
      FastAPI + ORT without batching, each on the same ONNX folder in a venv of its own
      (`peer_servers.py`, `peers/`), driven by the same load generator.
-The quick variant adds one line per encoder task (`task_lines`: fill-mask, rerank, zero-shot,
-sentence similarity, NER): the real MiniLM encoder under each task's
-head, served over HTTP at c=16 in the route's own payload, against plain ONNX Runtime in process
-on the very model rows those requests compute.
+Both variants run one line per encoder task (`task_lines`: fill-mask, rerank, zero-shot,
+sentence similarity, NER): the real MiniLM encoder under each task's head, served over HTTP at
+c=16 in the route's own payload, against plain ONNX Runtime in process on the very model rows
+those requests compute (goal in the full run: ≥ 0.9×; the quick one keeps a floor).
 Plus cold start (process start to `/readyz` 200, tiny profile) and memory per process. The goals
 are ratios between contenders of the same run (`GOALS`); the generation and translation sections
 come from `generation_suite.py` / `translation_suite.py` when those modules exist.
@@ -305,7 +305,7 @@ def workloads(quick: bool, home: Path) -> list[Workload]:
 
 @dataclass
 class TaskLine:
-    """One encoder task's line in the quick report: its route's payload over HTTP at c=16
+    """One encoder task's line in the report: its route's payload over HTTP at c=16
     against plain ONNX Runtime on the same model rows (`load_generator.task_payloads` builds
     both: a rerank request of 8 texts is 8 (query, text) rows, a zero-shot one of 4 labels 4
     (sequence, hypothesis) rows, a similarity one of 8 sentences 9 rows, source included)."""
@@ -320,7 +320,7 @@ class TaskLine:
 
 
 def task_lines() -> list[TaskLine]:
-    """The quick suite's encoder task lines."""
+    """The encoder task lines (both variants)."""
     return [
         TaskLine("fill-mask", "fill-mask", "/fill-mask", FILL_MASK, "one sentence, one mask", 64),
         TaskLine(
@@ -396,7 +396,7 @@ def run(
     wall_started = time.perf_counter()
 
     plan = workloads(quick, home)
-    lines = task_lines() if quick else []
+    lines = task_lines()
     wanted = {m for w in plan for m in w.served} | {line.model.name for line in lines}
     bench_models.build(home, tuple(m for m in bench_models.ALL if m.name in wanted))
     texts = corpus_sentences()
@@ -828,10 +828,12 @@ def goals(
         served_fp32 / tput(FASTAPI.key(task="text-classification", c=16)),
         2.5,
     )
+    # Issue #21: serving keeps at least 90 % of what int8 gains in process (the old fixed goal,
+    # 3× fp32 served, asked more of serving than the model gives on CPUs without VNNI/AMX).
     check(
-        "classification int8 served / fp32 served (http c=16)",
-        tput(http(int8, 16)) / served_fp32,
-        3.0,
+        "classification int8/fp32 served (http c=16) / int8/fp32 in process (sorted b32)",
+        (tput(http(int8, 16)) / served_fp32) / (limit(int8) / limit(fp32)),
+        0.9,
     )
     check(
         "classification fp32 c=1 p50 - in-process batch-1 p50 (ms)",
@@ -862,12 +864,21 @@ def goals(
         served_fp32 / tput(FASTAPI_ORT.key(model=fp32, c=16)),
         1.1,
     )
-    check(
-        "classification fp32 c=1 p50 - FastAPI+ORT c=1 p50 (ms)",
-        p50(http(fp32, 1)) - p50(FASTAPI_ORT.key(model=fp32, c=1)),
-        1.0,
-        at_most=True,
-    )
+    for protocol, key in (("http", http(fp32, 1)), ("grpc", grpc(fp32, 1))):
+        check(
+            f"classification fp32 {protocol} c=1 p50 - FastAPI+ORT c=1 p50 (ms)",
+            p50(key) - p50(FASTAPI_ORT.key(model=fp32, c=1)),
+            1.0,
+            at_most=True,
+        )
+    # The encoder task lines (issue #21): each served at ≥ 0.9× its in-process sorted batch.
+    for line, facts in (lines or {}).items():
+        check(
+            f"{line} ({facts['route']}) served rows/s http c={facts['concurrency']} / "
+            "in-process rows/s",
+            task_line_ratio(samples, line, facts),
+            0.9,
+        )
     check("O2+int8 / fp32 in process (sorted b32)", limit(int8) / limit(fp32), 1.8)
     check("cold start tiny (s)", samples.median("cold_start_tiny_s"), 5.0, at_most=True)
     if samples.has("cold_start_local_s"):
