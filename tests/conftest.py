@@ -39,7 +39,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # The export side: what the serving environment (requirements/serving-tests.txt, any supported
 # Python) does not install. `--serving-only` runs every test that needs none of it.
 EXPORT_PACKAGES = frozenset(
-    {"torch", "transformers", "optimum", "sentence_transformers", "onnx", "sentencepiece", "ctranslate2"}
+    {
+        "torch",
+        "transformers",
+        "optimum",
+        "sentence_transformers",
+        "onnx",
+        "sentencepiece",
+        "ctranslate2",
+    }
 )
 # Fixtures that build or load PyTorch checkpoints.
 EXPORT_FIXTURES = frozenset({"tiny_checkpoint", "tiny_exported"})

@@ -733,7 +733,9 @@ def other_suites(out_dir: Path, rounds: int) -> list[dict[str, Any]]:
             )
             continue
         print(f"running {module}", flush=True)
-        got = importlib.import_module(module).run(False, out_dir / title.lower(), rounds=rounds)
+        got = importlib.import_module(module).run(
+            False, out_dir / title.lower().replace(" ", "-"), rounds=rounds
+        )
         sections.append({"title": title, **got})
     return sections
 
