@@ -15,6 +15,11 @@ LEVERS = Path(__file__).with_name("levers.md")
 BY_CPU_CLASS = ASSETS / "by-cpu-class"
 
 
+def _bound(goal_name: str) -> str:
+    """How a goal reads its target: at most for times and "(at most)" ratios, else at least."""
+    return "≤" if goal_name.endswith(("(ms)", "(s)", "at most)")) else "≥"
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -70,7 +75,7 @@ def write(
         "|---|---|---|---|",
     ]
     for name, (value, goal, ok) in checks.items():
-        bound = "≤" if name.endswith(("(ms)", "(s)", "at most)")) else "≥"
+        bound = _bound(name)
         text.append(f"| {name} | {value:g} | {bound} {goal:g} | {'yes' if ok else '**no**'} |")
     text.append("")
     for w in plan:
@@ -139,7 +144,7 @@ def _by_cpu_class_section(
     ]
     for name in names:
         goal = next(r["checks"][name][1] for r in records if name in r["checks"])
-        bound = "≤" if name.endswith(("(ms)", "(s)", "at most)")) else "≥"
+        bound = _bound(name)
         cells = []
         for r in records:
             if name not in r["checks"]:
