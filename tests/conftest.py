@@ -142,6 +142,20 @@ def _prepared_graphs_in_tmp(tmp_path_factory):
         yield
 
 
+@pytest.fixture
+def session_defaults_put_back():
+    """For tests that build a DataPlane in this process: it sets ORT's per-worker session
+    defaults (`configure_sessions`: threads, spinning, prepared-graph cache) for the rest of
+    the process, and later tests expect the defaults they found."""
+    import dataclasses
+
+    from service.runtime import onnx_session
+
+    saved = dataclasses.replace(onnx_session.DEFAULTS)
+    yield
+    onnx_session.DEFAULTS.__dict__.update(saved.__dict__)
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny")

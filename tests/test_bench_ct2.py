@@ -4,25 +4,13 @@ served path make the same token ids, so a speed ratio between them compares equa
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from loadtests.bench import generation_suite, translation_suite
 from loadtests.bench.ct2_contender import Ct2Generator, Ct2Translator, agreement
-from service.runtime import onnx_session
 from service.runtime.tasks.generation import GenerationParameters
 
-pytestmark = pytest.mark.export_side
-
-
-@pytest.fixture(autouse=True)
-def _session_defaults_put_back():
-    """The suites' in-process DataPlane sets ORT's per-worker session defaults (one thread
-    here); later tests in this process expect the defaults they found."""
-    saved = dataclasses.replace(onnx_session.DEFAULTS)
-    yield
-    onnx_session.DEFAULTS.__dict__.update(saved.__dict__)
+pytestmark = [pytest.mark.export_side, pytest.mark.usefixtures("session_defaults_put_back")]
 
 
 SENTENCES = translation_suite.bench_sentences(6)

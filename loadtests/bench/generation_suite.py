@@ -317,12 +317,13 @@ def run(
     torch_one = max(
         rate["PyTorch generate, 1 prompt"], rate["PyTorch generate, 1 prompt, 1 thread"]
     )
+    ct2_one = rate[CT2_ONE.format(precision="fp32")]
     goals = QUICK_GOALS if quick else GOALS
     checks = {
         "generation_one_stream_vs_pytorch": check(one / torch_one, goals["one_stream_vs_pytorch"]),
         "generation_8_streams_vs_one": check(many / one, goals["8_streams_vs_one"]),
         "generation_one_stream_vs_ctranslate2": check(
-            one / rate[CT2_ONE.format(precision="fp32")], goals["one_stream_vs_ctranslate2"]
+            one / ct2_one, goals["one_stream_vs_ctranslate2"]
         ),
     }
     if INT4_ONE in rate:
@@ -366,8 +367,7 @@ def run(
             "",
             f"- one stream: ours {one:.1f} tok/s = **{one / torch_one:.2f}× PyTorch** "
             f"(goal ≥ {goals['one_stream_vs_pytorch']}×)",
-            f"- one stream vs CTranslate2 fp32 one prompt: **"
-            f"{one / rate[CT2_ONE.format(precision='fp32')]:.2f}×** "
+            f"- one stream vs CTranslate2 fp32 one prompt: **{one / ct2_one:.2f}×** "
             f"(goal ≥ {goals['one_stream_vs_ctranslate2']}×)",
             f"- {STREAMS} concurrent streams: {many:.1f} tok/s aggregate = **{many / one:.2f}× one "
             f"stream** (goal ≥ {goals['8_streams_vs_one']}×)",
