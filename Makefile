@@ -127,12 +127,12 @@ loadtest: install
 # (loadtests/bench/peer_servers.py: BentoML batchable, PyTriton, Ray Serve, LitServe, FastAPI +
 # ORT; classification fp32, HTTP c=1/c=16, each in a venv of its own made from
 # requirements/peers/*.txt under .cache/bench/peers: + ~2 min the first time), CTranslate2
-# for generation and translation, the encoder task lines; ≈ 28 min (its accuracy section needs
-# the sentiment classifier `make models` trains once, else skipped). Each run's goals are also
-# filed under its CPU class (docs/bench/by-cpu-class/).
+# for generation and translation, the encoder task lines; ≈ 28-31 min, also on a fresh clone
+# (its accuracy section needs the sentiment classifier `make models` trains once, else skipped).
+# Each run's goals are also filed under its CPU class (docs/bench/by-cpu-class/).
 # bench-quick: MiniLM embeddings plus one line per encoder task (fill-mask, rerank, zero-shot,
-# similarity, NER where served; HTTP c=16 vs in process), ≈ 2-3 min (first run: + ~1 min of
-# exports), report in reports/bench-quick (also run by `make test`).
+# similarity, NER where served; HTTP c=16 vs in process), ≈ 95 s (first run 145 s: five exports
+# and the tiny store, side by side), report in reports/bench-quick (also run by `make test`).
 BENCH_ARGS ?=
 bench: install
 	$(PY) -m loadtests.bench.suite $(BENCH_ARGS)

@@ -23,15 +23,51 @@ def free_port() -> int:
 
 
 def build_store(bentoml_home: Path, profile: str = "tiny") -> None:
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "HF_HUB_OFFLINE": "1"}
     subprocess.run(
-        [sys.executable, "-m", "models", "build", "--profile", profile],
+        _store_build_command(profile),
         cwd=ROOT,
-        env=env,
+        env=_store_build_env(bentoml_home),
         check=True,
         capture_output=True,
         timeout=600,
     )
+
+
+@dataclass
+class StoreBuild:
+    """`models build` under way in the background (`start_store_build`)."""
+
+    process: subprocess.Popen
+    log_path: Path
+
+    def wait(self, timeout: float = 600) -> None:
+        """Block until the build ends; raise with its log's tail if it failed."""
+        if self.process.wait(timeout) != 0:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"models build failed ({self.process.returncode}):\n{tail}")
+
+
+def start_store_build(bentoml_home: Path, profile: str, log_path: Path) -> StoreBuild:
+    """`build_store` without waiting: a build is one busy core, so a caller with other work of
+    the same kind (the benchmark's exports) runs both side by side; output goes to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            _store_build_command(profile),
+            cwd=ROOT,
+            env=_store_build_env(bentoml_home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return StoreBuild(process, log_path)
+
+
+def _store_build_command(profile: str) -> list[str]:
+    return [sys.executable, "-m", "models", "build", "--profile", profile]
+
+
+def _store_build_env(bentoml_home: Path) -> dict[str, str]:
+    return {**os.environ, "BENTOML_HOME": str(bentoml_home), "HF_HUB_OFFLINE": "1"}
 
 
 def private_home(shared: Path, home: Path) -> Path:
