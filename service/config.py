@@ -101,8 +101,9 @@ class ModelSettings(_Section):
     # Single-threaded runs of an encoder model side by side for a batch of several inputs
     # (0 = one per intra-op thread, 1 = off); each model then holds a second ORT session.
     encoder_runners: int = Field(0, ge=0)
-    # Encoder sessions load their graph saved once with memory-mappable weights and pre-packed
-    # blobs, so an encoder's two sessions share one copy (service/runtime/prepared_graph.py).
+    # Sessions load their graph saved once with memory-mappable weights and pre-packed blobs, so
+    # an encoder's two sessions, and every worker's sessions of a model, share one copy
+    # (service/runtime/prepared_graph.py).
     share_weights: bool = True
     # Where those saved graphs live; empty = $BENTOML_HOME/cache/ort-prepared.
     prepared_graphs_dir: str = ""

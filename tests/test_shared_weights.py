@@ -167,3 +167,57 @@ def test_second_session_of_a_graph_costs_under_a_tenth_of_the_first(tmp_path):
     assert alone["same"] and shared["same"]
     assert alone["second"] > 0.8 * 32  # each session holds the weights (pre-packed) again
     assert shared["second"] < 0.1 * max(shared["first"], alone["first"])
+
+
+def _model_dir(store: Path, name: str) -> Path:
+    folder = store / "models" / name
+    return folder / (folder / "latest").read_text().strip()
+
+
+def _loaded_with_cache(load, cache: Path | None):
+    """`load()` with the sessions' prepared-graph cache set to `cache` for its duration."""
+    saved = onnx_session.DEFAULTS.prepared_cache
+    onnx_session.DEFAULTS.prepared_cache = cache
+    try:
+        return load()
+    finally:
+        onnx_session.DEFAULTS.prepared_cache = saved
+
+
+def _in_cache(session, cache: Path) -> bool:
+    return Path(session._model_path).parent.parent == cache
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama-chat-genai", "tiny-llama-chat-int4"])
+def test_decoder_loads_its_prepared_graph_and_generates_the_same_tokens(
+    tiny_store, prepared_cache, name
+):
+    from service.runtime.tasks.generation import GenerationParameters, TextGenerator
+
+    folder = _model_dir(tiny_store, name)
+    plain = _loaded_with_cache(lambda: TextGenerator.load(folder), None)
+    shared = TextGenerator.load(folder)
+    assert _in_cache(shared.session, prepared_cache)
+    assert not _in_cache(plain.session, prepared_cache)
+    prompts = ["Hello there", "A longer prompt about the weather today"]
+    params = GenerationParameters(max_new_tokens=12)
+    got = [[t.id for t in r.tokens] for r in shared.generate(prompts, params)]
+    assert got == [[t.id for t in r.tokens] for r in plain.generate(prompts, params)]
+    assert all(got)
+
+
+@pytest.mark.parametrize("name", ["tiny-t5", "tiny-marian", "tiny-bart-summarizer"])
+def test_encoder_decoder_loads_its_prepared_graphs_and_generates_the_same_ids(
+    tiny_store, prepared_cache, name
+):
+    from service.runtime.seq2seq import Seq2SeqGenerator
+
+    folder = _model_dir(tiny_store, name)
+    plain = _loaded_with_cache(lambda: Seq2SeqGenerator.load(folder), None)
+    shared = Seq2SeqGenerator.load(folder)
+    graphs = (shared.graphs.encoder, shared.graphs.first, shared.graphs.with_past)
+    assert all(_in_cache(session, prepared_cache) for session in graphs)
+    assert not _in_cache(plain.graphs.encoder, prepared_cache)
+    texts = ["The house is wonderful.", "A second, somewhat longer sentence to translate."]
+    got = shared.generate_ids(texts)
+    assert got == plain.generate_ids(texts) and all(len(ids) > 1 for ids in got)

@@ -11,7 +11,9 @@ pre-packed blobs in an external data file (`session.save_external_prepacked_cons
 sessions loading that file memory-map it, so both sessions read the same page-cache pages
 (loadtests/results/memory-2026-12-07: DistilBERT-base's second session +17 MB proportional set
 size instead of +272 MB, MiniLM +7 instead of +95; latency unchanged). RSS still counts a shared
-page once per mapping; PSS counts it once.
+page once per mapping; PSS counts it once. Decoders (generation, seq2seq) load the same way, so
+that workers share them: SmolLM2-135M's second session +29-37 MB instead of +650, and two
+`local` workers 2.4 -> 1.5 GB PSS in all (the 2026-12-08 section of that record).
 
 The saved graph is specific to this ORT version and CPU (pre-packed layouts follow the kernels
 the CPU gets), so it lives in a cache keyed by both and by the source files' size and mtime;
