@@ -171,6 +171,11 @@ def build(home: Path, models: tuple[BenchModel, ...] = ALL) -> None:
         _build_missing(home, models)
 
 
+# An export is one Python process busy on about one core (MiniLM: 8.7 s wall, 9.2 s of CPU), so
+# two at a time halve a fresh clone's first `make bench-quick` exports on a 2-core machine.
+EXPORT_JOBS = 2
+
+
 def _build_missing(home: Path, models: tuple[BenchModel, ...]) -> None:
     present = stored(home)
     env = {**os.environ, "BENTOML_HOME": str(home), "HF_HUB_OFFLINE": "1"}
@@ -178,11 +183,6 @@ def _build_missing(home: Path, models: tuple[BenchModel, ...]) -> None:
         model.name: _export_command(model, home) for model in models if model.name not in present
     }
     run_exports(commands, env, jobs=min(EXPORT_JOBS, len(os.sched_getaffinity(0))))
-
-
-# An export is one Python process busy on about one core (MiniLM: 8.7 s wall, 9.2 s of CPU), so
-# two at a time halve a fresh clone's first `make bench-quick` exports on a 2-core machine.
-EXPORT_JOBS = 2
 
 
 def _export_command(model: BenchModel, home: Path) -> list[str]:

@@ -405,7 +405,12 @@ def run(
     plan = workloads(quick, home)
     lines = task_lines()
     wanted = {m for w in plan for m in w.served} | {line.model.name for line in lines}
-    bench_models.build(home, tuple(m for m in bench_models.ALL if m.name in wanted))
+    try:
+        bench_models.build(home, tuple(m for m in bench_models.ALL if m.name in wanted))
+    except BaseException:
+        if tiny_build is not None:  # not left writing into its store after this run has failed
+            tiny_build.process.wait()
+        raise
     if tiny_build is not None:
         tiny_build.wait()
     texts = corpus_sentences()
