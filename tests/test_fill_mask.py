@@ -100,6 +100,13 @@ def test_inputs_need_exactly_one_mask(filler, text, message):
     assert caught.value.field == "inputs[1]"
 
 
+def test_a_text_over_the_limit_is_refused_without_offering_a_parameter_it_lacks(filler):
+    text = "a [MASK] " + "word " * (filler.encoder.max_input_tokens + 10)
+    with pytest.raises(InvalidInput, match="send a shorter text") as caught:
+        filler.run([(text, FillMaskParameters())])
+    assert caught.value.field == "inputs" and "truncate" not in str(caught.value)
+
+
 # --- the task over every door of the running service ---------------------------------------
 
 MODEL = "tiny-bert-fill-mask"

@@ -61,6 +61,25 @@ def test_zero_shot_matches_the_pipeline(model, reference, options):
         _assert_same(mine, reference(text, **options))
 
 
+def test_a_sequence_over_the_limit_is_cut_as_the_pipeline_cuts_it(model, reference):
+    # The pipeline truncates `only_first` on its own: the sequence loses its tail, the
+    # hypothesis stays whole. A request needs no parameter for it (the route has none).
+    text = " ".join(corpus_sentences()[:12])
+    assert len(model.encoder.tokenizer.encode(text).ids) > model.encoder.max_input_tokens
+    params = ZeroShotParameters(candidate_labels=LABELS)
+    (ours,) = model.run([(text, params)])
+    _assert_same(ours, reference(text, candidate_labels=LABELS))
+
+
+def test_a_hypothesis_too_long_to_fit_is_refused_naming_the_input(model):
+    from service.runtime.errors import InvalidInput
+
+    params = ZeroShotParameters(candidate_labels=["a label " * 200])
+    with pytest.raises(InvalidInput, match="cannot be cut") as refused:
+        model.run([("A short sentence.", params)])
+    assert refused.value.field == "inputs"
+
+
 def test_the_entailment_label_is_found_as_the_pipeline_finds_it():
     from service.runtime.tasks.zero_shot import entailment_id
 

@@ -235,10 +235,14 @@ class EncoderModel:
         truncate: Sequence[bool],
         field_name: str = "inputs",
         directions: Sequence[str | None] | None = None,
+        strategy: str = "longest_first",
+        refusal_hint: str = "send truncate=true to cut it to the limit",
     ) -> list[Encoding]:
         """Tokenize with special tokens; inputs over the limit are cut if asked (from the side
         `directions` names per input, default the tokenizer's; a (text, text_pair) pair loses
-        tokens from its longer part first, as `truncation=True` does), else refused."""
+        tokens from its longer part first, as `truncation=True` does, or from the part
+        `strategy` names: "only_first"), else refused with `refusal_hint` (a route with no
+        `truncate` parameter says what else to do)."""
         encodings = self.tokenizer.encode_batch(list(texts))
         limit = self.max_input_tokens
         for i, encoding in enumerate(encodings):
@@ -247,14 +251,20 @@ class EncoderModel:
             if not truncate[i]:
                 raise InvalidInput(
                     f"input is {len(encoding)} tokens long, more than this model's limit of "
-                    f"{limit} tokens; send truncate=true to cut it to the limit",
+                    f"{limit} tokens; {refusal_hint}",
                     field=field_name,
                 )
             direction = directions[i] if directions is not None else None
             text = texts[i]
-            encodings[i] = self.truncating_tokenizer(limit, direction=direction).encode(
-                *(text if isinstance(text, tuple) else (text,))
-            )
+            cutter = self.truncating_tokenizer(limit, strategy=strategy, direction=direction)
+            try:
+                encodings[i] = cutter.encode(*(text if isinstance(text, tuple) else (text,)))
+            except Exception as err:  # tokenizers: the part it may cut is too short
+                raise InvalidInput(
+                    f"input is {len(encoding)} tokens long and cannot be cut to this model's "
+                    f"limit of {limit} tokens ({err})",
+                    field=field_name,
+                ) from err
         return encodings
 
     def run(

@@ -139,7 +139,8 @@ class MaskFiller(EncoderRuntime):
         """The text's encoding, its one mask's position and the target ids, if any."""
         text, params = item
         targets = self.target_ids(params.targets)
-        (encoding,) = self.encoder.encode([text], [False])
+        # As the pipeline, which refuses it too; the route has no `truncate` to offer.
+        (encoding,) = self.encoder.encode([text], [False], refusal_hint="send a shorter text")
         masks = [i for i, token in enumerate(encoding.ids) if token == self.mask_id]
         if len(masks) != 1:
             found = "no" if not masks else str(len(masks))

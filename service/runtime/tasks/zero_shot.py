@@ -182,11 +182,11 @@ class ZeroShotClassifier(EncoderRuntime):
     def prepare(self, item: ZeroShotItem) -> Prepared[ZeroShotItem, Encoding]:
         """The encodings of the sequence paired with each hypothesis."""
         text, params = item
-        # The pipeline cuts only the sequence (`only_first`) when a pair is too long: the
-        # encoder cuts the longer side of a pair, which is the sequence unless the hypothesis
-        # is longer (a pair that long is refused here instead of cut differently).
+        # As the pipeline does, a pair over the model's limit loses tokens from the sequence
+        # only (`only_first`); one whose hypothesis alone is too long is refused.
         pairs = [(text, hypothesis) for hypothesis in params.hypotheses()]
-        return Prepared(item=item, rows=self.encoder.encode(pairs, [False] * len(pairs)))
+        rows = self.encoder.encode(pairs, [True] * len(pairs), strategy="only_first")
+        return Prepared(item=item, rows=rows)
 
     def run_prepared(
         self, batch: Sequence[Prepared[ZeroShotItem, Encoding]]
