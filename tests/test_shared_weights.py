@@ -44,7 +44,7 @@ def test_encoder_sessions_load_one_prepared_graph_and_answer_as_the_original(
     (folder,) = [p for p in prepared_cache.iterdir() if not p.name.startswith(".")]
     assert (folder / GRAPH).is_file() and (folder / DATA).is_file()
     assert model.session._model_path == model.narrow._model_path == str(folder / GRAPH)
-    plain = create_session(classifier_dir / "model.onnx")
+    plain = create_session(classifier_dir / "model.onnx", shared=False)
     texts = ["a short one", "and a somewhat longer sentence to classify here"] * 3
     encodings = model.encode(texts, [False] * len(texts))
     feed = model._feed(encodings)
@@ -184,6 +184,11 @@ def _loaded_with_cache(load, cache: Path | None):
         onnx_session.DEFAULTS.prepared_cache = saved
 
 
+def _as_is_and_shared(load):
+    """One model loaded as it is (no cache), then through the configured prepared cache."""
+    return _loaded_with_cache(load, None), load()
+
+
 def _in_cache(session, cache: Path) -> bool:
     return Path(session._model_path).parent.parent == cache
 
@@ -195,8 +200,7 @@ def test_decoder_loads_its_prepared_graph_and_generates_the_same_tokens(
     from service.runtime.tasks.generation import GenerationParameters, TextGenerator
 
     folder = _model_dir(tiny_store, name)
-    plain = _loaded_with_cache(lambda: TextGenerator.load(folder), None)
-    shared = TextGenerator.load(folder)
+    plain, shared = _as_is_and_shared(lambda: TextGenerator.load(folder))
     assert _in_cache(shared.session, prepared_cache)
     assert not _in_cache(plain.session, prepared_cache)
     prompts = ["Hello there", "A longer prompt about the weather today"]
@@ -213,8 +217,7 @@ def test_encoder_decoder_loads_its_prepared_graphs_and_generates_the_same_ids(
     from service.runtime.seq2seq import Seq2SeqGenerator
 
     folder = _model_dir(tiny_store, name)
-    plain = _loaded_with_cache(lambda: Seq2SeqGenerator.load(folder), None)
-    shared = Seq2SeqGenerator.load(folder)
+    plain, shared = _as_is_and_shared(lambda: Seq2SeqGenerator.load(folder))
     graphs = (shared.graphs.encoder, shared.graphs.first, shared.graphs.with_past)
     assert all(_in_cache(session, prepared_cache) for session in graphs)
     assert not _in_cache(plain.graphs.encoder, prepared_cache)

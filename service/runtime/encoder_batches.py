@@ -167,11 +167,11 @@ class EncoderModel:
         22.9 vs 26.9-27.9 ms). A lone input still runs on the multi-threaded session, which
         halves its latency (20.9 vs 35.9 ms). The price was a second session, i.e. the model's
         weights twice in memory (+272 MB PSS for DistilBERT-base fp32); both sessions now load the
-        graph from the prepared-graph cache and map the same weights (+17 MB; `shared=True`,
+        graph from the prepared-graph cache and map the same weights (+17 MB; `create_session`,
         service/runtime/prepared_graph.py)."""
         if runners <= 1 or self.graph is None or self._pool is not None:
             return
-        self.narrow = create_session(self.graph, 1, spinning=False, shared=True)
+        self.narrow = create_session(self.graph, 1, spinning=False)
         self.runners = runners
         self._pool = ThreadPoolExecutor(runners - 1, thread_name_prefix="encoder-runner")
 
@@ -192,7 +192,7 @@ class EncoderModel:
         config = _read_json(model_dir / "config.json")
         limits = [tokenizer.model_max_length, _position_limit(config), max_input_tokens]
         return cls(
-            session=create_session(graph, threads, spinning=False, shared=True),
+            session=create_session(graph, threads, spinning=False),
             graph=graph,
             tokenizer=tokenizer,
             config=config,

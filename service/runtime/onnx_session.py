@@ -45,7 +45,7 @@ def default_threads() -> int:
 
 
 def create_session(
-    path: Path, threads: int | None = None, spinning: bool = True, shared: bool = False
+    path: Path, threads: int | None = None, spinning: bool = True, shared: bool = True
 ) -> ort.InferenceSession:
     """An ORT CPU session with sequential execution and a fixed intra-op thread pool.
 
@@ -56,8 +56,9 @@ def create_session(
     Decode loops call ORT back to back and keep ORT's default. The setting
     `models.allow_spinning` (`ORT_ALLOW_SPINNING=0|1`) overrides both.
 
-    `shared=True` loads the graph from the prepared-graph cache when one is configured
-    (`models.share_weights`), so that every session of it maps the same weights."""
+    The graph loads from the prepared-graph cache when one is configured (`models.share_weights`),
+    so that every session of it, in every worker, maps the same weights; `shared=False` loads it
+    as it is (measurements and tests that compare the two)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1

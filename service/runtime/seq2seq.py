@@ -340,18 +340,16 @@ class Seq2SeqGraphs:
     """Encoder plus decoder with KV cache; hides whether the folder has split or merged decoders."""
 
     def __init__(self, model_dir: Path, threads: int | None = None) -> None:
-        # Each graph from the prepared-graph cache (`models.share_weights`), so that workers
-        # serving the same model map one copy of its weights.
-        self.encoder = create_session(model_dir / "encoder_model.onnx", threads, shared=True)
+        self.encoder = create_session(model_dir / "encoder_model.onnx", threads)
         first = model_dir / "decoder_model.onnx"
         with_past = model_dir / "decoder_with_past_model.onnx"
         merged = model_dir / "decoder_model_merged.onnx"
         if first.exists() and with_past.exists():
-            self.first = create_session(first, threads, shared=True)
-            self.with_past = create_session(with_past, threads, shared=True)
+            self.first = create_session(first, threads)
+            self.with_past = create_session(with_past, threads)
             self.merged = False
         elif merged.exists():
-            self.first = self.with_past = create_session(merged, threads, shared=True)
+            self.first = self.with_past = create_session(merged, threads)
             self.merged = True
         else:
             raise ModelLoadError(f"{model_dir} has no decoder ONNX graph")

@@ -473,9 +473,7 @@ class TextGenerator:
             ),
             0,
         )
-        # From the prepared graph (`models.share_weights`): workers map one copy of the weights,
-        # and a second session costs +29-37 MB of PSS instead of +650 (SmolLM2-135M fp32).
-        session = create_session(model_dir / "model.onnx", threads, shared=True)
+        session = create_session(model_dir / "model.onnx", threads)
         logits_width = next((o.shape[-1] for o in session.get_outputs() if o.name == "logits"), 0)
         vocabulary = max(
             tokenizer.tokenizer.get_vocab_size(with_added_tokens=True),
